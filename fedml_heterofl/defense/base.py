@@ -1,0 +1,327 @@
+"""Contracts shared by every aggregation rule (DESIGN §3) and the small tensor helpers they use.
+
+An update is a delta ``g_i = w_i - w_t``. A round's updates are one float tensor ``U`` of shape
+``(n, d)``. A :class:`Defense` is a callable object, configured by keyword-only arguments that its
+``__init__`` validates; ``defense(U, ctx)`` returns an :class:`AggregationResult`.
+
+Selection and averaging are separate: :meth:`Defense.select` decides which rows are kept (and with
+which weights), :meth:`Defense.combine` turns the selection into the aggregate. Detection metrics
+and the adaptive attack (which uses a defense as its oracle) call ``select`` alone.
+
+Rows that are not finite or have zero norm are removed before any rule sees them and are reported
+under ``removed_by["non_finite"]`` / ``removed_by["zero_norm"]``. When every row is removed the
+aggregate is the zero update (the global model stays as it is) and a warning is logged.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Callable, ClassVar, Dict, Iterator, Optional, Sequence, Tuple, Type
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+Batch = Tuple[Tensor, Tensor]
+#: ``loss_fn(params, batch) -> losses``: mean loss of each of ``k`` flat parameter vectors
+#: ``params`` of shape ``(k, d)`` on ``batch = (x, y)``; returns shape ``(k,)``.
+LossFn = Callable[[Tensor, Batch], Tensor]
+
+
+@dataclass
+class RoundContext:
+    """What the server knows in one round besides the updates.
+
+    Attributes:
+        round_idx: the round index t.
+        global_params: flat global parameters ``w_t``, shape ``(d,)``.
+        generator: seeded generator for every random choice a rule makes.
+        client_ids: id of each row of the updates (defaults to positions). Random choices that
+            concern clients are keyed on these ids, so permuting clients permutes the outcome.
+        sample_counts: local sample count of each row (FedAvg weighting).
+        loss_fn: evaluates a batch of flat parameter vectors (watermark, Zeno).
+        trigger_set: HeteroFL's ``D_trg`` (Alg. 1, lines 1-3), labelled ``L``.
+        validation_batch: server-side validation batch (Zeno).
+        server_update: FLTrust's server update ``g_0`` trained on the root dataset, shape ``(d,)``.
+        device: where the rule computes.
+    """
+
+    round_idx: int = 0
+    global_params: Optional[Tensor] = None
+    generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+    client_ids: Optional[Tensor] = None
+    sample_counts: Optional[Tensor] = None
+    loss_fn: Optional[LossFn] = None
+    trigger_set: Optional[Batch] = None
+    validation_batch: Optional[Batch] = None
+    server_update: Optional[Tensor] = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def ids(self, n: int) -> Tensor:
+        """Client ids of the ``n`` rows (positions when none were given)."""
+        if self.client_ids is None:
+            return torch.arange(n)
+        return self.client_ids
+
+    def subset(self, index: Tensor, n: int) -> "RoundContext":
+        """The context of ``n`` rows restricted to rows ``index`` (ids and counts follow the rows)."""
+        counts = None if self.sample_counts is None else self.sample_counts[index]
+        return replace(self, client_ids=self.ids(n)[index], sample_counts=counts)
+
+
+@dataclass
+class Selection:
+    """The outcome of a rule's selection phase.
+
+    Attributes:
+        kept: boolean mask of shape ``(n,)``, True for rows that enter the aggregate.
+        removed_by: name of the step (or reason) that removed rows -> their row indices.
+        scores: named per-row (or per-group) scores the rule computed.
+        diagnostics: thresholds used, counts, and ``time_<step>`` seconds per step.
+        weights: aggregation weights of shape ``(n,)`` (zero where not kept) for rules whose
+            aggregate is the weighted sum ``weights @ U``; ``None`` for rules that combine
+            updates non-linearly (Median).
+    """
+
+    kept: Tensor
+    removed_by: Dict[str, Tensor] = field(default_factory=dict)
+    scores: Dict[str, Tensor] = field(default_factory=dict)
+    diagnostics: Dict[str, object] = field(default_factory=dict)
+    weights: Optional[Tensor] = None
+
+    @property
+    def removed(self) -> Tensor:
+        """Indices of the rows that were not kept."""
+        return (~self.kept).nonzero().flatten()
+
+
+@dataclass
+class AggregationResult(Selection):
+    """A :class:`Selection` plus the aggregate ``update`` (shape ``(d,)``) to add to ``w_t``."""
+
+    update: Optional[Tensor] = None
+
+
+class Defense(ABC):
+    """An aggregation rule: ``rule(updates, ctx) -> AggregationResult``.
+
+    Subclasses implement :meth:`select` on screened updates (finite, non-zero rows) and, if the
+    aggregate is not ``weights @ U``, :meth:`combine`. ``name`` is the registry key.
+    """
+
+    name: ClassVar[str] = ""
+    #: smallest number of (screened) updates the rule can work with
+    min_updates: ClassVar[int] = 1
+
+    def __call__(self, updates: Tensor, ctx: Optional[RoundContext] = None) -> AggregationResult:
+        ctx = ctx if ctx is not None else RoundContext()
+        check_updates(updates, None if ctx.global_params is None else ctx.global_params.numel())
+        clean, index, screened = screen_updates(updates)
+        n, d = updates.shape
+        if index.numel() < self.min_updates:
+            if index.numel() > 0:
+                raise ValueError(
+                    f"{self.name} needs at least {self.min_updates} valid updates, got {index.numel()} "
+                    f"(of n={n}; removed as malformed: {sum(len(v) for v in screened.values())})"
+                )
+            log.warning("round %d: every update was malformed; the global model stays as it is", ctx.round_idx)
+            return AggregationResult(
+                kept=torch.zeros(n, dtype=torch.bool),
+                removed_by=screened,
+                diagnostics={"all_removed": True},
+                weights=torch.zeros(n, dtype=updates.dtype),
+                update=torch.zeros(d, dtype=updates.dtype, device=updates.device),
+            )
+        sub_ctx = ctx if index.numel() == n else ctx.subset(index, n)
+        sel = self.select(clean, sub_ctx)
+        update = self.combine(clean, sel, sub_ctx)
+        if not bool(sel.kept.any()):
+            log.warning("round %d: %s removed every update; the global model stays as it is",
+                        ctx.round_idx, self.name)
+            sel.diagnostics["all_removed"] = True
+        return _lift(sel, update, index, n, screened)
+
+    @abstractmethod
+    def select(self, updates: Tensor, ctx: RoundContext) -> Selection:
+        """Decide which of the (screened) ``updates`` are kept; see :class:`Selection`."""
+
+    def combine(self, updates: Tensor, selection: Selection, ctx: RoundContext) -> Tensor:
+        """The aggregate of a selection: ``weights @ U`` (zero update when nothing is kept)."""
+        if selection.weights is None:
+            raise NotImplementedError(f"{type(self).__name__} returns no weights and must override combine()")
+        return selection.weights.to(updates.dtype) @ updates
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
+def _lift(sel: Selection, update: Tensor, index: Tensor, n: int, screened: Dict[str, Tensor]) -> AggregationResult:
+    """Map a selection over the screened rows ``index`` back to all ``n`` rows."""
+    if index.numel() == n:
+        return AggregationResult(sel.kept, dict(screened) | sel.removed_by, sel.scores, sel.diagnostics,
+                                 sel.weights, update)
+    kept = torch.zeros(n, dtype=torch.bool)
+    kept[index] = sel.kept
+    weights = None
+    if sel.weights is not None:
+        weights = torch.zeros(n, dtype=sel.weights.dtype)
+        weights[index] = sel.weights
+    removed_by = dict(screened)
+    removed_by.update({k: index[v] for k, v in sel.removed_by.items()})
+    return AggregationResult(kept, removed_by, sel.scores, sel.diagnostics, weights, update)
+
+
+# ---------------------------------------------------------------------------------------------
+# Screening and shared tensor helpers
+# ---------------------------------------------------------------------------------------------
+
+def check_updates(updates: Tensor, d: Optional[int] = None) -> None:
+    """Raise ``ValueError`` unless ``updates`` is a floating ``(n, d)`` tensor (``d`` if given)."""
+    if not isinstance(updates, Tensor):
+        raise ValueError(f"updates must be a torch.Tensor of shape (n, d), got {type(updates).__name__}")
+    if updates.dim() != 2:
+        raise ValueError(f"updates must have shape (n, d), got shape {tuple(updates.shape)}")
+    if not updates.is_floating_point():
+        raise ValueError(f"updates must be a floating-point tensor, got dtype {updates.dtype}")
+    if d is not None and updates.shape[1] != d:
+        raise ValueError(f"updates have length {updates.shape[1]}, the model has d={d} parameters")
+
+
+def screen_updates(updates: Tensor) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
+    """Remove rows with NaN/Inf entries or zero norm.
+
+    Returns ``(clean, index, removed_by)``: the valid rows (``updates`` itself, not a copy, when
+    every row is valid), their indices, and ``{"non_finite": idx, "zero_norm": idx}`` for the
+    rows removed (keys present only when something was removed).
+    """
+    check_updates(updates)
+    finite = torch.isfinite(updates).all(dim=1)
+    nonzero = (updates != 0).any(dim=1)
+    valid = finite & nonzero
+    removed: Dict[str, Tensor] = {}
+    if not bool(finite.all()):
+        removed["non_finite"] = (~finite).nonzero().flatten()
+    if not bool((nonzero | ~finite).all()):
+        removed["zero_norm"] = (~nonzero & finite).nonzero().flatten()
+    if removed:
+        log.warning("removed malformed updates: %s", {k: v.tolist() for k, v in removed.items()})
+    index = valid.nonzero().flatten()
+    clean = updates if index.numel() == updates.shape[0] else updates[index]
+    return clean, index, removed
+
+
+def stack_updates(rows: Sequence[Tensor], d: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Stack a list of 1-D updates, removing those whose length is not ``d``.
+
+    Returns ``(U, index, wrong_length)``: the ``(k, d)`` float32 stack of the rows of the right
+    length, their positions in ``rows``, and the positions of the rows that were dropped.
+    """
+    ok = [i for i, r in enumerate(rows) if r.dim() == 1 and r.numel() == d]
+    bad = [i for i in range(len(rows)) if i not in set(ok)]
+    if bad:
+        log.warning("removed updates of the wrong length (expected d=%d): positions %s", d, bad)
+    U = torch.stack([rows[i].float() for i in ok]) if ok else torch.zeros(0, d)
+    return U, torch.tensor(ok, dtype=torch.long), torch.tensor(bad, dtype=torch.long)
+
+
+def gram_matrix(updates: Tensor, dtype: torch.dtype = torch.float32, chunk: int = 1 << 15) -> Tensor:
+    """``G = U Uᵀ`` of shape ``(n, n)`` in ``dtype``.
+
+    In float64 the product is accumulated over column blocks of ``chunk`` so that no float64
+    copy of the whole ``U`` is made. Everything HeteroFL's steps 1, 2, 4 and the distance-based
+    baselines need (norms, cosines, squared distances) follows from ``G`` (DESIGN §10).
+    """
+    if dtype == updates.dtype:
+        return updates @ updates.T
+    n, d = updates.shape
+    G = torch.zeros(n, n, dtype=dtype, device=updates.device)
+    for start in range(0, d, chunk):
+        block = updates[:, start:start + chunk].to(dtype)
+        G.addmm_(block, block.T)
+    return G
+
+
+def norms_from_gram(G: Tensor) -> Tensor:
+    """Euclidean norms ``‖g_i‖ = sqrt(G_ii)``."""
+    return G.diagonal().clamp_min(0).sqrt()
+
+
+def cosine_from_gram(G: Tensor) -> Tensor:
+    """Cosine similarities ``G_ij / (‖g_i‖ ‖g_j‖)``, clamped to [-1, 1]."""
+    norms = norms_from_gram(G)
+    return (G / (norms[:, None] * norms[None, :])).clamp(-1.0, 1.0)
+
+
+def sq_distances_from_gram(G: Tensor) -> Tensor:
+    """Squared Euclidean distances ``G_ii + G_jj - 2 G_ij`` (clamped at 0, zero diagonal)."""
+    diag = G.diagonal()
+    D = (diag[:, None] + diag[None, :] - 2.0 * G).clamp_min(0)
+    D.fill_diagonal_(0)
+    return D
+
+
+def mask_from_index(index: Tensor, n: int) -> Tensor:
+    """Boolean mask of length ``n``, True at ``index``."""
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[index] = True
+    return mask
+
+
+def uniform_weights(kept: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Weights ``1/|kept|`` on the kept rows and 0 elsewhere (all zero when nothing is kept)."""
+    k = int(kept.sum())
+    return kept.to(dtype) / max(k, 1)
+
+
+def require_f(rule: str, n: int, f: int, *, min_n: int, relation: str) -> None:
+    """Raise ``ValueError`` naming both numbers when ``n < min_n`` for a rule's assumption on f."""
+    if n < min_n:
+        raise ValueError(f"{rule} requires {relation}; got n={n} updates and f={f}")
+
+
+@contextmanager
+def timed(diagnostics: Dict[str, object], step: str) -> Iterator[None]:
+    """Record the wall time of a block as ``diagnostics["time_<step>"]`` (seconds)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        diagnostics[f"time_{step}"] = time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------------
+
+REGISTRY: Dict[str, Type[Defense]] = {}
+
+
+def register(cls: Type[Defense]) -> Type[Defense]:
+    """Class decorator: add a :class:`Defense` subclass to :data:`REGISTRY` under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(f"defense name {cls.name!r} is already registered to {REGISTRY[cls.name].__name__}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def build_defense(name: str, **params: object) -> Defense:
+    """Instantiate the registered defense ``name`` with keyword ``params``.
+
+    Raises ``ValueError`` naming the allowed names for an unknown ``name``, and the rule's own
+    ``ValueError``/``TypeError`` (naming the parameter) for bad parameters.
+    """
+    key = name.strip().lower()
+    if key not in REGISTRY:
+        raise ValueError(f"unknown defense {name!r}; allowed: {', '.join(sorted(REGISTRY))}")
+    cls = REGISTRY[key]
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise TypeError(f"defense {key!r}: {exc}") from exc

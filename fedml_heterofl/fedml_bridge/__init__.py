@@ -1,0 +1,1 @@
+"""fedml_bridge"""

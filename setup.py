@@ -1,0 +1,30 @@
+"""Packaging for fedml_heterofl (Lu, Hu et al., IEEE TIFS 2024) as a FedML 0.9.6 extension."""
+from setuptools import find_packages, setup
+
+setup(
+    name="fedml_heterofl",
+    version="0.1.0",
+    description=(
+        "HeteroFL poisoning defense (Lu, Hu et al., TIFS 2024), its attacks and baselines, "
+        "as a FedML 0.9.6 extension"
+    ),
+    packages=find_packages(include=["fedml_heterofl", "fedml_heterofl.*"]),
+    python_requires=">=3.9,<3.12",
+    install_requires=[
+        "fedml==0.9.6",
+        # torch/torchvision are pinned through constraints.txt, not here: a pin in
+        # install_requires would make pip replace a working local build.
+        "torch>=2.0",
+        "torchvision>=0.15",
+        "numpy<2",
+        "scikit-learn>=1.2",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6"],
+        "mpi": ["mpi4py>=3.1"],
+        "plot": ["matplotlib>=3.6"],
+    },
+    entry_points={"console_scripts": ["fedml-heterofl=fedml_heterofl.cli:main"]},
+)
