@@ -8,5 +8,6 @@ from fedml_heterofl.defense.base import (
     build_defense,
     register,
 )
+from fedml_heterofl.defense import heterofl  # noqa: F401  (registers "heterofl")
 
 __all__ = ["REGISTRY", "AggregationResult", "Defense", "RoundContext", "Selection", "build_defense", "register"]

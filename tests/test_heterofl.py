@@ -1,0 +1,382 @@
+"""HeteroFL (Alg. 1-6): hand-computed cases, plain-loop references, crafted scenarios, properties."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedml_heterofl.defense.base import RoundContext, gram_matrix
+from fedml_heterofl.defense.heterofl import (
+    HeteroFL,
+    magnitude_rectification,
+    relative_cosine_similarity,
+    similarity_detection,
+    sybil_direction_removal,
+    watermark_verification,
+)
+from fedml_heterofl.models import ParamLayout, batched_loss
+
+E = torch.eye(8, dtype=torch.float32)
+
+
+def cos_matrix(U):
+    return torch.nn.functional.normalize(U, dim=1) @ torch.nn.functional.normalize(U, dim=1).T
+
+
+def rcs_loop(U, exclude_self=True):
+    """Plain float64 loop over Alg. 3 for RCS(C, C)."""
+    U = U.double()
+    n = U.shape[0]
+    out = []
+    for i in range(n):
+        sims = []
+        for j in range(n):
+            if exclude_self and i == j:
+                continue
+            sims.append(float(U[i] @ U[j] / (U[i].norm() * U[j].norm())))
+        k = min(n // 2, len(sims))
+        out.append(sum(sorted(sims, reverse=True)[:k]))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+# ------------------------------------------------------------------------------ Alg. 3
+
+def test_rcs_hand_computed():
+    # a=(1,0) b=(0,1) c=(1,1) e=(-1,0); k = floor(4/2) = 2 most similar others.
+    # cos: ab 0, ac .7071, ae -1, bc .7071, be 0, ce -.7071
+    # s_a = .7071 + 0, s_b = .7071 + 0, s_c = .7071 + .7071, s_e = 0 + (-.7071)
+    U = torch.tensor([[1.0, 0], [0, 1], [1, 1], [-1, 0]])
+    r = math.sqrt(0.5)
+    s = relative_cosine_similarity(cos_matrix(U), torch.arange(4))
+    assert torch.allclose(s, torch.tensor([r, r, 2 * r, -r]), atol=1e-6)
+    # Self included: each row gains its own cosine 1 and drops its second-best other.
+    # s_a = 1 + .7071, s_b = 1 + .7071, s_c = 1 + .7071, s_e = 1 + 0
+    s_incl = relative_cosine_similarity(cos_matrix(U))
+    assert torch.allclose(s_incl, torch.tensor([1 + r, 1 + r, 1 + r, 1.0]), atol=1e-6)
+
+
+def test_rcs_rectangular_against_subset():
+    # RCS(C1, C2) with C2 = rows {0, 2} of C1 and self excluded equals RCS(C1, C1) on those rows.
+    U = torch.randn(7, 5, generator=torch.Generator().manual_seed(1))
+    cos = cos_matrix(U)
+    full = relative_cosine_similarity(cos, torch.arange(7))
+    sub = relative_cosine_similarity(cos[[0, 2]], torch.tensor([0, 2]))
+    assert torch.allclose(sub, full[[0, 2]])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rcs_from_float32_gram_matches_float64_loop(seed):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(30, 2000, generator=g)
+    # near-duplicates: rows 20..29 are row 0 plus 1e-4 relative noise
+    base[20:] = base[0] + 1e-4 * torch.randn(10, 2000, generator=g)
+    from fedml_heterofl.defense.base import cosine_from_gram
+    s = relative_cosine_similarity(cosine_from_gram(gram_matrix(base)), torch.arange(30))
+    assert torch.allclose(s.double(), rcs_loop(base), atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ Step 1, Alg. 2
+
+def test_sybil_direction_removal_hand_computed():
+    # 4 identical sybils along e0; 6 honest h_i = 3 e_{i+1} + e_7, so cos(h_i, h_j) = 1/10 = 0.1,
+    # cos(sybil, honest) = 0, cos(sybil, sybil) = 1. n = 10, k = 5.
+    # s_sybil = 1+1+1 + 0+0 = 3;  s_honest = 5 x 0.1 = 0.5.
+    # median(s) = 0.5 (6 of 10 values are 0.5), MAD = median(|s - 0.5|) = 0 -> bound 2(0.5+0) = 1.
+    # The sybils (3 > 1) are removed, the honest (0.5) are not.
+    sybils = E[0].repeat(4, 1)
+    honest = torch.stack([3 * E[i + 1] + E[7] for i in range(6)])
+    res = sybil_direction_removal(gram_matrix(torch.cat([sybils, honest])))
+    assert res.malicious.tolist() == [True] * 4 + [False] * 6
+    assert res.diagnostics["threshold"] == pytest.approx(1.0, abs=1e-6)
+    assert torch.allclose(res.scores, torch.tensor([3.0] * 4 + [0.5] * 6), atol=1e-6)
+
+
+def test_sybil_guard_when_similarities_are_not_positive():
+    # Three mutually opposed directions: all RCS < 0, so s~ + r~ < 0 and the bound 2(s~+r~)
+    # would lie below the median; the guard keeps everything.
+    U = torch.tensor([[1.0, 0.0], [-0.5, math.sqrt(3) / 2], [-0.5, -math.sqrt(3) / 2]])
+    res = sybil_direction_removal(gram_matrix(U))
+    assert not res.malicious.any()
+    assert res.diagnostics["threshold"] == math.inf
+
+
+def honest_and_sybils(seed, n_honest=80, n_sybil=20, d=3000, common=0.35):
+    g = torch.Generator().manual_seed(seed)
+    direction = torch.randn(d, generator=g)
+    honest = common * direction + torch.randn(n_honest, d, generator=g)
+    sybil = torch.randn(d, generator=g) + 0.5 * direction
+    sybils = sybil + 0.01 * torch.randn(n_sybil, d, generator=g)
+    return torch.cat([honest, sybils])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_step1_removes_all_sybils_and_few_honest(seed):
+    U = honest_and_sybils(seed)
+    mal = sybil_direction_removal(gram_matrix(U)).malicious
+    assert mal[80:].all(), "every sybil must be removed"
+    assert int(mal[:80].sum()) <= 3
+
+
+# ------------------------------------------------------------------------------ Step 2, Alg. 4
+
+def test_similarity_detection_hand_computed():
+    # Honest h_i = e0 + .5 e_i (i=1..4): cos(h_i, h_j) = 1/1.25 = 0.8.
+    # Attackers m1 = -e0 + .5 e5, m2 = -e0 + .5 e6: cos(m, h) = -0.8, cos(m1, m2) = 0.8.
+    # Line 2 (k = 3, self excluded): s_h = 3 x 0.8 = 2.4; s_m = 0.8 - 0.8 - 0.8 = -0.8.
+    # Mean shift (bandwidth 0.5): clusters {h1..h4}, {m1, m2}; r = 4 groups.
+    # Groups 1, 2 each hold one honest h and one attacker m: centroid .25(e_a + e_5 or e_6);
+    # groups 3, 4 hold one honest each. Centroid cosines: cos(G3, G4) = 0.8, every other pair 0.
+    # Centroid RCS (k = 2): G3, G4 -> 0.8; G1, G2 -> 0. Mean shift: {0.8, 0.8} and {0, 0} tie,
+    # the higher centre wins, so G1, G2 are suspicious: C2 = {h_a, h_b, m1, m2}.
+    # beta = 0.5 removes ceil(0.5 * 4) = 2 lowest line-2 scores: m1 and m2 (-0.8 < 2.4).
+    honest = torch.stack([E[0] + 0.5 * E[i] for i in range(1, 5)])
+    attackers = torch.stack([-E[0] + 0.5 * E[5], -E[0] + 0.5 * E[6]])
+    U = torch.cat([honest, attackers])
+    for seed in range(5):  # whichever honest members the random order puts into groups 1 and 2
+        keys = torch.rand(6, generator=torch.Generator().manual_seed(seed))
+        res = similarity_detection(gram_matrix(U), keys, beta=0.5, bandwidth=0.5)
+        assert res.malicious.tolist() == [False] * 4 + [True, True]
+        assert res.diagnostics["groups"] == 4 and res.diagnostics["candidates"] == 4
+        assert torch.allclose(res.scores, torch.tensor([2.4] * 4 + [-0.8] * 2), atol=1e-6)
+
+
+def test_similarity_detection_single_cluster_removes_nothing():
+    U = torch.ones(6, 4)  # identical updates: one cluster, one centroid per group, nothing suspicious
+    res = similarity_detection(gram_matrix(U), torch.rand(6), beta=0.5)
+    assert not res.malicious.any()
+    assert res.diagnostics["clusters"] == 1
+
+
+def label_flip_like(seed, n_honest=80, n_bad=20, d=2000):
+    """Honest updates mix a shared direction with per-client class directions; the minority
+    pushes the shared direction the other way, as label flipping does."""
+    g = torch.Generator().manual_seed(seed)
+    shared = torch.randn(d, generator=g)
+    classes = torch.randn(10, d, generator=g)
+    mix = torch.distributions.Dirichlet(torch.full((10,), 0.3)).sample((n_honest + n_bad,))
+    local = mix @ classes
+    U = 0.8 * shared + local + 0.5 * torch.randn(n_honest + n_bad, d, generator=g)
+    U[n_honest:] = -0.8 * shared + local[n_honest:] + 0.5 * torch.randn(n_bad, d, generator=g)
+    return U
+
+
+def test_step2_removes_minority_direction_more_than_chance():
+    hits = removed = 0
+    for seed in range(6):
+        U = label_flip_like(seed)
+        keys = torch.rand(100, generator=torch.Generator().manual_seed(seed))
+        mal = similarity_detection(gram_matrix(U), keys, beta=0.2).malicious
+        hits += int(mal[80:].sum())
+        removed += int(mal.sum())
+    assert removed > 0
+    # by chance 20 % of the removed would be attackers; require a large margin above that
+    assert hits / removed >= 0.6, (hits, removed)
+    assert hits >= 0.5 * 6 * 20 * 0.5  # at least half of what beta allows is found
+
+
+# ------------------------------------------------------------------------------ Step 3, Alg. 5
+
+def tiny_watermark_problem(seed=0, n_honest=6):
+    """A 5-feature, L = 3 linear model with a 4th (watermark) output, a trigger set labelled 3,
+    honest updates that train on data + trigger, and an update that undoes the trigger learning."""
+    g = torch.Generator().manual_seed(seed)
+    model = torch.nn.Linear(5, 4)
+    torch.nn.init.normal_(model.weight, generator=g)
+    layout = ParamLayout(model)
+    x = torch.randn(10 * n_honest, 5, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()  # labels 0..2
+    trig_x = 3 * torch.randn(4, 5, generator=g)
+    trig_y = torch.full((4,), 3)
+    w_t = layout.flatten(model)
+
+    def local_update(idx, steps=20, lr=0.5):
+        m = torch.nn.Linear(5, 4)
+        layout.load(m, w_t)
+        opt = torch.optim.SGD(m.parameters(), lr=lr)
+        xs, ys = torch.cat([x[idx], trig_x]), torch.cat([y[idx], trig_y])
+        for _ in range(steps):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(m(xs), ys).backward()
+            opt.step()
+        return layout.flatten(m) - w_t
+
+    honest = torch.stack([local_update(torch.arange(i * 10, i * 10 + 10)) for i in range(n_honest)])
+    undo = -4.0 * honest.mean(dim=0) - 2.0 * honest[0]  # pushes the watermark output down hard
+    return model, layout, w_t, (trig_x, trig_y), honest, undo
+
+
+def loss_loop(model, layout, params, batch):
+    out = []
+    for p in params:
+        m = torch.nn.Linear(5, 4)
+        layout.load(m, p)
+        with torch.no_grad():
+            out.append(float(torch.nn.functional.cross_entropy(m(batch[0]), batch[1])))
+    return torch.tensor(out)
+
+
+def test_watermark_verification_removes_trigger_undoing_update():
+    model, layout, w_t, trig, honest, undo = tiny_watermark_problem()
+    U = torch.cat([honest, undo[None]])
+
+    def loss_fn(p, batch):
+        return batched_loss(model, layout, p, batch)
+
+    res = watermark_verification(U, w_t, loss_fn, trig, lam=-5.0, chunk=4)
+    expected = loss_loop(model, layout, w_t[None], trig)[0] - loss_loop(model, layout, w_t + U, trig)
+    assert torch.allclose(res.scores, expected, atol=1e-4)
+    assert (expected[:-1] > 0).all(), "honest updates reduce the trigger loss"
+    assert expected[-1] <= -5.0, "the crafted update raises the trigger loss by at least 5"
+    assert res.malicious.tolist() == [False] * len(honest) + [True]
+    # index restricts C to a subset, results in its order
+    sub = watermark_verification(U, w_t, loss_fn, trig, lam=-5.0, index=torch.tensor([6, 1]))
+    assert torch.allclose(sub.scores, expected[[6, 1]], atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ Step 4, Alg. 6
+
+def test_magnitude_rectification_hand_computed():
+    # norms 1, 2, 3, 4, 100 -> median 3; D = [3, 1.5, 1, 4/3, 100/3].
+    # smallest floor(5/2) = 2 ratios: 1, 4/3 -> mean 7/6, population std 1/6 -> bound 8 * 4/3 = 32/3.
+    # 100/3 > 32/3: the norm-100 update goes. The rest have mean norm 2.5: scale = 2.5 / norm.
+    U = torch.stack([1 * E[0], 2 * E[1], 3 * E[2], 4 * E[3], 100 * E[4]])
+    res = magnitude_rectification(gram_matrix(U))
+    assert res.malicious.tolist() == [False, False, False, False, True]
+    assert res.diagnostics["threshold"] == pytest.approx(32 / 3)
+    assert torch.allclose(res.scores, torch.tensor([3, 1.5, 1, 4 / 3, 100 / 3]), atol=1e-6)
+    assert torch.allclose(res.scale.float(), torch.tensor([2.5, 1.25, 2.5 / 3, 0.625, 0.0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("factor", [100.0, 0.01])
+def test_step4_removes_scaled_update_and_equalises_norms(factor):
+    g = torch.Generator().manual_seed(3)
+    U = torch.randn(30, 500, generator=g) * (1 + torch.rand(30, 1, generator=g))  # norms vary by up to 2x
+    U[7] *= factor
+    out = HeteroFL(steps=(4,))(U)
+    assert out.removed_by["magnitude_rectification"].tolist() == [7]
+    kept = out.kept.nonzero().flatten()
+    mean_norm = U[kept].norm(dim=1).mean()
+    # every kept update enters the average with norm mean_norm: weight_i * |C4| * ||g_i|| = mean
+    assert torch.allclose(out.weights[kept] * len(kept) * U[kept].norm(dim=1), mean_norm.expand(len(kept)),
+                          rtol=1e-5)
+    rescaled = U[kept] / U[kept].norm(dim=1, keepdim=True) * mean_norm
+    assert torch.allclose(out.update, rescaled.mean(dim=0), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ Composite, Alg. 1
+
+def test_ablation_steps_1_is_mean_of_step1_survivors():
+    U = honest_and_sybils(0, d=500)
+    out = HeteroFL(steps=(1,))(U)
+    kept = ~sybil_direction_removal(gram_matrix(U)).malicious
+    assert torch.equal(out.kept, kept)
+    assert torch.allclose(out.update, U[kept].mean(dim=0), atol=1e-5)
+    assert set(out.removed_by) == {"sybil_direction_removal"}
+
+
+def test_full_heterofl_with_watermark_on_tiny_model():
+    model, layout, w_t, trig, honest, undo = tiny_watermark_problem(n_honest=8)
+    U = torch.cat([honest, undo[None]])
+    ctx = RoundContext(global_params=w_t, trigger_set=trig,
+                       loss_fn=lambda p, b: batched_loss(model, layout, p, b))
+    out = HeteroFL()(U, ctx)
+    assert not out.kept[-1]
+    assert set(out.removed_by) == {
+        "sybil_direction_removal", "similarity_detection", "watermark_verification", "magnitude_rectification"}
+    for name in out.removed_by:
+        assert f"time_{name}" in out.diagnostics
+    removed = torch.cat(list(out.removed_by.values()))
+    assert sorted(removed.tolist()) == out.removed.tolist()  # each removed row is reported once
+
+
+def test_step3_needs_context():
+    with pytest.raises(ValueError, match="watermark"):
+        HeteroFL()(torch.randn(5, 3))
+
+
+def test_everything_removed_keeps_global_model():
+    model, layout, w_t, trig, honest, undo = tiny_watermark_problem()
+    U = torch.stack([undo, 1.1 * undo, 0.9 * undo])
+    ctx = RoundContext(global_params=w_t, trigger_set=trig,
+                       loss_fn=lambda p, b: batched_loss(model, layout, p, b))
+    out = HeteroFL(steps=(3, 4))(U, ctx)
+    assert not out.kept.any()
+    assert torch.equal(out.update, torch.zeros_like(w_t))
+    assert out.diagnostics["all_removed"] is True
+
+
+def test_malformed_rows_are_removed_and_reported():
+    U = torch.randn(8, 20, generator=torch.Generator().manual_seed(0))
+    U[1, 3] = float("nan")
+    U[4, 0] = float("inf")
+    U[6] = 0.0
+    out = HeteroFL(steps=(1, 2, 4))(U)
+    assert out.removed_by["non_finite"].tolist() == [1, 4]
+    assert out.removed_by["zero_norm"].tolist() == [6]
+    assert not out.kept[[1, 4, 6]].any()
+    assert torch.isfinite(out.update).all()
+    clean = HeteroFL(steps=(1, 2, 4))(U[[0, 2, 3, 5, 7]])
+    assert torch.allclose(out.update, clean.update)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_small_n_is_defined(n):
+    # n < 4: with positive similarities nothing is excessive, one cluster or a tie; every update kept
+    U = torch.ones(n, 6) + 0.1 * torch.randn(n, 6, generator=torch.Generator().manual_seed(n))
+    out = HeteroFL(steps=(1, 2, 4))(U)
+    assert out.kept.all()
+    norms = U.norm(dim=1)
+    assert torch.allclose(out.update, (U / norms[:, None]).mean(0) * norms.mean(), atol=1e-5)
+
+
+def test_wrong_length_and_bad_shapes():
+    with pytest.raises(ValueError, match="d=4"):
+        HeteroFL(steps=(1,))(torch.randn(3, 5), RoundContext(global_params=torch.zeros(4)))
+    with pytest.raises(ValueError, match=r"shape \(n, d\)"):
+        HeteroFL(steps=(1,))(torch.randn(5))
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"steps": (5,)}, "steps"), ({"steps": (1, 1)}, "steps"), ({"steps": ()}, "steps"),
+    ({"beta": 1.5}, "beta"), ({"beta": -0.1}, "beta"), ({"bandwidth": 0.0}, "bandwidth"),
+    ({"bandwidth_quantile": 0.0}, "bandwidth_quantile"), ({"magnitude_factor": -1}, "magnitude_factor"),
+    ({"watermark_chunk": 0}, "watermark_chunk"),
+])
+def test_bad_parameters(kwargs, key):
+    with pytest.raises(ValueError, match=key):
+        HeteroFL(**kwargs)
+
+
+# ------------------------------------------------------------------------------ properties
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(4, 30))
+def test_permuting_clients_permutes_kept(seed, n):
+    g = torch.Generator().manual_seed(seed)
+    U = torch.randn(n, 40, generator=g) + torch.randn(40, generator=g)
+    U[: n // 4] = U[0] + 0.01 * torch.randn(n // 4, 40, generator=g)  # a few sybils
+    perm = torch.randperm(n, generator=g)
+    ids = torch.arange(100, 100 + n)
+    a = HeteroFL(steps=(1, 2, 4))(U, RoundContext(client_ids=ids, generator=torch.Generator().manual_seed(7)))
+    b = HeteroFL(steps=(1, 2, 4))(U[perm], RoundContext(client_ids=ids[perm],
+                                                        generator=torch.Generator().manual_seed(7)))
+    assert torch.equal(a.kept[perm], b.kept)
+    assert torch.allclose(a.update, b.update, atol=1e-5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 25))
+def test_identical_updates_return_that_update(seed, n):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(30, generator=g)
+    out = HeteroFL(steps=(1, 2, 4))(u.repeat(n, 1))
+    assert out.kept.all()
+    assert torch.allclose(out.update, u, atol=1e-5)
+
+
+def test_same_seed_same_result():
+    U = label_flip_like(3)
+    a = HeteroFL(steps=(1, 2, 4))(U, RoundContext(generator=torch.Generator().manual_seed(5)))
+    b = HeteroFL(steps=(1, 2, 4))(U, RoundContext(generator=torch.Generator().manual_seed(5)))
+    assert torch.equal(a.kept, b.kept) and torch.equal(a.update, b.update)
