@@ -56,7 +56,7 @@ def test_gram_helpers_match_plain_loop_float64():
     assert torch.allclose(norms_from_gram(G64), U64.norm(dim=1))
     cos = ref / (U64.norm(dim=1)[:, None] * U64.norm(dim=1)[None, :])
     assert torch.allclose(cosine_from_gram(gram_matrix(U)).double(), cos, atol=1e-5)
-    # the near-duplicate distance (about 0.05 against norms of about 5e4) survives in float64
+    # the near-duplicate distance (about 0.05 against squared norms of about 5e4) survives in float64
     assert abs(float(sq_distances_from_gram(G64)[4, 5]) - float(dist[4, 5])) < 1e-6 * float(dist[4, 5])
 
 

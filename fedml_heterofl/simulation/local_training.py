@@ -1,0 +1,131 @@
+"""Local training (FedAvg's client step, paper Eq. (1)) as plain tensor code.
+
+Every random choice of one client's training in one round (mini-batch order, dropout) comes from
+``client_seed(seed, round, client_id)`` alone, so a client trains identically whichever process or
+order runs it: the standalone simulator and FedML's MPI backend give the same updates.
+
+Two implementations with one batch plan:
+
+* :func:`local_sgd` trains one client with ``torch.optim.SGD`` (any model).
+* :func:`local_sgd_vectorised` trains many clients at once with ``torch.func`` (``vmap`` over
+  ``grad``) for models without dropout or batch statistics (LR): one vectorised step per batch
+  index instead of one Python step per client and batch. Clients with fewer batches stop updating
+  when their batches run out. It matches :func:`local_sgd` up to floating-point order (tested).
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from fedml_heterofl.models import ParamLayout
+
+
+def client_seed(seed: int, round_idx: int, client_id: int) -> int:
+    """A 63-bit seed for one client's training in one round, from (run seed, round, client id)."""
+    return int(np.random.SeedSequence([seed, round_idx, client_id]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def batch_plan(num_samples: int, epochs: int, batch_size: int, generator: torch.Generator) -> List[Tensor]:
+    """Mini-batches of local indices: a fresh permutation per epoch, cut into ``batch_size`` pieces
+    (the last one may be smaller), as a ``DataLoader(shuffle=True)`` would."""
+    plan: List[Tensor] = []
+    for _ in range(epochs):
+        perm = torch.randperm(num_samples, generator=generator)
+        plan.extend(perm.split(batch_size))
+    return plan
+
+
+def local_sgd(
+    model: nn.Module,
+    layout: ParamLayout,
+    global_params: Tensor,
+    x: Tensor,
+    y: Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    seed: int,
+    loss: nn.Module | None = None,
+) -> Tensor:
+    """Train ``model`` from ``global_params`` on ``(x, y)``; return the update ``w_i - w_t``.
+
+    ``model`` is used as scratch space (its parameters are overwritten). Dropout draws from a torch
+    generator seeded by ``seed`` (``torch.random.fork_rng`` keeps the global RNG untouched).
+    """
+    loss = loss if loss is not None else nn.CrossEntropyLoss()
+    layout.load(model, global_params)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    plan = batch_plan(len(y), epochs, batch_size, torch.Generator().manual_seed(seed))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for idx in plan:
+            opt.zero_grad(set_to_none=True)
+            loss(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return layout.flatten(model) - global_params
+
+
+def local_sgd_vectorised(
+    model: nn.Module,
+    layout: ParamLayout,
+    global_params: Tensor,
+    x: Tensor,
+    y: Tensor,
+    client_indices: Sequence[Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    seeds: Sequence[int],
+) -> Tensor:
+    """Train ``k`` clients at once; client i owns rows ``client_indices[i]`` of ``(x, y)``.
+
+    The model must be deterministic in training mode (no dropout, no batch statistics). Uses the
+    same :func:`batch_plan` per client as :func:`local_sgd` and SGD with PyTorch's semantics
+    (``g += wd·w``; ``b = μ·b + g``, first step ``b = g``; ``w -= lr·b``).
+
+    Returns:
+        ``(k, d)`` updates.
+    """
+    k = len(client_indices)
+    plans = [batch_plan(len(ix), epochs, batch_size, torch.Generator().manual_seed(s))
+             for ix, s in zip(client_indices, seeds)]
+    steps = max((len(p) for p in plans), default=0)
+    params = global_params.expand(k, -1).clone()
+    buf = torch.zeros_like(params) if momentum else None
+    buffers = dict(model.named_buffers())
+
+    def batch_loss(p: Tensor, xb: Tensor, yb: Tensor, mask: Tensor) -> Tensor:
+        logits = functional_call(model, (layout.unflatten(p), buffers), (xb,))
+        per = nn.functional.cross_entropy(logits, yb, reduction="none")
+        return (per * mask).sum() / mask.sum().clamp_min(1.0)
+
+    per_client_grad = vmap(grad(batch_loss))
+    for step in range(steps):
+        rows = torch.zeros(k, batch_size, dtype=torch.long)
+        mask = torch.zeros(k, batch_size)
+        for i, (plan, ix) in enumerate(zip(plans, client_indices)):
+            if step < len(plan):
+                b = plan[step]
+                rows[i, : len(b)] = ix[b]
+                mask[i, : len(b)] = 1.0
+        active = mask[:, 0] > 0
+        g = per_client_grad(params, x[rows], y[rows], mask)
+        if weight_decay:
+            g = g + weight_decay * params
+        if buf is not None:
+            first = step == 0
+            buf = torch.where(active[:, None], g if first else momentum * buf + g, buf)
+            g = buf
+        params = torch.where(active[:, None], params - lr * g, params)
+    return params - global_params
