@@ -1,0 +1,50 @@
+"""Per-round detection metrics (paper §VII-A and Fig. 4, Table III).
+
+Positive = a malicious update; a rule "detects" an update by removing it. The paper's *removal
+success rate* is the share of the f attackers that were removed; it equals the true-positive rate.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping
+
+import torch
+from torch import Tensor
+
+
+def detection_metrics(kept: Tensor, malicious: Tensor, removed_by: Mapping[str, Tensor]) -> Dict[str, float]:
+    """Removal counts and rates of one round.
+
+    Args:
+        kept: ``(n,)`` bool, rows the rule kept.
+        malicious: ``(n,)`` bool, rows sent by attackers.
+        removed_by: step or reason -> removed row indices (``AggregationResult.removed_by``).
+
+    Returns:
+        ``removed``, ``removed_malicious``, ``removed_benign``; ``removal_success_rate`` (removed
+        attackers / f, NaN when f = 0), ``tpr`` (the same), ``fpr`` (removed benign / benign, NaN
+        without benign rows); and ``removed_<step>`` / ``removed_malicious_<step>`` per step.
+    """
+    kept = kept.bool()
+    malicious = malicious.bool()
+    removed = ~kept
+    f = int(malicious.sum())
+    benign = int((~malicious).sum())
+    out: Dict[str, float] = {
+        "removed": int(removed.sum()),
+        "removed_malicious": int((removed & malicious).sum()),
+        "removed_benign": int((removed & ~malicious).sum()),
+    }
+    out["removal_success_rate"] = out["removed_malicious"] / f if f else float("nan")
+    out["tpr"] = out["removal_success_rate"]
+    out["fpr"] = out["removed_benign"] / benign if benign else float("nan")
+    for step, index in removed_by.items():
+        out[f"removed_{step}"] = int(index.numel())
+        out[f"removed_malicious_{step}"] = int(malicious[index].sum()) if index.numel() else 0
+    return out
+
+
+def accuracy_and_loss(logits: Tensor, labels: Tensor) -> Dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy of a model's logits on labelled data."""
+    loss = torch.nn.functional.cross_entropy(logits, labels)
+    acc = (logits.argmax(dim=1) == labels).float().mean()
+    return {"test_acc": float(acc), "test_loss": float(loss)}
