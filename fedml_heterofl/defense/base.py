@@ -116,6 +116,14 @@ class Defense(ABC):
     name: ClassVar[str] = ""
     #: smallest number of (screened) updates the rule can work with
     min_updates: ClassVar[int] = 1
+    #: whether the rule assumes fewer than half of the updates are malicious (f < n/2)
+    honest_majority: ClassVar[bool] = False
+
+    @property
+    def requires(self) -> Tuple[str, ...]:
+        """The :class:`RoundContext` fields this rule reads besides ids and the generator (the
+        server fills only these; e.g. FLTrust's server update costs a local training run)."""
+        return ()
 
     def __call__(self, updates: Tensor, ctx: Optional[RoundContext] = None) -> AggregationResult:
         ctx = ctx if ctx is not None else RoundContext()

@@ -335,6 +335,7 @@ class HeteroFL(Defense):
     """
 
     name = "heterofl"
+    honest_majority = True
 
     def __init__(
         self,
@@ -373,9 +374,13 @@ class HeteroFL(Defense):
         self.exclude_self = bool(exclude_self)
         self.watermark_chunk = int(watermark_chunk)
 
+    @property
+    def requires(self) -> Tuple[str, ...]:
+        return ("loss_fn", "trigger_set", "global_params") if 3 in self.steps else ()
+
     def select(self, updates: Tensor, ctx: RoundContext) -> Selection:
         n = updates.shape[0]
-        if 3 in self.steps and (ctx.loss_fn is None or ctx.trigger_set is None or ctx.global_params is None):
+        if any(getattr(ctx, key) is None for key in self.requires):
             raise ValueError(
                 "HeteroFL step 3 (watermark verification) needs ctx.loss_fn, ctx.trigger_set and "
                 "ctx.global_params; provide them or leave 3 out of steps")
