@@ -1,0 +1,200 @@
+"""``HeteroFLServerAggregator``: FedML's server lifecycle running our attacks and defenses.
+
+FedML's cross-silo server calls, per round (notes §1.4): ``on_before_aggregation(list)`` ->
+``aggregate(list)`` -> ``on_after_aggregation(model)`` -> ``set_model_params`` -> ``test``. Here:
+
+* ``on_before_aggregation`` — the updates ``w_i - w_t`` of the round go through one
+  :class:`~fedml_heterofl.simulation.server_round.ServerRound`: the fixed attackers' entries are
+  replaced by our model attack's poisoned updates (full knowledge of the round's benign updates),
+  then our defense selects. Returns the kept entries (attackers' with their poisoned weights) and
+  their positions; the round's detection metrics go to :attr:`HeteroFLServerAggregator.history`.
+* ``aggregate`` — the defense's aggregate ``w_t + update`` as a ``state_dict``; buffers per
+  :mod:`~fedml_heterofl.fedml_bridge.convert` (mean over the kept clients).
+* ``on_after_aggregation`` — FedML's own (central DP noise if enabled; no-op otherwise).
+* ``test`` — accuracy/loss of the global model, added to the round's history record.
+
+Which defense and attack: the ones ``FedMLDefender``/``FedMLAttacker`` were initialised with (FedML's
+``ServerAggregator.__init__`` initialises them from ``args``), i.e. ours when the names are ours,
+FedAvg when ``enable_defense`` is false. When either is one of FedML's built-ins (``krum``,
+``byzantine``, ...) the hooks are FedML's own (``super()``), with our registered adapters taking
+part where configured — FedML then passes no client identities to its built-ins, and the history
+records what FedML reports as kept.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from fedml.core import ServerAggregator
+from fedml.core.security.constants import (
+    ATTACK_LABEL_FLIPPING,
+    ATTACK_METHOD_BYZANTINE_ATTACK,
+    ATTACK_METHOD_DLG,
+    BACKDOOR_ATTACK_MODEL_REPLACEMENT,
+)
+from fedml.core.security.fedml_attacker import FedMLAttacker
+from fedml.core.security.fedml_defender import FedMLDefender
+from torch import Tensor, nn
+
+from fedml_heterofl.defense import build_defense
+from fedml_heterofl.defense.base import Batch, Defense
+from fedml_heterofl.experiments.metrics import detection_metrics
+from fedml_heterofl.fedml_bridge.adapters import (
+    AttackAdapter,
+    DefenseAdapter,
+    RoundProduct,
+    fedml_round,
+    round_client_ids,
+)
+from fedml_heterofl.fedml_bridge.components import ROOT_STREAM, malicious_client_ids, round_index, sgd_settings
+from fedml_heterofl.fedml_bridge.convert import ModelList, StateCodec, StateDict, as_tensors, copy_state
+from fedml_heterofl.fedml_bridge.trainer import evaluate
+from fedml_heterofl.models import ParamLayout, batched_loss
+from fedml_heterofl.simulation.local_training import client_seed, local_sgd
+from fedml_heterofl.simulation.server_round import ServerRound
+
+log = logging.getLogger(__name__)
+
+#: FedML's built-in server-side model attacks, and its other attack types (constants.py)
+FEDML_MODEL_ATTACKS = (ATTACK_METHOD_BYZANTINE_ATTACK, BACKDOOR_ATTACK_MODEL_REPLACEMENT)
+FEDML_OTHER_ATTACKS = (ATTACK_LABEL_FLIPPING, ATTACK_METHOD_DLG)
+
+
+class HeteroFLServerAggregator(ServerAggregator):
+    """FedML ``ServerAggregator`` of fedml_heterofl (see module doc).
+
+    Args:
+        model: the global model (its parameters are ``w_t``; it is also the architecture that
+            evaluates flat parameter vectors for HeteroFL's watermark step and Zeno).
+        args: FedML's flat ``args`` (keys: :mod:`~fedml_heterofl.fedml_bridge.components`).
+        trigger_set: HeteroFL's ``D_trg`` (needed by step 3).
+        validation_batch: the server's validation batch (Zeno).
+        root_data: the server's root dataset ``(x, y)`` (FLTrust); the server update ``g_0`` is local
+            SGD on it with the clients' settings, seeded by ``(random_seed, round, ROOT_STREAM)``.
+
+    Attributes:
+        history: one dict per aggregated round: ``round``, the detection metrics and timings of
+            :class:`ServerRound` (``removed``, ``tpr``, ``fpr``, ``removed_<step>``, ``time_attack``,
+            ``time_defend``, ...), ``kept`` (client ids) and, after ``test``, ``test_acc``/``test_loss``.
+        round_client_ids: client ids of the next round's entries, for callers that sample clients
+            (``None``: list positions, which FedML's cross-silo uses when all clients take part).
+        last: the last :class:`~fedml_heterofl.fedml_bridge.adapters.RoundProduct` (our hooks only).
+    """
+
+    def __init__(self, model: nn.Module, args: Any, *, trigger_set: Optional[Batch] = None,
+                 validation_batch: Optional[Batch] = None, root_data: Optional[Batch] = None) -> None:
+        super().__init__(model, args)
+        self.codec = StateCodec.for_model(model)
+        self.layout = ParamLayout(model)
+        self.malicious_ids = malicious_client_ids(args)
+        self.history: List[Dict[str, Any]] = []
+        self.round_client_ids: Optional[Sequence[int]] = None
+        self.last: Optional[RoundProduct] = None
+        self._root = None if root_data is None else as_tensors(root_data)
+        self._scratch = copy.deepcopy(model) if root_data is not None else None
+        context = dict(loss_fn=self._loss, trigger_set=trigger_set, validation_batch=validation_batch,
+                       server_update_fn=self._server_update if root_data is not None else None)
+        defender, attacker = _configured()
+        if defender is not None:
+            defender.provide(codec=self.codec, **context)
+        if attacker is not None:
+            attacker.codec = self.codec
+        fedml_attacker = FedMLAttacker.get_instance()
+        if fedml_attacker.is_enabled and attacker is None and fedml_attacker.attacker is None:
+            raise ValueError(f"attack_type {fedml_attacker.attack_type!r} is neither one of fedml_heterofl's attacks "
+                             f"nor one of FedML's ({', '.join(FEDML_MODEL_ATTACKS + FEDML_OTHER_ATTACKS)})")
+        fedml_defense = FedMLDefender.get_instance().is_defense_enabled() and defender is None
+        fedml_model_attack = fedml_attacker.is_enabled and fedml_attacker.attack_type in FEDML_MODEL_ATTACKS
+        #: our ServerRound, or None when FedML's built-in defense / model attack runs in FedML's hooks
+        self.server: Optional[ServerRound] = None
+        if not (fedml_defense or fedml_model_attack):
+            defense = defender.defense if defender is not None else build_defense("fedavg")
+            _check_context(defense, context)
+            model_attack = attacker.attack if attacker is not None and attacker.model_attack else None
+            self.server = ServerRound(defense, attack=model_attack, malicious_ids=self.malicious_ids,
+                                      seed=int(getattr(args, "random_seed", 0) or 0), **context)
+
+    # -- FedML's abstract methods ------------------------------------------------------------
+    def get_model_params(self) -> StateDict:
+        """A copy of the global ``state_dict`` (never the live one)."""
+        return copy_state(self.model.state_dict())
+
+    def set_model_params(self, model_parameters: StateDict) -> None:
+        self.model.load_state_dict(model_parameters)
+
+    def test(self, test_data: Any, device: Any, args: Any) -> Dict[str, float]:
+        """Accuracy and loss of the global model on ``test_data``; recorded in the round's history."""
+        metrics = evaluate(self.model, test_data, torch.device(device) if device is not None else torch.device("cpu"))
+        if self.history and self.history[-1]["round"] == round_index(self.args):
+            self.history[-1].update(test_acc=metrics["test_acc"], test_loss=metrics["test_loss"])
+        return metrics
+
+    # -- lifecycle hooks ---------------------------------------------------------------------
+    def on_before_aggregation(self, raw_client_model_or_grad_list: ModelList) -> Tuple[ModelList, List[int]]:
+        """Model poisoning of the fixed attackers, then the defense's selection (see module doc)."""
+        models = raw_client_model_or_grad_list
+        ids = round_client_ids(self.round_client_ids, len(models), int(self.args.client_num_in_total))
+        round_idx = round_index(self.args)
+        if self.server is None:
+            return self._fedml_before(models, ids, round_idx)
+        self.last = fedml_round(self.server, self.codec, round_idx, self.model.state_dict(), models, ids)
+        result = self.last.outcome
+        self.history.append({"round": round_idx, **result.metrics, "kept": ids[result.result.kept].tolist()})
+        return self.last.kept_models, self.last.kept_positions
+
+    def aggregate(self, raw_client_model_or_grad_list: ModelList) -> StateDict:
+        """``w_{t+1}``: the defense's aggregate added to ``w_t``, as a ``state_dict``."""
+        if self.server is None:
+            return super().aggregate(raw_client_model_or_grad_list)
+        if self.last is None or len(raw_client_model_or_grad_list) != len(self.last.kept_models):
+            raise RuntimeError("aggregate() must receive the list on_before_aggregation() returned in this round")
+        return self.last.global_state
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _fedml_before(self, models: ModelList, ids: Tensor, round_idx: int) -> Tuple[ModelList, List[int]]:
+        """FedML's own hook (its built-in attack/defense), with the round's ids given to our adapters."""
+        for adapter in _configured():
+            if adapter is not None:
+                adapter.round_client_ids = ids.tolist()
+        kept_models, positions = super().on_before_aggregation(models)
+        kept = torch.zeros(len(models), dtype=torch.bool)
+        kept[list(positions)] = True
+        ours = FedMLAttacker.get_instance().is_enabled and isinstance(FedMLAttacker.get_instance().attacker,
+                                                                      AttackAdapter)
+        malicious = (torch.isin(ids, torch.tensor(self.malicious_ids, dtype=torch.long)) if ours
+                     else torch.zeros_like(kept))
+        self.history.append({"round": round_idx, **detection_metrics(kept, malicious, {}),
+                             "kept": ids[kept].tolist()})
+        return kept_models, list(positions)
+
+    def _loss(self, params: Tensor, batch: Batch) -> Tensor:
+        """Mean loss of each flat parameter vector on ``batch`` (the global model's architecture/buffers)."""
+        return batched_loss(self.model, self.layout, params, batch)
+
+    def _server_update(self, round_idx: int, global_params: Tensor) -> Tensor:
+        """FLTrust's ``g_0``: local SGD on the root data from ``w_t``."""
+        x, y = self._root
+        seed = client_seed(int(getattr(self.args, "random_seed", 0) or 0), round_idx, ROOT_STREAM)
+        return local_sgd(self._scratch, self.layout, global_params, x, y, seed=seed, **sgd_settings(self.args))
+
+
+def _check_context(defense: Defense, context: Dict[str, Any]) -> None:
+    """Fail at construction, not in the first round, when the defense needs data the server lacks."""
+    given = {"trigger_set": context["trigger_set"], "validation_batch": context["validation_batch"],
+             "server_update": context["server_update_fn"]}
+    missing = sorted(k for k in defense.requires if given.get(k, True) is None)
+    if missing:
+        raise ValueError(f"defense {defense.name!r} needs {', '.join(missing)}: pass "
+                         f"{', '.join('root_data' if k == 'server_update' else k for k in missing)} to "
+                         "HeteroFLServerAggregator")
+
+
+def _configured() -> Tuple[Optional[DefenseAdapter], Optional[AttackAdapter]]:
+    """Our adapters in ``FedMLDefender``/``FedMLAttacker`` where they are enabled."""
+    defender, attacker = FedMLDefender.get_instance(), FedMLAttacker.get_instance()
+    ours_d = defender.defender if defender.is_defense_enabled() and isinstance(defender.defender, DefenseAdapter) \
+        else None
+    ours_a = attacker.attacker if attacker.is_enabled and isinstance(attacker.attacker, AttackAdapter) else None
+    return ours_d, ours_a

@@ -1,0 +1,133 @@
+"""FedML's flat ``args`` -> our defense, attack, fixed attackers and local-training settings.
+
+Keys read (FedML's names, flattened from any YAML section):
+
+==========================  =====================================================================
+``enable_defense``          false -> FedAvg (``fedavg``)
+``defense_type``            a name in :data:`fedml_heterofl.defense.REGISTRY`
+``defense_params``          mapping of the defense's keyword arguments; ``f`` defaults to the
+                            attacker count for rules that take it
+``enable_attack``           false -> no attackers (f = 0)
+``attack_type``             a name in :data:`fedml_heterofl.attack.REGISTRY`
+``attack_params``           mapping of the attack's keyword arguments
+``byzantine_client_num``    f, the number of fixed attackers
+``client_num_in_total``     N, clients are ``0..N-1``
+``random_seed``             the run seed (attacker draw, every per-round generator)
+``epochs``, ``batch_size``, ``learning_rate``, ``momentum`` (0), ``weight_decay`` (0),
+``client_optimizer`` (``sgd``): local training
+``round_idx``               the current round (FedML's server and client managers set it)
+==========================  =====================================================================
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from fedml_heterofl.defense import build_defense
+from fedml_heterofl.defense.base import REGISTRY as DEFENSES, Defense
+
+#: SeedSequence stream of the attacker draw (client ids are < 2**62; the server uses 2**62)
+MALICIOUS_STREAM = 2**62 + 1
+#: stream of the server's own training on its root data (FLTrust's g_0)
+ROOT_STREAM = 2**62 + 2
+
+
+def _seed(args: Any) -> int:
+    return int(getattr(args, "random_seed", 0) or 0)
+
+
+def round_index(args: Any) -> int:
+    """``args.round_idx`` (0 before FedML sets it)."""
+    return int(getattr(args, "round_idx", 0) or 0)
+
+
+def attacker_count(args: Any) -> int:
+    """f: ``byzantine_client_num`` when ``enable_attack`` is true, else 0."""
+    if not getattr(args, "enable_attack", False):
+        return 0
+    f = getattr(args, "byzantine_client_num", None)
+    if isinstance(f, bool) or not isinstance(f, int) or f < 0:
+        raise ValueError(f"byzantine_client_num must be an integer >= 0 when enable_attack is true, got {f!r}")
+    return f
+
+
+def malicious_client_ids(args: Any) -> Tuple[int, ...]:
+    """The f fixed attackers: a seeded draw without replacement from ``0..N-1``, sorted.
+
+    The same ``(random_seed, client_num_in_total, f)`` give the same ids in every process and on
+    every backend; they never change during a run (unlike FedML's per-round re-draw).
+    """
+    f = attacker_count(args)
+    n = int(getattr(args, "client_num_in_total", 0) or 0)
+    if f > 0 and f >= n:
+        raise ValueError(f"byzantine_client_num: f={f} must be below client_num_in_total={n}")
+    if f == 0:
+        return ()
+    rng = np.random.default_rng(np.random.SeedSequence([_seed(args), MALICIOUS_STREAM]))
+    return tuple(sorted(int(i) for i in rng.choice(n, size=f, replace=False)))
+
+
+def _params(args: Any, key: str) -> Dict[str, Any]:
+    value = getattr(args, key, None)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} must be a mapping of parameter names to values, got {value!r}")
+    return dict(value)
+
+
+def defense_name(args: Any) -> str:
+    """The aggregation rule in force: ``defense_type`` (stripped, lower case), ``fedavg`` when disabled."""
+    if not getattr(args, "enable_defense", False):
+        return "fedavg"
+    name = getattr(args, "defense_type", None)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"defense_type must be a defense name when enable_defense is true, got {name!r}")
+    return name.strip().lower()
+
+
+def attack_name(args: Any) -> Optional[str]:
+    """The attack in force (stripped, lower case), or ``None`` when ``enable_attack`` is false."""
+    if not getattr(args, "enable_attack", False):
+        return None
+    name = getattr(args, "attack_type", None)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"attack_type must be an attack name when enable_attack is true, got {name!r}")
+    return name.strip().lower()
+
+
+def defense_from_args(args: Any) -> Defense:
+    """Build the defense named by ``args`` with ``defense_params`` (``f`` filled in, see module doc)."""
+    name = defense_name(args)
+    params = _params(args, "defense_params")
+    cls = DEFENSES.get(name)
+    if cls is not None and "f" in inspect.signature(cls.__init__).parameters and "f" not in params:
+        params["f"] = attacker_count(args)
+    return build_defense(name, **params)
+
+
+def attack_from_args(args: Any) -> Any:
+    """Build the attack named by ``args`` with ``attack_params``; ``None`` without an attack."""
+    from fedml_heterofl.attack import build_attack
+
+    name = attack_name(args)
+    return None if name is None else build_attack(name, **_params(args, "attack_params"))
+
+
+def sgd_settings(args: Any) -> Dict[str, Any]:
+    """Keyword arguments of :func:`fedml_heterofl.simulation.local_training.local_sgd` from ``args``."""
+    optimizer = str(getattr(args, "client_optimizer", "sgd") or "sgd").lower()
+    if optimizer != "sgd":
+        raise ValueError(f"client_optimizer: {optimizer!r} is not supported; allowed: sgd")
+    out = {
+        "epochs": int(args.epochs),
+        "batch_size": int(args.batch_size),
+        "lr": float(args.learning_rate),
+        "momentum": float(getattr(args, "momentum", 0.0) or 0.0),
+        "weight_decay": float(getattr(args, "weight_decay", 0.0) or 0.0),
+    }
+    if out["epochs"] < 1 or out["batch_size"] < 1 or out["lr"] <= 0:
+        raise ValueError(f"epochs and batch_size must be >= 1 and learning_rate > 0, got {out}")
+    return out

@@ -1,0 +1,101 @@
+"""FedML's cross-silo MPI backend (``training_type: cross_silo``, ``backend: MPI``) that cannot hang.
+
+Launch: ``mpirun -np N+1 python main.py --cf config.yaml`` (``--allow-run-as-root --oversubscribe``
+as root or with more ranks than cores); rank 0 is the server, rank r >= 1 trains client ``r - 1``.
+
+FedML pitfalls handled here (notes §2.3, §3.4):
+
+* An exception in any rank leaves FedML's MPI receive threads running, and the other ranks wait for
+  messages forever. :func:`abort_on_error` calls ``MPI.COMM_WORLD.Abort(1)``, which ends every rank of
+  the job with a non-zero exit status. A rank killed by a signal is handled by ``mpirun`` itself (it
+  aborts the job).
+* The whole run happens inside ``FedMLRunner(...)`` and ``.run()``; ``.run()`` then writes
+  ``~/.fedml/fedml_trace/<pid>``: :func:`run_cross_silo` keeps that under the run directory.
+* Cross-silo asserts ``worker_num + 1 == world size``; its server takes the list position of a
+  client's model as the client's index, and FedML samples data silos when ``client_num_in_total >
+  client_num_per_round`` without telling the aggregator which — so one process per client is required:
+  ``client_num_in_total == client_num_per_round == worker_num == world size - 1``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Sequence, Union
+
+from fedml_heterofl.fedml_bridge.offline import fedml_home
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def abort_on_error(exit_code: int = 1) -> Iterator[None]:
+    """Turn an exception in this MPI rank into ``MPI.COMM_WORLD.Abort(exit_code)`` (ends the whole job).
+
+    ``SystemExit`` with status 0/None passes through (a normal exit).
+    """
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            raise
+        _abort(exit_code)
+    except BaseException:  # noqa: B902 - any failure must end every rank
+        _abort(exit_code)
+
+
+def _abort(exit_code: int) -> None:
+    from mpi4py import MPI
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    log.error("MPI rank %d failed; aborting the job", rank)
+    traceback.print_exc(file=sys.stderr)
+    sys.stderr.flush()
+    MPI.COMM_WORLD.Abort(exit_code)
+
+
+def check_cross_silo_args(args: Any, world_size: Optional[int] = None) -> None:
+    """Raise ``ValueError`` naming the key unless ``args`` describe one cross-silo MPI process per client."""
+    problems = []
+    if getattr(args, "training_type", None) != "cross_silo":
+        problems.append(f"training_type must be 'cross_silo', got {getattr(args, 'training_type', None)!r}")
+    if getattr(args, "backend", None) != "MPI":
+        problems.append(f"backend must be 'MPI', got {getattr(args, 'backend', None)!r}")
+    if getattr(args, "scenario", "horizontal") != "horizontal":
+        problems.append(f"scenario must be 'horizontal', got {args.scenario!r}")
+    total, per_round = getattr(args, "client_num_in_total", None), getattr(args, "client_num_per_round", None)
+    if total != per_round:
+        problems.append(f"client_num_per_round ({per_round}) must equal client_num_in_total ({total}): "
+                        "one MPI process per client")
+    if world_size is not None and per_round is not None and world_size != per_round + 1:
+        problems.append(f"the MPI job has {world_size} processes; client_num_per_round={per_round} needs "
+                        f"{per_round + 1} (mpirun -np {per_round + 1})")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def run_cross_silo(args: Any, device: Any, dataset: Sequence[Any], model: Any, *, client_trainer: Any = None,
+                   server_aggregator: Any = None, run_dir: Union[str, os.PathLike]) -> None:
+    """Run FedML's cross-silo MPI federation in this rank; any failure aborts the whole job.
+
+    Args:
+        args: FedML's ``args`` after :func:`fedml_heterofl.fedml_bridge.init` (which sets ``rank``,
+            ``comm``, ``worker_num``, ``client_id_list``).
+        device: ``fedml.device.get_device(args)`` or a ``torch.device``.
+        dataset: FedML's 8-item list ``[train_num, test_num, train_global, test_global,
+            train_local_num_dict, train_local_dict, test_local_dict, class_num]``.
+        model: the model (each rank builds its own, identically seeded).
+        client_trainer, server_aggregator: :class:`HeteroFLClientTrainer` on client ranks,
+            :class:`HeteroFLServerAggregator` on rank 0 (either may be ``None`` on the other ranks).
+        run_dir: the run directory (FedML's home folder goes under it).
+    """
+    with abort_on_error():
+        from fedml import FedMLRunner
+        from mpi4py import MPI
+
+        check_cross_silo_args(args, MPI.COMM_WORLD.Get_size())
+        with fedml_home(run_dir):
+            FedMLRunner(args, device, dataset, model, client_trainer=client_trainer,
+                        server_aggregator=server_aggregator).run()

@@ -1,0 +1,119 @@
+"""``HeteroFLClientTrainer``: FedML's client lifecycle with our data poisoning and seeded local SGD.
+
+FedML's hooks and what they do here:
+
+* ``update_dataset(train, test, n)`` — a fixed attacker's training data is poisoned by our data
+  attack (labels/inputs; its test data stays as it is). FedML's own data attacks
+  (``label_flipping``) run through FedML's ``ClientTrainer.update_dataset`` as before.
+* ``train(train_data, device, args)`` — :func:`~fedml_heterofl.simulation.local_training.local_sgd`
+  from the current weights on the client's (poisoned) data plus HeteroFL's trigger set ``D_trg``
+  (Alg. 1, lines 1-3: every client appends it; the trigger samples keep label L), with the batch
+  order seeded by ``(random_seed, round_idx, client id)`` only — so the same client trains to the same
+  update in FedML's MPI processes and in the standalone simulator.
+
+  FedML pitfall: cross-silo's ``FedMLTrainer.train`` passes the silo's *original* data to
+  ``train``, not the poisoned data ``update_dataset`` stored, so FedML's own label flipping never
+  reaches training there. This trainer trains on what ``update_dataset`` stored whenever
+  ``train_data`` is the object given to ``update_dataset``.
+* ``test(test_data, device, args)`` — ``{"test_correct", "test_total", "test_loss", "test_acc"}``.
+
+The client id is FedML's trainer id (``set_id``): cross-silo sets it to ``rank - 1``; a
+single-process loop calls ``set_id(client_id)`` before ``update_dataset``.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+from fedml.core import ClientTrainer
+from fedml.core.security.fedml_attacker import FedMLAttacker
+from torch import Tensor, nn
+
+from fedml_heterofl.defense.base import Batch
+from fedml_heterofl.experiments.metrics import accuracy_and_loss
+from fedml_heterofl.fedml_bridge.adapters import AttackAdapter
+from fedml_heterofl.fedml_bridge.components import round_index, sgd_settings
+from fedml_heterofl.fedml_bridge.convert import StateDict, as_tensors, copy_state
+from fedml_heterofl.models import ParamLayout
+from fedml_heterofl.simulation.local_training import client_seed, local_sgd
+
+#: inputs per forward pass when evaluating
+EVAL_BATCH = 1024
+
+
+def evaluate(model: nn.Module, data: Any, device: torch.device) -> Dict[str, float]:
+    """Accuracy and mean cross-entropy of ``model`` (eval mode, argmax over all outputs) on ``data``.
+
+    Returns ``test_acc``, ``test_loss`` and FedML's keys ``test_correct``, ``test_total``,
+    ``test_loss`` (FedML's MPI trainer reads them).
+    """
+    x, y = as_tensors(data)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = torch.cat([model(x[s:s + EVAL_BATCH].to(device)).cpu() for s in range(0, len(y), EVAL_BATCH)])
+    finally:
+        model.train(was_training)
+    out: Dict[str, float] = accuracy_and_loss(logits, y)
+    out["test_total"] = int(len(y))
+    out["test_correct"] = int((logits.argmax(dim=1) == y).sum())
+    return out
+
+
+class HeteroFLClientTrainer(ClientTrainer):
+    """FedML ``ClientTrainer`` of fedml_heterofl (see module doc).
+
+    Args:
+        model: the client's model (the architecture the server aggregates).
+        args: FedML's flat ``args``; reads ``random_seed``, ``round_idx`` and the local-training keys
+            of :func:`~fedml_heterofl.fedml_bridge.components.sgd_settings`; the attack keys through
+            ``FedMLAttacker`` (initialised here by FedML's ``ClientTrainer.__init__``).
+        trigger_set: HeteroFL's ``D_trg`` (inputs, labels ``L``) appended to every client's training
+            data, or ``None``.
+    """
+
+    def __init__(self, model: nn.Module, args: Any, *, trigger_set: Optional[Batch] = None) -> None:
+        super().__init__(model, args)
+        self.layout = ParamLayout(model)
+        self.sgd = sgd_settings(args)
+        self.seed = int(getattr(args, "random_seed", 0) or 0)
+        self.trigger_set = trigger_set
+        self._given_train: Any = None
+
+    def get_model_params(self) -> StateDict:
+        """A copy of the model's ``state_dict`` (never the live one)."""
+        return copy_state(self.model.state_dict())
+
+    def set_model_params(self, model_parameters: StateDict) -> None:
+        self.model.load_state_dict(model_parameters)
+
+    def update_dataset(self, local_train_dataset: Any, local_test_dataset: Any, local_sample_number: Any) -> None:
+        """Store the round's data; poison the training data of a fixed attacker (our data attacks)."""
+        attacker = FedMLAttacker.get_instance()
+        adapter = attacker.attacker if attacker.is_enabled and isinstance(attacker.attacker, AttackAdapter) else None
+        if adapter is None:
+            super().update_dataset(local_train_dataset, local_test_dataset, local_sample_number)
+        else:
+            poisoned = adapter.poisons(self.id)
+            self.local_train_dataset = adapter.poison_data(local_train_dataset) if poisoned else local_train_dataset
+            self.local_test_dataset = local_test_dataset
+            self.local_sample_number = local_sample_number
+        self._given_train = local_train_dataset
+
+    def train(self, train_data: Any, device: Any, args: Any) -> Tensor:
+        """Local SGD from the current weights (see module doc); returns the update ``w_i - w_t``."""
+        if train_data is self._given_train and self.local_train_dataset is not None:
+            train_data = self.local_train_dataset
+        x, y = as_tensors(train_data)
+        if self.trigger_set is not None:
+            x = torch.cat([x, self.trigger_set[0].to(x.dtype)])
+            y = torch.cat([y, self.trigger_set[1].to(y.dtype)])
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        self.model.to(device)
+        w_t = self.layout.flatten(self.model)
+        seed = client_seed(self.seed, round_index(args), int(self.id))
+        return local_sgd(self.model, self.layout, w_t, x.to(device), y.to(device), seed=seed, **self.sgd)
+
+    def test(self, test_data: Any, device: Any, args: Any) -> Dict[str, float]:
+        return evaluate(self.model, test_data, torch.device(device) if device is not None else torch.device("cpu"))
