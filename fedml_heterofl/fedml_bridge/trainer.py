@@ -15,6 +15,7 @@ FedML's hooks and what they do here:
   ``train``, not the poisoned data ``update_dataset`` stored, so FedML's own label flipping never
   reaches training there. This trainer trains on what ``update_dataset`` stored whenever
   ``train_data`` is the object given to ``update_dataset``.
+  FedML's ``LabelFlippingAttack.poison_data`` returns float labels; they are cast to integers.
 * ``test(test_data, device, args)`` — ``{"test_correct", "test_total", "test_loss", "test_acc"}``.
 
 The client id is FedML's trainer id (``set_id``): cross-silo sets it to ``rank - 1``; a
@@ -106,6 +107,8 @@ class HeteroFLClientTrainer(ClientTrainer):
         if train_data is self._given_train and self.local_train_dataset is not None:
             train_data = self.local_train_dataset
         x, y = as_tensors(train_data)
+        if y.is_floating_point():  # FedML's label flipping returns float labels
+            y = y.long()
         if self.trigger_set is not None:
             x = torch.cat([x, self.trigger_set[0].to(x.dtype)])
             y = torch.cat([y, self.trigger_set[1].to(y.dtype)])
