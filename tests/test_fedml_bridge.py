@@ -341,7 +341,7 @@ def test_evaluate_counts_correct_predictions_and_mean_cross_entropy():
         model.bias.zero_()
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 2.0]])
     y = torch.tensor([0, 1, 1, 1])
-    out = bridge.evaluate(model, (x, y), torch.device("cpu"))
+    out = bridge.evaluate(model, (x, y))
     # logits = x; predictions 0, 1, 0, 1 -> 3 of 4 correct. CE of logits (a, b) for label 1 is
     # log(1 + e^(a-b)): log(1+e^-1), log(1+e^-1), log(1+e^1), log(1+e^-2) (first row: label 0, same as row 2)
     ce = [math.log1p(math.exp(-1)), math.log1p(math.exp(-1)), math.log1p(math.exp(1)), math.log1p(math.exp(-2))]

@@ -19,7 +19,6 @@ client_num_in_total``); otherwise the caller sets ``round_client_ids`` before th
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence
 
@@ -38,8 +37,6 @@ from fedml_heterofl.fedml_bridge.components import (
 from fedml_heterofl.fedml_bridge.convert import ModelList, StateCodec, StateDict, as_tensors, like, sample_counts
 from fedml_heterofl.simulation.local_training import client_seed
 from fedml_heterofl.simulation.server_round import SERVER_STREAM, RoundOutcome, ServerRound
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,7 +77,7 @@ def fedml_round(server: ServerRound, codec: StateCodec, round_idx: int, global_s
     if not models:
         raise ValueError("the update list is empty: no client sent a model this round")
     states = [state for _, state in models]
-    counts = sample_counts(models)
+    counts = sample_counts(models).to(codec.device)
     w_t = codec.flatten(global_state)
     outcome = server(round_idx, w_t, client_ids, codec.updates(states, w_t), counts)
     kept = outcome.result.kept.nonzero().flatten().tolist()
@@ -192,7 +189,7 @@ class AttackAdapter(BaseAttackMethod):
         states = [state for _, state in raw_client_grad_list]
         w_t = codec.flatten(extra_auxiliary_info)
         U = codec.updates(states, w_t)
-        counts = sample_counts(raw_client_grad_list)
+        counts = sample_counts(raw_client_grad_list).to(codec.device)
         round_idx = round_index(self.args)
         defender = _our_defender()
         if defender is not None:

@@ -23,7 +23,6 @@ records what FedML reports as kept.
 from __future__ import annotations
 
 import copy
-import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -54,8 +53,6 @@ from fedml_heterofl.fedml_bridge.trainer import evaluate
 from fedml_heterofl.models import ParamLayout, batched_loss
 from fedml_heterofl.simulation.local_training import client_seed, local_sgd
 from fedml_heterofl.simulation.server_round import ServerRound
-
-log = logging.getLogger(__name__)
 
 #: FedML's built-in server-side model attacks, and its other attack types (constants.py)
 FEDML_MODEL_ATTACKS = (ATTACK_METHOD_BYZANTINE_ATTACK, BACKDOOR_ATTACK_MODEL_REPLACEMENT)
@@ -125,8 +122,12 @@ class HeteroFLServerAggregator(ServerAggregator):
         self.model.load_state_dict(model_parameters)
 
     def test(self, test_data: Any, device: Any, args: Any) -> Dict[str, float]:
-        """Accuracy and loss of the global model on ``test_data``; recorded in the round's history."""
-        metrics = evaluate(self.model, test_data, torch.device(device) if device is not None else torch.device("cpu"))
+        """Accuracy and loss of the global model on ``test_data``, recorded in the round's history.
+
+        The server computes on its model's device (FedML's ``device`` argument is not used: moving the
+        global model would separate it from the server's flat tensors).
+        """
+        metrics = evaluate(self.model, test_data)
         if self.history and self.history[-1]["round"] == round_index(self.args):
             self.history[-1].update(test_acc=metrics["test_acc"], test_loss=metrics["test_loss"])
         return metrics

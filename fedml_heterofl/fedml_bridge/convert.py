@@ -48,15 +48,15 @@ class _Block:
         self.numels = [template[n].numel() for n in self.names]
         self.size = sum(self.numels)
 
-    def stack(self, states: Sequence[StateDict], dtype: torch.dtype) -> Tensor:
-        """``(k, size)``: row i is ``states[i]``'s entries, flattened and concatenated."""
-        out = torch.empty(len(states), self.size, dtype=dtype)
+    def stack(self, states: Sequence[StateDict], dtype: torch.dtype, device: torch.device) -> Tensor:
+        """``(k, size)`` on ``device``: row i is ``states[i]``'s entries, flattened and concatenated."""
+        out = torch.empty(len(states), self.size, dtype=dtype, device=device)
         for row, state in zip(out, states):
             missing = [n for n in self.names if n not in state]
             if missing:
                 raise ValueError(f"a client's state_dict lacks {missing[0]!r} (the model has {len(self.names)} such "
                                  "entries); clients and server must build the same model")
-            torch.cat([state[n].detach().reshape(-1).to(dtype) for n in self.names], out=row)
+            torch.cat([state[n].detach().reshape(-1).to(device=device, dtype=dtype) for n in self.names], out=row)
         return out
 
     def split(self, flat: Tensor) -> Dict[str, Tensor]:
@@ -75,9 +75,11 @@ class StateCodec:
         template: a ``state_dict`` of the model (defines keys, shapes, dtypes and key order).
         param_names: the entries that form the flat vector. ``None``: FedML's naming rule (every
             floating entry that is not a BatchNorm statistic), for callers that know no model.
+        device: where flat vectors and stacks are made (the server's compute device).
     """
 
-    def __init__(self, template: StateDict, param_names: Optional[Sequence[str]] = None) -> None:
+    def __init__(self, template: StateDict, param_names: Optional[Sequence[str]] = None,
+                 device: Optional[torch.device] = None) -> None:
         if param_names is None:
             param_names = [k for k, v in template.items() if is_weight_name(k) and v.is_floating_point()]
         wanted = set(param_names)
@@ -88,12 +90,14 @@ class StateCodec:
         self.params = _Block(template, [k for k in self.keys if k in wanted])
         self.buffers = _Block(template, [k for k in self.keys if k not in wanted])
         self.d: int = self.params.size
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
 
     @classmethod
     def for_model(cls, model: nn.Module) -> "StateCodec":
-        """The codec of ``model``: its flat vector is exactly :class:`ParamLayout`'s."""
+        """The codec of ``model`` on the model's device: its flat vector is exactly :class:`ParamLayout`'s."""
         layout = ParamLayout(model)
-        codec = cls(model.state_dict(), layout.names)
+        device = next(iter(model.parameters())).device
+        codec = cls(model.state_dict(), layout.names, device)
         if codec.params.names != layout.names:
             raise ValueError("the model's state_dict order of parameters differs from named_parameters() "
                              "(shared or tied parameters?); its updates cannot be flattened consistently")
@@ -101,23 +105,23 @@ class StateCodec:
 
     def flatten(self, state: StateDict) -> Tensor:
         """The flat parameters ``(d,)`` of one ``state_dict``."""
-        return self.params.stack([state], torch.float32)[0]
+        return self.params.stack([state], torch.float32, self.device)[0]
 
     def updates(self, states: Sequence[StateDict], global_params: Tensor) -> Tensor:
         """The updates ``U`` of shape ``(k, d)``: row i is ``w_i - w_t`` (``w_t`` = ``global_params``)."""
-        U = self.params.stack(states, torch.float32)
+        U = self.params.stack(states, torch.float32, self.device)
         U -= global_params
         return U
 
     def buffer_matrix(self, states: Sequence[StateDict]) -> Tensor:
         """``(k, b)`` float64: row i holds ``states[i]``'s buffers, flattened."""
-        return self.buffers.stack(states, torch.float64)
+        return self.buffers.stack(states, torch.float64, self.device)
 
     def average_buffers(self, states: Sequence[StateDict], weights: Tensor) -> Dict[str, Tensor]:
         """Buffers ``Σ_i ω_i b_i`` of ``states`` for weights ``ω`` (normalised here to sum to 1)."""
         if not self.buffers.names:
             return {}
-        w = weights.to(torch.float64)
+        w = weights.to(device=self.device, dtype=torch.float64)
         w = w / w.sum() if float(w.sum()) > 0 else torch.full_like(w, 1.0 / len(w))
         return self.buffers.split(w @ self.buffer_matrix(states))
 
@@ -142,8 +146,9 @@ def sample_counts(models: ModelList) -> Tensor:
 
 
 def copy_state(state: StateDict) -> "OrderedDict[str, Tensor]":
-    """A deep copy of a ``state_dict`` (FedML's ``get_model_params`` contract: never the live dict)."""
-    return OrderedDict((k, v.detach().clone()) for k, v in state.items())
+    """A deep copy of a ``state_dict`` on the CPU (what ``get_model_params`` hands FedML: never the live
+    dict, and transferable between processes whatever the device)."""
+    return OrderedDict((k, v.detach().to("cpu", copy=True)) for k, v in state.items())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,13 +42,15 @@ from fedml_heterofl.simulation.local_training import client_seed, local_sgd
 EVAL_BATCH = 1024
 
 
-def evaluate(model: nn.Module, data: Any, device: torch.device) -> Dict[str, float]:
-    """Accuracy and mean cross-entropy of ``model`` (eval mode, argmax over all outputs) on ``data``.
+def evaluate(model: nn.Module, data: Any) -> Dict[str, float]:
+    """Accuracy and mean cross-entropy of ``model`` (on its device, eval mode, argmax over all outputs —
+    the watermark class included) on ``data``.
 
     Returns ``test_acc``, ``test_loss`` and FedML's keys ``test_correct``, ``test_total``,
     ``test_loss`` (FedML's MPI trainer reads them).
     """
     x, y = as_tensors(data)
+    device = next(iter(model.parameters())).device
     was_training = model.training
     model.eval()
     try:
@@ -112,11 +114,18 @@ class HeteroFLClientTrainer(ClientTrainer):
         if self.trigger_set is not None:
             x = torch.cat([x, self.trigger_set[0].to(x.dtype)])
             y = torch.cat([y, self.trigger_set[1].to(y.dtype)])
-        device = torch.device(device) if device is not None else torch.device("cpu")
+        device = _device(device)
         self.model.to(device)
         w_t = self.layout.flatten(self.model)
         seed = client_seed(self.seed, round_index(args), int(self.id))
         return local_sgd(self.model, self.layout, w_t, x.to(device), y.to(device), seed=seed, **self.sgd)
 
     def test(self, test_data: Any, device: Any, args: Any) -> Dict[str, float]:
-        return evaluate(self.model, test_data, torch.device(device) if device is not None else torch.device("cpu"))
+        """:func:`evaluate` the client's model on ``device``."""
+        self.model.to(_device(device))
+        return evaluate(self.model, test_data)
+
+
+def _device(device: Any) -> torch.device:
+    """FedML's ``device`` argument as a ``torch.device`` (CPU when ``None``)."""
+    return torch.device(device) if device is not None else torch.device("cpu")
