@@ -10,7 +10,9 @@ FedML's cross-silo server calls, per round (notes §1.4): ``on_before_aggregatio
   their positions; the round's detection metrics go to :attr:`HeteroFLServerAggregator.history`.
 * ``aggregate`` — the defense's aggregate ``w_t + update`` as a ``state_dict``; buffers per
   :mod:`~fedml_heterofl.fedml_bridge.convert` (mean over the kept clients).
-* ``on_after_aggregation`` — FedML's own (central DP noise if enabled; no-op otherwise).
+* ``on_after_aggregation`` — FedML's own (central DP noise if enabled; no-op otherwise). FedML's
+  central-DP clipping runs before the attack as in FedML's hook; FedML's FHE is refused (it hides
+  the updates).
 * ``test`` — accuracy/loss of the global model, added to the round's history record.
 
 Which defense and attack: the ones ``FedMLDefender``/``FedMLAttacker`` were initialised with (FedML's
@@ -27,6 +29,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from fedml.core import ServerAggregator
+from fedml.core.dp.fedml_differential_privacy import FedMLDifferentialPrivacy
+from fedml.core.fhe.fhe_agg import FedMLFHE
 from fedml.core.security.constants import (
     ATTACK_LABEL_FLIPPING,
     ATTACK_METHOD_BYZANTINE_ATTACK,
@@ -83,13 +87,16 @@ class HeteroFLServerAggregator(ServerAggregator):
     def __init__(self, model: nn.Module, args: Any, *, trigger_set: Optional[Batch] = None,
                  validation_batch: Optional[Batch] = None, root_data: Optional[Batch] = None) -> None:
         super().__init__(model, args)
+        if FedMLFHE.get_instance().is_fhe_enabled():
+            raise ValueError("enable_fhe: FedML's homomorphic encryption hides the updates our attacks and "
+                             "defenses work on; allowed: false")
         self.codec = StateCodec.for_model(model)
         self.layout = ParamLayout(model)
         self.malicious_ids = malicious_client_ids(args)
         self.history: List[Dict[str, Any]] = []
         self.round_client_ids: Optional[Sequence[int]] = None
         self.last: Optional[RoundProduct] = None
-        self._root = None if root_data is None else as_tensors(root_data)
+        self._root = None if root_data is None else tuple(t.to(self.codec.device) for t in as_tensors(root_data))
         self._scratch = copy.deepcopy(model) if root_data is not None else None
         context = dict(loss_fn=self._loss, trigger_set=trigger_set, validation_batch=validation_batch,
                        server_update_fn=self._server_update if root_data is not None else None)
@@ -140,9 +147,12 @@ class HeteroFLServerAggregator(ServerAggregator):
         round_idx = round_index(self.args)
         if self.server is None:
             return self._fedml_before(models, ids, round_idx)
+        dp = FedMLDifferentialPrivacy.get_instance()
+        if dp.is_global_dp_enabled() and dp.is_clipping():  # FedML's central-DP clipping, as in its own hook
+            models = dp.global_clip(models)
         self.last = fedml_round(self.server, self.codec, round_idx, self.model.state_dict(), models, ids)
-        result = self.last.outcome
-        self.history.append({"round": round_idx, **result.metrics, "kept": ids[result.result.kept].tolist()})
+        outcome = self.last.outcome
+        self.history.append({"round": round_idx, **outcome.metrics, "kept": ids[outcome.result.kept].tolist()})
         return self.last.kept_models, self.last.kept_positions
 
     def aggregate(self, raw_client_model_or_grad_list: ModelList) -> StateDict:
