@@ -320,17 +320,20 @@ def test_trainer_appends_the_trigger_set_and_seeds_by_round_and_client():
 
 def test_trainer_trains_on_fedml_poisoned_data_although_fedml_passes_the_clean_data():
     # FedML's cross-silo FedMLTrainer.train() passes the silo's original data to train(); FedML's own
-    # label flipping (ratio 1.0 poisons every call) must still reach training.
+    # label flipping (ratio 1.0 poisons every call) must still reach training. FedML replaces the
+    # classes one after the other, so a swap [0, 1] -> [1, 0] would end with every label 0; we map 0 -> 1.
+    # Its counter is incremented before the round check, so with comm_round=1 it never poisons: use 2.
     model = nn.Linear(3, 2)
     x, y = client_data()
-    args = fedml_args(enable_attack=True, attack_type="label_flipping", original_class_list=[0, 1],
-                      target_class_list=[1, 0], ratio_of_poisoned_client=1.0, comm_round=1,
+    args = fedml_args(enable_attack=True, attack_type="label_flipping", original_class_list=[0],
+                      target_class_list=[1], ratio_of_poisoned_client=1.0, comm_round=2,
                       client_num_per_round=1, round_idx=0)
     trainer = bridge.HeteroFLClientTrainer(copy.deepcopy(model), args)
     clean = DataLoader(TensorDataset(x, y), batch_size=4)
     trainer.update_dataset(clean, clean, len(y))
     got = trainer.train(clean, "cpu", args)
-    assert torch.equal(got, reference_update(model, x, 1 - y, args, 0, 0))
+    assert bool((y == 0).any())
+    assert torch.equal(got, reference_update(model, x, torch.ones_like(y), args, 0, 0))
     assert not torch.equal(got, reference_update(model, x, y, args, 0, 0))
 
 

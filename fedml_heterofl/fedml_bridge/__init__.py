@@ -12,7 +12,7 @@ min_max`` work in an ordinary FedML YAML beside FedML's built-ins.
 """
 from fedml_heterofl.fedml_bridge.adapters import AttackAdapter, DefenseAdapter, RoundProduct, fedml_round
 from fedml_heterofl.fedml_bridge.aggregator import HeteroFLServerAggregator
-from fedml_heterofl.fedml_bridge.components import malicious_client_ids
+from fedml_heterofl.components import malicious_client_ids
 from fedml_heterofl.fedml_bridge.convert import StateCodec
 from fedml_heterofl.fedml_bridge.mpi import abort_on_error, run_cross_silo
 from fedml_heterofl.fedml_bridge.offline import fedml_home, init

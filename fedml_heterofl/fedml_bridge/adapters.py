@@ -27,8 +27,9 @@ from fedml.core.security.attack.attack_base import BaseAttackMethod
 from fedml.core.security.defense.defense_base import BaseDefenseMethod
 from torch import Tensor
 
+from fedml_heterofl.attack.base import apply_model_attack
 from fedml_heterofl.defense.base import RoundContext
-from fedml_heterofl.fedml_bridge.components import (
+from fedml_heterofl.components import (
     attack_from_args,
     defense_from_args,
     malicious_client_ids,
@@ -198,10 +199,10 @@ class AttackAdapter(BaseAttackMethod):
             seed = client_seed(int(getattr(self.args, "random_seed", 0) or 0), round_idx, SERVER_STREAM)
             ctx = RoundContext(round_idx=round_idx, global_params=w_t, generator=torch.Generator().manual_seed(seed),
                                client_ids=ids, sample_counts=counts)
-        poisoned = self.attack.attack(U[~malicious], U[malicious], ctx,
-                                      defense=None if defender is None else defender.defense)
+        poisoned = apply_model_attack(self.attack, U, malicious, ctx, None if defender is None else defender.defense)
         out = list(raw_client_grad_list)
-        for pos, row in zip(malicious.nonzero().flatten().tolist(), poisoned):
+        for pos in malicious.nonzero().flatten().tolist():
+            row = poisoned[pos]
             out[pos] = (out[pos][0], codec.state(w_t + row, states[pos]))
         return out
 

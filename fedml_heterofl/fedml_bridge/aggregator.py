@@ -51,7 +51,7 @@ from fedml_heterofl.fedml_bridge.adapters import (
     fedml_round,
     round_client_ids,
 )
-from fedml_heterofl.fedml_bridge.components import ROOT_STREAM, malicious_client_ids, round_index, sgd_settings
+from fedml_heterofl.components import ROOT_STREAM, malicious_client_ids, round_index, sgd_settings
 from fedml_heterofl.fedml_bridge.convert import ModelList, StateCodec, StateDict, as_tensors, copy_state
 from fedml_heterofl.fedml_bridge.trainer import evaluate
 from fedml_heterofl.models import ParamLayout, batched_loss
@@ -69,7 +69,7 @@ class HeteroFLServerAggregator(ServerAggregator):
     Args:
         model: the global model (its parameters are ``w_t``; it is also the architecture that
             evaluates flat parameter vectors for HeteroFL's watermark step and Zeno).
-        args: FedML's flat ``args`` (keys: :mod:`~fedml_heterofl.fedml_bridge.components`).
+        args: FedML's flat ``args`` (keys: :mod:`~fedml_heterofl.components`).
         trigger_set: HeteroFL's ``D_trg`` (needed by step 3).
         validation_batch: the server's validation batch (Zeno).
         root_data: the server's root dataset ``(x, y)`` (FLTrust); the server update ``g_0`` is local

@@ -33,7 +33,7 @@ from fedml.core.security.fedml_attacker import FedMLAttacker
 from fedml.core.security.fedml_defender import FedMLDefender
 
 from fedml_heterofl.fedml_bridge.adapters import AttackAdapter, DefenseAdapter
-from fedml_heterofl.fedml_bridge.components import attack_name, defense_name
+from fedml_heterofl.components import attack_name, defense_name
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Collection, Dict, Optional
 import torch
 from torch import Tensor
 
+from fedml_heterofl.attack.base import ModelAttack, apply_model_attack
 from fedml_heterofl.defense.base import AggregationResult, Batch, Defense, LossFn, RoundContext
 from fedml_heterofl.experiments.metrics import detection_metrics
 from fedml_heterofl.simulation.local_training import client_seed
@@ -59,7 +60,7 @@ class ServerRound:
         self,
         defense: Defense,
         *,
-        attack: Optional[Any] = None,
+        attack: Optional[ModelAttack] = None,
         malicious_ids: Collection[int] = (),
         seed: int = 0,
         loss_fn: Optional[LossFn] = None,
@@ -108,10 +109,8 @@ class ServerRound:
         malicious = torch.isin(client_ids, self.malicious_ids)
         report: Dict[str, Any] = {}
         if self.attack is not None and bool(malicious.any()):
-            updates = updates.clone()
-            updates[malicious] = self.attack.attack(updates[~malicious], updates[malicious], ctx,
-                                                    defense=self.defense)
-            report = dict(getattr(self.attack, "report", {}) or {})
+            updates = apply_model_attack(self.attack, updates, malicious, ctx, self.defense)
+            report = dict(self.attack.report)
         timings["time_attack"] = time.perf_counter() - start
         start = time.perf_counter()
         result = self.defense(updates, ctx)

@@ -9,7 +9,8 @@ Keys read (FedML's names, flattened from any YAML section):
                             attacker count for rules that take it
 ``enable_attack``           false -> no attackers (f = 0)
 ``attack_type``             a name in :data:`fedml_heterofl.attack.REGISTRY`
-``attack_params``           mapping of the attack's keyword arguments
+``attack_params``           mapping of the attack's keyword arguments; ``num_classes`` defaults
+                            to ``num_classes``/``class_num`` for attacks that take it (label flip)
 ``byzantine_client_num``    f, the number of fixed attackers
 ``client_num_in_total``     N, clients are ``0..N-1``
 ``random_seed``             the run seed (attacker draw, every per-round generator)
@@ -28,8 +29,6 @@ import numpy as np
 from fedml_heterofl.defense import build_defense
 from fedml_heterofl.defense.base import REGISTRY as DEFENSES, Defense
 
-#: SeedSequence stream of the attacker draw (client ids are < 2**62; the server uses 2**62)
-MALICIOUS_STREAM = 2**62 + 1
 #: stream of the server's own training on its root data (FLTrust's g_0)
 ROOT_STREAM = 2**62 + 2
 
@@ -54,19 +53,11 @@ def attacker_count(args: Any) -> int:
 
 
 def malicious_client_ids(args: Any) -> Tuple[int, ...]:
-    """The f fixed attackers: a seeded draw without replacement from ``0..N-1``, sorted.
+    """The f fixed attackers of the run (:func:`~fedml_heterofl.attack.choose_attackers` seeded by
+    ``random_seed``): the same ids in every process and on every backend, never re-drawn."""
+    from fedml_heterofl.attack import choose_attackers
 
-    The same ``(random_seed, client_num_in_total, f)`` give the same ids in every process and on
-    every backend; they never change during a run (unlike FedML's per-round re-draw).
-    """
-    f = attacker_count(args)
-    n = int(getattr(args, "client_num_in_total", 0) or 0)
-    if f > 0 and f >= n:
-        raise ValueError(f"byzantine_client_num: f={f} must be below client_num_in_total={n}")
-    if f == 0:
-        return ()
-    rng = np.random.default_rng(np.random.SeedSequence([_seed(args), MALICIOUS_STREAM]))
-    return tuple(sorted(int(i) for i in rng.choice(n, size=f, replace=False)))
+    return choose_attackers(int(getattr(args, "client_num_in_total", 0) or 0), attacker_count(args), _seed(args))
 
 
 def _params(args: Any, key: str) -> Dict[str, Any]:
@@ -110,10 +101,25 @@ def defense_from_args(args: Any) -> Defense:
 
 def attack_from_args(args: Any) -> Any:
     """Build the attack named by ``args`` with ``attack_params``; ``None`` without an attack."""
-    from fedml_heterofl.attack import build_attack
+    from fedml_heterofl.attack import REGISTRY as ATTACKS, build_attack
 
     name = attack_name(args)
-    return None if name is None else build_attack(name, **_params(args, "attack_params"))
+    if name is None:
+        return None
+    params = _params(args, "attack_params")
+    cls = ATTACKS.get(name)
+    if cls is not None and "num_classes" in inspect.signature(cls.__init__).parameters and "num_classes" not in params:
+        params["num_classes"] = num_classes(args)
+    return build_attack(name, **params)
+
+
+def num_classes(args: Any) -> int:
+    """L, the number of real classes: ``num_classes`` (ours), else FedML's ``class_num``."""
+    for key in ("num_classes", "class_num"):
+        value = getattr(args, key, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    raise ValueError("the number of classes is unknown: set data_args.num_classes (or FedML's class_num)")
 
 
 def sgd_settings(args: Any) -> Dict[str, Any]:

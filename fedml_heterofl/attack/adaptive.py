@@ -1,0 +1,125 @@
+"""The adaptive, AGR-tailored attack (HeteroFL paper §VI, Alg. 7; Shejwalkar & Houmansadr, NDSS'21).
+
+The attackers know the aggregation rule and use it as an oracle. With ``ḡ`` the mean of the benign
+updates they know (the paper's reference ``g = FedAvg(g_[n])``; a plain mean, as in NDSS'21's code)
+and a malicious direction ``Δ̃_1`` (inverse unit vector, std or sign, :func:`perturbation`), they send
+
+* ``g̃_1 = ḡ + γΔ̃_1``,
+* ``g̃_k = ḡ + γΔ̃_k`` for ``k ≥ 2``, where ``Δ̃_k`` is ``Δ̃_1`` with the signs of ``⌈μ·d⌉``
+  random coordinates flipped (Eq. 8), so the poisoned updates are not identical sybils,
+
+with the largest ``γ`` for which the defense keeps all f of them (Eq. 8's objective), found by the
+search of :func:`gamma_search` (Alg. 7 with NDSS'21's first step; it explores ``[0, 2·γ_init]``
+and terminates even when no γ succeeds, returning ``γ = 0``, i.e. ``ḡ``).
+
+A tested γ succeeds when all f poisoned updates are kept *and* the aggregate lies farther from ``ḡ``
+than at the last success (Eq. 7's ``argmax_γ ‖g − A(·)‖``). For rules that select, the first
+condition decides (larger γ, kept, moves the aggregate farther); for rules that keep every update
+(Median, FedAvg) the second does, as in NDSS'21's code for Median and Trimmed-mean: γ grows while
+the aggregate still moves.
+
+The oracle is the defense the server runs, called on exactly the rows the server will see
+(``cat(benign, poisoned)`` in the order of :func:`attack_context`) with a private copy of the
+round's generator, so it draws what the real call will draw. Against HeteroFL with step 3 the
+oracle includes the watermark check, so a successful γ keeps the trigger-loss reduction above λ
+(the paper's "do not lose performance on D_trg").
+
+Paper-silent choice: ``μ = 0.1`` (a tenth of the coordinates flipped). It makes the f poisoned
+updates pairwise cosine ≈ 0.8 instead of 1 — less similar than sybils, so step 1 of HeteroFL
+cannot remove them as a block, while each keeps most of the malicious direction.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from fedml_heterofl.attack.base import (
+    KNOWLEDGE,
+    PERTURBATIONS,
+    ModelAttack,
+    attack_generator,
+    check_choice,
+    check_positive,
+    oracle_context,
+    perturbation,
+    reference_updates,
+    gamma_search,
+    register,
+)
+from fedml_heterofl.defense.base import Defense, RoundContext
+
+
+@register
+class Adaptive(ModelAttack):
+    """AGR-tailored attack against any :class:`Defense` (module doc).
+
+    Args:
+        perturbation: ``std`` (default; the paper's Fig. 7), ``unit_vec`` or ``sign``.
+        gamma_init: Alg. 7's γ_init; the search covers ``[0, 2·γ_init]`` (NDSS'21's code: 10).
+        tau: the search's precision (NDSS'21: 1e-5).
+        mu: fraction of coordinates whose sign is flipped for attackers 2..f (Eq. 8).
+        knowledge: ``full`` (the oracle sees every honest update of the round, default) or
+            ``partial`` (the attackers' own honest updates stand in for the unknown ones; rules whose
+            n/f requirements then fail raise their ``ValueError``).
+    """
+
+    name = "adaptive"
+
+    def __init__(self, *, perturbation: str = "std", gamma_init: float = 10.0, tau: float = 1e-5,
+                 mu: float = 0.1, knowledge: str = "full") -> None:
+        super().__init__()
+        self.perturbation = check_choice("perturbation", perturbation, PERTURBATIONS)
+        check_positive(gamma_init=gamma_init, tau=tau)
+        if not 0.0 <= mu <= 1.0:
+            raise ValueError(f"mu must be a fraction in [0, 1], got {mu!r}")
+        self.gamma_init = float(gamma_init)
+        self.tau = float(tau)
+        self.mu = float(mu)
+        self.knowledge = check_choice("knowledge", knowledge, KNOWLEDGE)
+
+    def directions(self, delta: Tensor, f: int, generator: torch.Generator) -> Tensor:
+        """``Δ̃_1..Δ̃_f`` (f, d): row 1 is ``delta``, rows ``k ≥ 2`` flip ``⌈μ·d⌉`` random signs of it."""
+        d = delta.numel()
+        flips = math.ceil(self.mu * d)
+        signs = torch.ones(f, d, dtype=delta.dtype)
+        if f > 1 and flips > 0:
+            # ⌈μ·d⌉ distinct coordinates per row: the smallest keys of a random matrix
+            keys = torch.rand(f - 1, d, generator=generator)
+            idx = keys.topk(flips, dim=1, largest=False).indices
+            signs[1:].scatter_(1, idx, -1.0)
+        return signs.to(delta.device) * delta
+
+    def poison_updates(self, benign: Tensor, own: Tensor, ctx: RoundContext, defense: Optional[Defense]) -> Tensor:
+        if defense is None:
+            raise ValueError("the adaptive attack needs the server's defense as its oracle; got defense=None")
+        f = own.shape[0]
+        reference = reference_updates(benign, own, self.knowledge)
+        mean = reference.mean(dim=0)
+        directions = self.directions(perturbation(reference, self.perturbation), f, attack_generator(ctx))
+        if self.knowledge == "full":
+            others, octx = benign, ctx
+        else:  # the oracle sees the attackers' honest updates in place of the unknown ones
+            others, octx = own, replace(ctx, client_ids=None, sample_counts=None)
+
+        best = {"deviation": -math.inf}
+
+        def succeeds(gamma: float) -> bool:
+            candidate = torch.cat([others, (mean + gamma * directions).to(others.dtype)])
+            result = defense(candidate, oracle_context(octx))
+            if not bool(result.kept[-f:].all()):
+                return False
+            deviation = float(torch.linalg.vector_norm(result.update.double() - mean.double()))
+            if deviation <= best["deviation"]:
+                return False
+            best["deviation"] = deviation
+            return True
+
+        gamma, calls = gamma_search(succeeds, self.gamma_init, self.tau)
+        self.report.update(gamma=gamma, oracle_calls=calls, success=float(gamma > 0),
+                           deviation=max(best["deviation"], 0.0),
+                           flipped_coordinates=math.ceil(self.mu * own.shape[1]) if f > 1 else 0)
+        return (mean + gamma * directions).to(own.dtype)

@@ -1,0 +1,322 @@
+"""Contracts shared by every attack (DESIGN §3, §6) and the pieces Min-Max, Min-Sum and the
+adaptive attack have in common.
+
+* :class:`ModelAttack`: ``attack(benign (k, d), own (f, d), ctx, defense=None) -> (f, d)`` poisoned
+  updates. ``benign`` are the updates of the round's honest clients, ``own`` the honest updates the f
+  attackers computed themselves. ``ctx`` describes the rows of ``cat(benign, own)`` in that order
+  (:func:`attack_context`); the attack never consumes ``ctx.generator`` (the defense that runs
+  after it draws the same numbers whatever the attack did), it derives its own generator
+  (:func:`attack_generator`). After each call ``report`` says what the attack did.
+* :class:`DataAttack`: ``poison(x, y) -> (x, y)`` transforms a malicious client's training data.
+* Attackers are a fixed set of f client ids for the whole run (:func:`choose_attackers`), not
+  re-drawn each round as FedML does, so removal rates and TPR/FPR mean something.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from abc import ABC, abstractmethod
+from dataclasses import replace
+from typing import Any, Callable, ClassVar, Dict, Optional, Tuple, Type
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fedml_heterofl.defense.base import Defense, RoundContext, gram_matrix, sq_distances_from_gram
+
+log = logging.getLogger(__name__)
+
+#: SeedSequence stream of the attacker draw (client ids are below 2**62; the server uses 2**62)
+MALICIOUS_STREAM = 2**62 + 1
+#: SeedSequence stream of an attack's own random choices within a round
+ATTACK_STREAM = 2**62 + 3
+#: knowledge settings of NDSS'21 §4: every benign update of the round, or only the attackers' own
+KNOWLEDGE = ("full", "partial")
+
+
+def choose_attackers(num_clients: int, f: int, seed: int) -> Tuple[int, ...]:
+    """The f fixed attackers: a seeded draw without replacement from ``0..num_clients-1``, sorted.
+
+    The same ``(seed, num_clients, f)`` give the same ids in every process and on every backend.
+    """
+    if isinstance(f, bool) or not isinstance(f, int) or f < 0:
+        raise ValueError(f"the number of attackers f must be an integer >= 0, got {f!r}")
+    if f > 0 and f >= num_clients:
+        raise ValueError(f"f={f} attackers must be fewer than the {num_clients} clients")
+    if f == 0:
+        return ()
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), MALICIOUS_STREAM]))
+    return tuple(sorted(int(i) for i in rng.choice(num_clients, size=f, replace=False)))
+
+
+def attack_context(ctx: RoundContext, malicious: Tensor) -> RoundContext:
+    """``ctx`` of the rows in round order -> the context of ``cat(benign, own)``, the order in which
+    a :class:`ModelAttack` sees (and its oracle calls the defense on) the round's updates."""
+    order = torch.cat([(~malicious).nonzero().flatten(), malicious.nonzero().flatten()])
+    return ctx.subset(order, malicious.numel())
+
+
+def apply_model_attack(attack: "ModelAttack", updates: Tensor, malicious: Tensor, ctx: RoundContext,
+                       defense: Optional[Defense] = None) -> Tensor:
+    """``updates`` (round order) with the rows of ``malicious`` replaced by ``attack``'s poisoned ones."""
+    if not bool(malicious.any()):
+        return updates
+    out = updates.clone()
+    out[malicious] = attack.attack(updates[~malicious], updates[malicious], attack_context(ctx, malicious),
+                                   defense=defense).to(updates.dtype)
+    return out
+
+
+def attack_generator(ctx: RoundContext) -> torch.Generator:
+    """A generator for an attack's own draws in this round, derived from (not drawn from) the
+    round's generator, so the defense that runs after the attack sees the same numbers."""
+    seed = np.random.SeedSequence([ctx.generator.initial_seed(), ATTACK_STREAM]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device="cpu").manual_seed(int(seed) >> 1)
+
+
+def oracle_context(ctx: RoundContext) -> RoundContext:
+    """``ctx`` with a private copy of its generator: a defense called as an oracle draws exactly
+    what the real call will draw, and leaves the real call's generator untouched."""
+    generator = torch.Generator(device=ctx.generator.device)
+    generator.set_state(ctx.generator.get_state())
+    return replace(ctx, generator=generator)
+
+
+class ModelAttack(ABC):
+    """A local model poisoning attack (DESIGN §3). ``name`` is the registry key."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        #: what the last call did (numbers only, so it can go into the round's metrics)
+        self.report: Dict[str, float] = {}
+
+    def attack(self, benign: Tensor, own: Tensor, ctx: Optional[RoundContext] = None,
+               defense: Optional[Defense] = None) -> Tensor:
+        """The f poisoned updates, shape ``own.shape``; validates the inputs (see :func:`check_inputs`)."""
+        ctx = ctx if ctx is not None else RoundContext()
+        check_inputs(benign, own)
+        if own.shape[0] == 0:
+            self.report = {"f": 0}
+            return own
+        self.report = {"f": own.shape[0]}
+        return self.poison_updates(benign, own, ctx, defense)
+
+    @abstractmethod
+    def poison_updates(self, benign: Tensor, own: Tensor, ctx: RoundContext, defense: Optional[Defense]) -> Tensor:
+        """The attack proper, on validated inputs with f >= 1; records its numbers in ``self.report``."""
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "report")
+        return f"{type(self).__name__}({params})"
+
+
+class DataAttack(ABC):
+    """A data poisoning attack: transforms a malicious client's training data before local training."""
+
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def poison(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
+        """The poisoned ``(x, y)``; the given tensors are not modified."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+def check_inputs(benign: Tensor, own: Tensor) -> None:
+    """Raise ``ValueError`` unless ``benign`` (k, d) and ``own`` (f, d) are finite float matrices
+    of the same width; the message names the offending shape or rows."""
+    for label, m in (("benign", benign), ("own", own)):
+        if not isinstance(m, Tensor) or m.dim() != 2 or not m.is_floating_point():
+            raise ValueError(f"{label} updates must be a float tensor of shape (rows, d), got "
+                             f"{getattr(m, 'shape', type(m).__name__)}")
+    if benign.shape[1] != own.shape[1]:
+        raise ValueError(f"benign updates have d={benign.shape[1]} but the attackers' have d={own.shape[1]}")
+    for label, m in (("benign", benign), ("own", own)):
+        bad = (~torch.isfinite(torch.linalg.vector_norm(m, dim=1))).nonzero().flatten()
+        if bad.numel():
+            raise ValueError(f"{label} updates have non-finite rows {bad.tolist()}; an attack needs finite updates")
+
+
+def reference_updates(benign: Tensor, own: Tensor, knowledge: str) -> Tensor:
+    """The benign updates the attackers know (NDSS'21 §4): all of the round's (``full``: the honest
+    clients' and the attackers' own honest updates) or only their own (``partial``)."""
+    if knowledge == "partial":
+        return own
+    if benign.shape[0] == 0:
+        raise ValueError(f"full knowledge needs the honest clients' updates, but all {own.shape[0]} "
+                         "updates of the round are the attackers'")
+    return torch.cat([benign, own])
+
+
+def check_choice(name: str, value: str, allowed: Tuple[str, ...]) -> str:
+    """``value`` if it is one of ``allowed``, else ``ValueError`` naming both."""
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; allowed: {', '.join(allowed)}")
+    return value
+
+
+def check_positive(**values: float) -> None:
+    """``ValueError`` for any value that is not a positive finite number."""
+    for key, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{key} must be a positive number, got {v!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Perturbations and the γ search of NDSS'21 (Min-Max, Min-Sum, AGR-tailored / HeteroFL Alg. 7)
+# ---------------------------------------------------------------------------------------------
+
+PERTURBATIONS = ("unit_vec", "std", "sign")
+
+
+def perturbation(reference: Tensor, kind: str) -> Tensor:
+    """The malicious direction ``Δ̃`` (paper §VI-A; NDSS'21 §4.1) for the reference updates:
+
+    * ``unit_vec``: inverse unit vector ``-ḡ/‖ḡ‖`` of the mean ``ḡ``;
+    * ``std``: inverse coordinate-wise standard deviation ``-σ(g)`` (unbiased, as ``torch.std``);
+    * ``sign``: inverse sign ``-sign(ḡ)``.
+    """
+    check_choice("perturbation", kind, PERTURBATIONS)
+    mean = reference.mean(dim=0)
+    if kind == "unit_vec":
+        return -mean / torch.linalg.vector_norm(mean).clamp_min(torch.finfo(mean.dtype).tiny)
+    if kind == "std":
+        if reference.shape[0] < 2:
+            raise ValueError("the 'std' perturbation needs at least 2 known benign updates, got "
+                             f"{reference.shape[0]}")
+        return -reference.std(dim=0)
+    return -torch.sign(mean)
+
+
+def gamma_search(succeeds: Callable[[float], bool], gamma_init: float, tau: float) -> Tuple[float, int]:
+    """The scale search of NDSS'21 (their code for Min-Max, Min-Sum and the AGR-tailored attacks; the
+    paper's Alg. 7 with the step starting at ``γ_init``, DESIGN §6).
+
+    Test ``γ``; on success remember it and move up by half the step, otherwise down; halve the step;
+    stop when the candidate is within ``τ`` of the last success. Explores ``[0, 2·γ_init]`` and
+    always terminates (after about ``log2(γ_init/τ)`` tests): when nothing succeeds it returns 0.
+    Alg. 7 as printed (step ``γ_init/2``) only reaches ``[0.5, 1.5]·γ_init`` and loops forever when
+    nothing there succeeds.
+
+    Returns ``(γ_succ, number of calls of succeeds)``.
+    """
+    gamma, step, gamma_succ, calls = float(gamma_init), float(gamma_init), 0.0, 0
+    while abs(gamma_succ - gamma) > tau:
+        calls += 1
+        if succeeds(gamma):
+            gamma_succ = gamma
+            gamma += step / 2
+        else:
+            gamma -= step / 2
+        step /= 2
+    return gamma_succ, calls
+
+
+class DistanceProfile:
+    """Squared distances between ``m(γ) = ḡ + γΔ`` and each reference update, for any γ, in O(k).
+
+    ``‖ḡ + γΔ − g_i‖² = a_i + 2γ b_i + γ² c`` with ``a_i = ‖ḡ − g_i‖²``, ``b_i = ⟨ḡ − g_i, Δ⟩``,
+    ``c = ‖Δ‖²`` — computed once, in float64, from the Gram matrix of the references and ``R Δ``
+    (DESIGN §10: no pass over the updates per tested γ). ``pairwise`` are the references' squared
+    distances ``‖g_i − g_j‖²``.
+    """
+
+    def __init__(self, reference: Tensor, delta: Tensor) -> None:
+        G = gram_matrix(reference, torch.float64)
+        self.pairwise = sq_distances_from_gram(G)
+        Rd = (reference.double() @ delta.double())
+        self.a = (G.diagonal() - 2 * G.mean(dim=1) + G.mean()).clamp_min(0)
+        self.b = Rd.mean() - Rd
+        self.c = float(delta.double().square().sum())
+
+    def distances(self, gamma: float) -> Tensor:
+        """``‖m(γ) − g_i‖²`` for every reference ``i`` (float64, shape ``(k,)``)."""
+        return self.a + 2 * gamma * self.b + gamma * gamma * self.c
+
+
+class ConstrainedMeanAttack(ModelAttack):
+    """NDSS'21's Min-Max / Min-Sum template: every attacker sends ``m = ḡ + γΔ``, the mean of the
+    known benign updates pushed along a malicious direction as far as a distance constraint allows.
+
+    Subclasses define :meth:`constraint` ``(profile, γ) -> (value, bound)``; ``γ`` is the largest
+    scale the search finds with ``value <= bound``.
+
+    Args:
+        perturbation: ``unit_vec``, ``std`` (NDSS'21's default and ours) or ``sign``.
+        gamma_init: the search's starting scale (NDSS'21's code: 10). The search covers
+            ``[0, 2·γ_init]``; ``γ_init`` is first doubled while ``2·γ_init`` still satisfies the
+            constraint, so the returned γ is within ``τ`` of the largest feasible scale whatever
+            the scale of the updates (the constraint is convex in γ and holds at 0, so the feasible
+            γ ≥ 0 form one interval).
+        tau: the search's precision (NDSS'21: 1e-5).
+        knowledge: ``full`` (every benign update of the round, default) or ``partial``.
+    """
+
+    #: most doublings of γ_init (γ ≤ γ_init·2**60; the constraint is a quadratic, so a feasible γ
+    #: that large means a zero perturbation)
+    MAX_DOUBLINGS = 60
+
+    def __init__(self, *, perturbation: str = "std", gamma_init: float = 10.0, tau: float = 1e-5,
+                 knowledge: str = "full") -> None:
+        super().__init__()
+        self.perturbation = check_choice("perturbation", perturbation, PERTURBATIONS)
+        check_positive(gamma_init=gamma_init, tau=tau)
+        self.gamma_init = float(gamma_init)
+        self.tau = float(tau)
+        self.knowledge = check_choice("knowledge", knowledge, KNOWLEDGE)
+
+    @abstractmethod
+    def constraint(self, profile: DistanceProfile, gamma: float) -> Tuple[float, float]:
+        """``(value, bound)`` of the attack's distance constraint at scale ``gamma``."""
+
+    def poison_updates(self, benign: Tensor, own: Tensor, ctx: RoundContext, defense: Optional[Defense]) -> Tensor:
+        reference = reference_updates(benign, own, self.knowledge)
+        delta = perturbation(reference, self.perturbation)
+        profile = DistanceProfile(reference, delta)
+
+        def feasible(gamma: float) -> bool:
+            value, bound = self.constraint(profile, gamma)
+            return value <= bound
+
+        start, doublings = self.gamma_init, 0
+        while doublings < self.MAX_DOUBLINGS and feasible(2 * start):
+            start, doublings = 2 * start, doublings + 1
+        gamma, calls = gamma_search(feasible, start, self.tau)
+        value, bound = self.constraint(profile, gamma)
+        self.report.update(gamma=gamma, gamma_start=start, search_steps=calls + doublings,
+                           constraint_value=value, constraint_bound=bound)
+        poisoned = reference.mean(dim=0) + gamma * delta
+        return poisoned.expand_as(own).clone()
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------------
+
+Attack = Any  # ModelAttack | DataAttack
+REGISTRY: Dict[str, Type[Attack]] = {}
+
+
+def register(cls: Type[Attack]) -> Type[Attack]:
+    """Class decorator: add an attack class to :data:`REGISTRY` under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(f"attack name {cls.name!r} is already registered to {REGISTRY[cls.name].__name__}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def build_attack(name: str, **params: Any) -> Attack:
+    """Instantiate the registered attack ``name`` with keyword ``params`` (``ValueError`` naming the
+    allowed names for an unknown one)."""
+    key = name.strip().lower()
+    if key not in REGISTRY:
+        raise ValueError(f"unknown attack {name!r}; allowed: {', '.join(sorted(REGISTRY))}")
+    try:
+        return REGISTRY[key](**params)
+    except TypeError as exc:
+        raise TypeError(f"attack {key!r}: {exc}") from exc

@@ -1,0 +1,381 @@
+"""Typed, validated run settings from a FedML-style YAML (DESIGN §8, §11).
+
+The YAML uses FedML's section names (``common_args``, ``data_args``, ``model_args``, ``train_args``,
+``validation_args``, ``device_args``, ``comm_args``, ``tracking_args``, ``attack_args``,
+``defense_args``). FedML itself flattens every key onto one ``args`` namespace; we keep the sections
+as typed dataclasses, check every key at start-up and fail with one message that names the key and
+the allowed values. :meth:`Settings.to_fedml_args` gives FedML its flat namespace back.
+
+Keys FedML reads but the standalone simulator does not use (e.g. ``using_mlops``) are accepted in
+their usual section and passed through to FedML unchanged (``FEDML_PASSTHROUGH``).
+
+Attack and defense parameters are the keyword arguments of the attack/defense classes, given as a
+mapping (``attack_params`` / ``defense_params``); they are checked by building the object once at
+start-up by :mod:`fedml_heterofl.components` (the same code FedML's processes use): the attacker
+count is FedML's ``byzantine_client_num``; rules that take ``f`` get it from there unless
+``defense_params`` sets ``f``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from argparse import Namespace
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import yaml
+
+from fedml_heterofl import components
+
+#: L, the number of real classes of each dataset (EMNIST: the 62-class ``byclass`` split)
+NUM_CLASSES: Dict[str, int] = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "emnist": 62, "shakespeare": 80}
+
+
+class SettingsError(ValueError):
+    """A configuration error; the message names the key and what is allowed."""
+
+
+def _choice(section: str, key: str, value: Any, allowed: typing.Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise SettingsError(f"{section}.{key}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+
+
+def _positive(section: str, key: str, value: Union[int, float], *, zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not zero):
+        raise SettingsError(f"{section}.{key}: must be {'>= 0' if zero else '> 0'}, got {value}")
+
+
+@dataclass(frozen=True)
+class CommonArgs:
+    """``common_args``: run identity and seed."""
+
+    training_type: str = "simulation"
+    scenario: str = "horizontal"
+    random_seed: int = 0
+    run_name: Optional[str] = None
+    results_dir: str = "results"
+
+    def __post_init__(self) -> None:
+        _choice("common_args", "training_type", self.training_type, ("simulation", "cross_silo"))
+        _choice("common_args", "scenario", self.scenario, ("horizontal",))
+
+
+@dataclass(frozen=True)
+class DataArgs:
+    """``data_args``: dataset, partition, HeteroFL's trigger set and the server's own data."""
+
+    dataset: str = "mnist"
+    data_cache_dir: Optional[str] = None
+    partition_method: str = "hetero"
+    #: Dirichlet concentration q of the LDA partition (paper §VII-A: q = 0.2)
+    partition_alpha: float = 0.2
+    #: |D_trg| (paper: 4)
+    trigger_size: int = 4
+    #: FLTrust's root dataset size (Cao et al.: 100)
+    root_size: int = 100
+    #: Zeno's validation batch size (Xie et al. use small batches; 32 keeps the score stable)
+    validation_size: int = 32
+
+    def __post_init__(self) -> None:
+        _choice("data_args", "dataset", self.dataset, NUM_CLASSES)
+        _choice("data_args", "partition_method", self.partition_method, ("hetero", "homo", "natural"))
+        _positive("data_args", "partition_alpha", self.partition_alpha)
+        _positive("data_args", "trigger_size", self.trigger_size)
+        _positive("data_args", "root_size", self.root_size)
+        _positive("data_args", "validation_size", self.validation_size)
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """``model_args``: architecture; the watermark output is added whenever the defense is HeteroFL."""
+
+    model: str = "lr"
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """``train_args``: FedML's training keys."""
+
+    federated_optimizer: str = "FedAvg"
+    client_num_in_total: int = 100
+    client_num_per_round: int = 100
+    comm_round: int = 50
+    epochs: int = 1
+    batch_size: int = 32
+    client_optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        _choice("train_args", "federated_optimizer", self.federated_optimizer, ("FedAvg",))
+        _choice("train_args", "client_optimizer", self.client_optimizer, ("sgd", "adam"))
+        for key in ("client_num_in_total", "client_num_per_round", "comm_round", "epochs", "batch_size"):
+            _positive("train_args", key, getattr(self, key))
+        _positive("train_args", "learning_rate", self.learning_rate)
+        _positive("train_args", "weight_decay", self.weight_decay, zero=True)
+        _positive("train_args", "momentum", self.momentum, zero=True)
+        if self.client_num_per_round > self.client_num_in_total:
+            raise SettingsError(
+                f"train_args.client_num_per_round: {self.client_num_per_round} exceeds "
+                f"client_num_in_total={self.client_num_in_total}")
+
+
+@dataclass(frozen=True)
+class ValidationArgs:
+    """``validation_args``: evaluate the global model every ``frequency_of_the_test`` rounds."""
+
+    frequency_of_the_test: int = 1
+
+    def __post_init__(self) -> None:
+        _positive("validation_args", "frequency_of_the_test", self.frequency_of_the_test)
+
+
+@dataclass(frozen=True)
+class DeviceArgs:
+    """``device_args``: CPU by default; ``using_gpu`` uses ``cuda:gpu_id`` with no code change."""
+
+    using_gpu: bool = False
+    gpu_id: int = 0
+    gpu_mapping_file: Optional[str] = None
+    gpu_mapping_key: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class CommArgs:
+    """``comm_args``: ``single_process`` (our standalone simulator) or ``MPI`` (FedML cross-silo)."""
+
+    backend: str = "single_process"
+
+    def __post_init__(self) -> None:
+        _choice("comm_args", "backend", self.backend, ("single_process", "MPI"))
+
+
+@dataclass(frozen=True)
+class TrackingArgs:
+    """``tracking_args``: FedML's tracking stays off (it needs the network); ``log_level`` is ours."""
+
+    enable_tracking: bool = False
+    enable_wandb: bool = False
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.enable_tracking or self.enable_wandb:
+            raise SettingsError("tracking_args.enable_tracking/enable_wandb: must be false "
+                                "(FedML's tracking needs the network); allowed: false")
+        _choice("tracking_args", "log_level", self.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclass(frozen=True)
+class AttackArgs:
+    """``attack_args``: ``byzantine_client_num`` fixed attackers (seeded, the same all run)."""
+
+    enable_attack: bool = False
+    attack_type: Optional[str] = None
+    byzantine_client_num: int = 0
+    attack_params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _positive("attack_args", "byzantine_client_num", self.byzantine_client_num, zero=True)
+        if self.enable_attack and not self.attack_type:
+            raise SettingsError("attack_args.attack_type: required when enable_attack is true")
+        if self.enable_attack and self.byzantine_client_num == 0:
+            raise SettingsError("attack_args.byzantine_client_num: must be >= 1 when enable_attack is true")
+
+
+@dataclass(frozen=True)
+class DefenseArgs:
+    """``defense_args``: the aggregation rule (FedAvg when ``enable_defense`` is false)."""
+
+    enable_defense: bool = False
+    defense_type: Optional[str] = None
+    defense_params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.enable_defense and not self.defense_type:
+            raise SettingsError("defense_args.defense_type: required when enable_defense is true")
+
+
+SECTIONS: Dict[str, type] = {
+    "common_args": CommonArgs,
+    "data_args": DataArgs,
+    "model_args": ModelArgs,
+    "train_args": TrainArgs,
+    "validation_args": ValidationArgs,
+    "device_args": DeviceArgs,
+    "comm_args": CommArgs,
+    "tracking_args": TrackingArgs,
+    "attack_args": AttackArgs,
+    "defense_args": DefenseArgs,
+}
+
+#: FedML keys accepted in each section and handed to FedML unchanged (the simulator ignores them).
+FEDML_PASSTHROUGH: Dict[str, Tuple[str, ...]] = {
+    "common_args": ("using_mlops", "config_version", "mlops_api_key", "mlops_project_name", "mlops_run_name"),
+    "train_args": ("client_id_list", "server_optimizer", "server_lr"),
+    "device_args": ("worker_num", "device_type", "process_num"),
+    "comm_args": ("is_mobile", "grpc_ipconfig_path", "mqtt_config_path", "s3_config_path"),
+    "tracking_args": ("log_file_dir", "enable_profiling"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All sections of one run, typed and validated."""
+
+    common_args: CommonArgs = CommonArgs()
+    data_args: DataArgs = DataArgs()
+    model_args: ModelArgs = ModelArgs()
+    train_args: TrainArgs = TrainArgs()
+    validation_args: ValidationArgs = ValidationArgs()
+    device_args: DeviceArgs = DeviceArgs()
+    comm_args: CommArgs = CommArgs()
+    tracking_args: TrackingArgs = TrackingArgs()
+    attack_args: AttackArgs = AttackArgs()
+    defense_args: DefenseArgs = DefenseArgs()
+    passthrough: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def defense_name(self) -> str:
+        """The aggregation rule in force (``fedavg`` when no defense is enabled)."""
+        return components.defense_name(self.to_fedml_args())
+
+    @property
+    def attack_name(self) -> Optional[str]:
+        """The attack in force, or ``None``."""
+        return components.attack_name(self.to_fedml_args())
+
+    @property
+    def f(self) -> int:
+        """Number of fixed malicious clients (0 without an attack)."""
+        return components.attacker_count(self.to_fedml_args())
+
+    @property
+    def num_classes(self) -> int:
+        """L, the dataset's number of real classes."""
+        return NUM_CLASSES[self.data_args.dataset]
+
+    @property
+    def watermark(self) -> bool:
+        """Whether the model carries HeteroFL's (L+1)-th output: iff the defense is HeteroFL."""
+        return self.defense_name == "heterofl"
+
+    def to_fedml_args(self) -> Namespace:
+        """FedML's flat ``args`` namespace (every key of every section, as FedML's loader makes it)."""
+        flat: Dict[str, Any] = {}
+        for name in SECTIONS:
+            flat.update(dataclasses.asdict(getattr(self, name)))
+        flat.update(self.passthrough)
+        flat["num_classes"] = NUM_CLASSES[self.data_args.dataset]
+        flat["yaml_config_file"] = ""
+        return Namespace(**flat)
+
+
+def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against a field's type (ints are accepted for floats)."""
+    hint = typing.get_type_hints(SECTIONS[section])[key] if isinstance(annotation, str) else annotation
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Union and type(None) in args:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(f"{section}.{key}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"{section}.{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SettingsError(f"{section}.{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise SettingsError(f"{section}.{key}: expected a string, got {value!r}")
+        return value
+    if origin in (Mapping, dict, typing.Mapping) or hint in (Mapping, dict):
+        if not isinstance(value, Mapping):
+            raise SettingsError(f"{section}.{key}: expected a mapping of parameter names to values, got {value!r}")
+        return dict(value)
+    return value
+
+
+def settings_from_dict(config: Mapping[str, Any]) -> Settings:
+    """Validate a parsed FedML-style YAML mapping into :class:`Settings`.
+
+    Raises :class:`SettingsError` naming the first offending key and the allowed values.
+    """
+    if not isinstance(config, Mapping):
+        raise SettingsError(f"the configuration must be a mapping of sections, got {type(config).__name__}")
+    unknown = sorted(set(config) - set(SECTIONS))
+    if unknown:
+        raise SettingsError(f"unknown section {unknown[0]!r}; allowed: {', '.join(SECTIONS)}")
+    sections: Dict[str, Any] = {}
+    passthrough: Dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        body = config.get(name) or {}
+        if not isinstance(body, Mapping):
+            raise SettingsError(f"{name}: must be a mapping of keys to values, got {body!r}")
+        known = {f.name: f for f in fields(cls)}
+        extra = FEDML_PASSTHROUGH.get(name, ())
+        kwargs = {}
+        for key, value in body.items():
+            if key in known:
+                kwargs[key] = _coerce(name, key, value, known[key].type)
+            elif key in extra:
+                passthrough[key] = value
+            else:
+                raise SettingsError(f"{name}.{key}: unknown key; allowed: {', '.join([*known, *extra])}")
+        try:
+            sections[name] = cls(**kwargs)
+        except TypeError as exc:  # pragma: no cover - every key was checked above
+            raise SettingsError(f"{name}: {exc}") from exc
+    settings = Settings(**sections, passthrough=passthrough)
+    _validate_cross(settings)
+    return settings
+
+
+def _validate_cross(s: Settings) -> None:
+    """Checks that span sections: names exist, parameters build, f fits the rule."""
+    from fedml_heterofl.attack import REGISTRY as ATTACKS
+    from fedml_heterofl.defense import REGISTRY as DEFENSES
+
+    if s.defense_name not in DEFENSES:
+        raise SettingsError(f"defense_args.defense_type: {s.defense_args.defense_type!r} is not allowed; "
+                            f"allowed: {', '.join(sorted(DEFENSES))}")
+    if s.attack_name is not None and s.attack_name not in ATTACKS:
+        raise SettingsError(f"attack_args.attack_type: {s.attack_args.attack_type!r} is not allowed; "
+                            f"allowed: {', '.join(sorted(ATTACKS))}")
+    n, f = s.train_args.client_num_per_round, s.f
+    if f >= s.train_args.client_num_in_total:
+        raise SettingsError(f"attack_args.byzantine_client_num: f={f} must be below "
+                            f"client_num_in_total={s.train_args.client_num_in_total}")
+    cls = DEFENSES[s.defense_name]
+    if getattr(cls, "honest_majority", False) and 2 * f >= n:
+        raise SettingsError(f"attack_args.byzantine_client_num: {s.defense_name} needs f < n/2; got f={f} "
+                            f"with n={n} clients per round")
+    args = s.to_fedml_args()
+    for section, build in (("defense_args.defense_params", components.defense_from_args),
+                           ("attack_args.attack_params", components.attack_from_args)):
+        try:
+            build(args)
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"{section}: {exc}") from exc
+
+
+def load_settings(path: Union[str, os.PathLike]) -> Settings:
+    """Read a FedML-style YAML file (``yaml.safe_load``) into :class:`Settings`."""
+    try:
+        with open(path) as fh:
+            config = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"configuration file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML: {exc}") from None
+    return settings_from_dict(config or {})

@@ -1,0 +1,90 @@
+"""Start-up validation of FedML-style YAML configurations: one test per kind of error."""
+import textwrap
+
+import pytest
+
+from fedml_heterofl import components
+from fedml_heterofl.settings import SettingsError, load_settings, settings_from_dict
+
+BASE = {
+    "common_args": {"training_type": "simulation", "random_seed": 3},
+    "data_args": {"dataset": "mnist", "partition_method": "hetero", "partition_alpha": 0.2},
+    "model_args": {"model": "lr"},
+    "train_args": {"client_num_in_total": 10, "client_num_per_round": 10, "comm_round": 2},
+    "comm_args": {"backend": "single_process"},
+    "attack_args": {"enable_attack": True, "attack_type": "sign_flip", "byzantine_client_num": 2},
+    "defense_args": {"enable_defense": True, "defense_type": "heterofl", "defense_params": {"beta": 0.3}},
+}
+
+
+def with_(section, **kv):
+    cfg = {k: dict(v) for k, v in BASE.items()}
+    cfg.setdefault(section, {}).update(kv)
+    return cfg
+
+
+def test_valid_config_is_typed_and_flattens_for_fedml():
+    s = settings_from_dict(BASE)
+    assert s.defense_name == "heterofl" and s.attack_name == "sign_flip" and s.f == 2 and s.watermark
+    assert s.train_args.learning_rate == 0.1 and isinstance(s.data_args.partition_alpha, float)
+    args = s.to_fedml_args()
+    assert args.random_seed == 3 and args.defense_type == "heterofl" and args.byzantine_client_num == 2
+    assert args.backend == "single_process" and args.client_num_in_total == 10
+
+
+def test_f_is_passed_to_rules_that_take_it():
+    s = settings_from_dict(with_("defense_args", defense_type="multikrum", defense_params={}))
+    assert components.defense_from_args(s.to_fedml_args()).f == 2
+    s = settings_from_dict(with_("defense_args", defense_type="multikrum", defense_params={"f": 1}))
+    assert components.defense_from_args(s.to_fedml_args()).f == 1
+
+
+def test_label_flip_gets_the_datasets_class_count():
+    s = settings_from_dict(with_("attack_args", attack_type="label_flip"))
+    assert components.attack_from_args(s.to_fedml_args()).num_classes == 10
+    with pytest.raises(SettingsError, match=r"data_args.dataset: 'svhn' is not allowed; allowed: mnist"):
+        settings_from_dict(with_("data_args", dataset="svhn"))
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ({**BASE, "wrong_args": {}}, r"unknown section 'wrong_args'; allowed: common_args"),
+    (with_("train_args", lr=0.1), r"train_args.lr: unknown key; allowed: federated_optimizer.*learning_rate"),
+    (with_("defense_args", defense_type="krum2"), r"defense_type: 'krum2' is not allowed; allowed: .*heterofl"),
+    (with_("attack_args", attack_type="nope"), r"attack_type: 'nope' is not allowed; allowed: .*min_max"),
+    (with_("attack_args", byzantine_client_num=5), r"heterofl needs f < n/2; got f=5 with n=10"),
+    (with_("attack_args", byzantine_client_num=10), r"f=10 must be below client_num_in_total=10"),
+    (with_("train_args", learning_rate=-0.1), r"train_args.learning_rate: must be > 0, got -0.1"),
+    (with_("data_args", partition_alpha=0), r"data_args.partition_alpha: must be > 0"),
+    (with_("train_args", comm_round="ten"), r"train_args.comm_round: expected an integer, got 'ten'"),
+    (with_("comm_args", backend="sp"), r"comm_args.backend: 'sp' is not allowed; allowed: single_process, MPI"),
+    (with_("defense_args", defense_params={"beta": 2.0}), r"defense_params: beta must be in \[0, 1\]"),
+    (with_("defense_args", defense_params={"gamma": 1}), r"defense_params: .*gamma"),
+    (with_("train_args", client_num_per_round=20), r"client_num_per_round: 20 exceeds client_num_in_total=10"),
+    (with_("attack_args", attack_type=None), r"attack_type: required when enable_attack is true"),
+    (with_("tracking_args", enable_wandb=True), r"enable_tracking/enable_wandb: must be false"),
+    ({"train_args": [1, 2]}, r"train_args: must be a mapping"),
+])
+def test_bad_configs_fail_with_the_key_and_allowed_values(cfg, message):
+    with pytest.raises(SettingsError, match=message):
+        settings_from_dict(cfg)
+
+
+def test_fedml_passthrough_keys_are_accepted(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(textwrap.dedent("""
+        common_args: {training_type: simulation, using_mlops: false}
+        tracking_args: {enable_tracking: false, log_file_dir: ./log}
+        defense_args: {enable_defense: false}
+    """))
+    s = load_settings(p)
+    assert s.passthrough == {"using_mlops": False, "log_file_dir": "./log"}
+    assert s.to_fedml_args().using_mlops is False and s.defense_name == "fedavg"
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(SettingsError, match="configuration file not found"):
+        load_settings(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("common_args: {a: [1, 2}\n")
+    with pytest.raises(SettingsError, match="not valid YAML"):
+        load_settings(bad)
