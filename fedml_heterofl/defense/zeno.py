@@ -1,0 +1,97 @@
+"""Zeno (Xie, Koyejo, Gupta, "Zeno: Distributed Stochastic Gradient Descent with Suspicion-based
+Fault-tolerance", ICML 2019, Def. 1 and Alg. 1).
+
+Stochastic descendant score of a candidate, evaluated on a server-side validation batch:
+``Score(g_i) = L(w_t) - L(w_t + g_i) - ρ‖g_i‖²``. The ``n - b`` highest-scoring updates are averaged.
+
+The paper scores a gradient ``u`` with learning rate γ: ``f_r(x) - f_r(x - γu) - ρ‖u‖²``. Here the
+updates are model deltas ``g_i = w_i - w_t`` (``w_t + g_i`` is client i's model), so the step is
+the update itself and ρ multiplies ``‖g_i‖²``; the paper's ρ on gradients equals ``ρ·γ²`` here.
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+from torch import Tensor
+
+from fedml_heterofl.defense.base import Defense, RoundContext, Selection, register, timed, uniform_weights
+from fedml_heterofl.defense.multikrum import order_by_score
+
+
+def zeno_losses(updates: Tensor, global_params: Tensor, loss_fn, batch, chunk: int) -> Tuple[Tensor, Tensor]:
+    """``(L(w_t), L(w_t + g_i) for every i)``: batched ``loss_fn`` calls on
+    ``[w_t, w_t + g_1, ..., w_t + g_n]`` in slices of at most ``chunk`` parameter vectors (one call
+    when ``n + 1 ≤ chunk``)."""
+    n = updates.shape[0]
+    w = global_params.reshape(1, -1).to(updates.dtype)
+    out = []
+    for s in range(0, n + 1, chunk):
+        lo, hi = max(s, 1) - 1, min(s + chunk, n + 1) - 1
+        params = w + updates[lo:hi]
+        if s == 0:
+            params = torch.cat([w, params])
+        out.append(loss_fn(params, batch).reshape(-1))
+    losses = torch.cat(out).to(torch.float64)
+    if losses.numel() != n + 1:
+        raise ValueError(f"loss_fn returned {losses.numel()} losses for {n + 1} parameter vectors")
+    return losses[0], losses[1:]
+
+
+@register
+class Zeno(Defense):
+    """Zeno: keep the ``n - b`` updates with the highest ``L(w_t) - L(w_t + g_i) - ρ‖g_i‖²``.
+
+    Args:
+        b: number of updates dropped each round (required; Zeno's trimming parameter, typically
+            the assumed number of attackers f). Must be ``< n`` at call time.
+        rho: weight ρ of the norm penalty, default ``5e-4``: a small value so that the estimated
+            loss descent dominates the score and ρ only penalises updates that are large for the
+            descent they bring (Xie et al. use small ρ of this order; the paper notes ρ trades off
+            descent against the magnitude of a candidate).
+        chunk: parameter vectors per ``loss_fn`` call (bounds memory at ``chunk`` model copies).
+
+    Reads ``ctx.loss_fn``, ``ctx.validation_batch`` and ``ctx.global_params``. Scores are under
+    ``scores["zeno"]``; ties are broken by client id. Zeno assumes at least one honest update
+    (not an honest majority).
+    """
+
+    name = "zeno"
+    honest_majority = False
+    min_updates = 1
+
+    def __init__(self, *, b: int, rho: float = 5e-4, chunk: int = 128) -> None:
+        if isinstance(b, bool) or not isinstance(b, int) or b < 0:
+            raise ValueError(f"b must be an int >= 0, got {b!r}")
+        if not (isinstance(rho, (int, float)) and rho >= 0 and rho != float("inf")):
+            raise ValueError(f"rho must be a finite float >= 0, got {rho!r}")
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
+        self.b = b
+        self.rho = float(rho)
+        self.chunk = chunk
+
+    @property
+    def requires(self) -> Tuple[str, ...]:
+        return ("loss_fn", "validation_batch", "global_params")
+
+    def select(self, updates: Tensor, ctx: RoundContext) -> Selection:
+        n, d = updates.shape
+        missing = [key for key in self.requires if getattr(ctx, key) is None]
+        if missing:
+            raise ValueError(f"Zeno needs ctx.{', ctx.'.join(missing)}")
+        if ctx.global_params.numel() != d:
+            raise ValueError(f"global_params has {ctx.global_params.numel()} entries, updates have d={d}")
+        if self.b >= n:
+            raise ValueError(f"Zeno drops b={self.b} updates and needs b < n; got n={n} updates")
+        diagnostics: Dict[str, object] = {"b": self.b, "rho": self.rho}
+        with timed(diagnostics, "losses"):
+            base, losses = zeno_losses(updates, ctx.global_params, ctx.loss_fn, ctx.validation_batch, self.chunk)
+        sq_norms = torch.linalg.vector_norm(updates, dim=1, dtype=torch.float64) ** 2
+        score = base - losses - self.rho * sq_norms
+        # Keep the n - b highest scores: order by -score (ties by id).
+        kept = torch.zeros(n, dtype=torch.bool)
+        kept[order_by_score(-score.cpu(), ctx.ids(n))[: n - self.b]] = True
+        diagnostics["loss_before"] = float(base)
+        return Selection(kept, {"zeno": (~kept).nonzero().flatten()}, {"zeno": score.float().cpu()},
+                         diagnostics, uniform_weights(kept))
