@@ -5,8 +5,8 @@ Keys read (FedML's names, flattened from any YAML section):
 ==========================  =====================================================================
 ``enable_defense``          false -> FedAvg (``fedavg``)
 ``defense_type``            a name in :data:`fedml_heterofl.defense.REGISTRY`
-``defense_params``          mapping of the defense's keyword arguments; ``f`` defaults to the
-                            attacker count for rules that take it
+``defense_params``          mapping of the defense's keyword arguments; ``f`` (and Zeno's ``b``)
+                            default to the attacker count for rules that take them
 ``enable_attack``           false -> no attackers (f = 0)
 ``attack_type``             a name in :data:`fedml_heterofl.attack.REGISTRY`
 ``attack_params``           mapping of the attack's keyword arguments; ``num_classes`` defaults
@@ -29,6 +29,8 @@ import numpy as np
 from fedml_heterofl.defense import build_defense
 from fedml_heterofl.defense.base import REGISTRY as DEFENSES, Defense
 
+#: defense parameters that default to the attacker count f (Multi-Krum's and DnC's f, Zeno's b)
+ATTACKER_COUNT_PARAMS = ("f", "b")
 #: stream of the server's own training on its root data (FLTrust's g_0)
 ROOT_STREAM = 2**62 + 2
 
@@ -94,8 +96,10 @@ def defense_from_args(args: Any) -> Defense:
     name = defense_name(args)
     params = _params(args, "defense_params")
     cls = DEFENSES.get(name)
-    if cls is not None and "f" in inspect.signature(cls.__init__).parameters and "f" not in params:
-        params["f"] = attacker_count(args)
+    accepted = inspect.signature(cls.__init__).parameters if cls is not None else {}
+    for key in ATTACKER_COUNT_PARAMS:
+        if key in accepted and key not in params:
+            params[key] = attacker_count(args)
     return build_defense(name, **params)
 
 

@@ -108,11 +108,16 @@ class TrainArgs:
     learning_rate: float = 0.1
     weight_decay: float = 0.0
     momentum: float = 0.0
+    #: train many clients in one vmapped pass (models without dropout/batch norm); null = when possible
+    vectorised_training: Optional[bool] = None
+    #: clients per vectorised pass (memory: about chunk x d parameters and gradients)
+    vectorised_chunk: int = 100
 
     def __post_init__(self) -> None:
         _choice("train_args", "federated_optimizer", self.federated_optimizer, ("FedAvg",))
         _choice("train_args", "client_optimizer", self.client_optimizer, ("sgd", "adam"))
-        for key in ("client_num_in_total", "client_num_per_round", "comm_round", "epochs", "batch_size"):
+        for key in ("client_num_in_total", "client_num_per_round", "comm_round", "epochs", "batch_size",
+                    "vectorised_chunk"):
             _positive("train_args", key, getattr(self, key))
         _positive("train_args", "learning_rate", self.learning_rate)
         _positive("train_args", "weight_decay", self.weight_decay, zero=True)
@@ -235,7 +240,8 @@ class Settings:
     tracking_args: TrackingArgs = TrackingArgs()
     attack_args: AttackArgs = AttackArgs()
     defense_args: DefenseArgs = DefenseArgs()
-    passthrough: Mapping[str, Any] = field(default_factory=dict)
+    #: section -> FedML keys passed through unchanged (:data:`FEDML_PASSTHROUGH`)
+    passthrough: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def defense_name(self) -> str:
@@ -262,12 +268,17 @@ class Settings:
         """Whether the model carries HeteroFL's (L+1)-th output: iff the defense is HeteroFL."""
         return self.defense_name == "heterofl"
 
+    def to_dict(self) -> Dict[str, Dict[str, Any]]:
+        """The settings as a FedML-style YAML mapping (every key, defaults included; loads back to
+        equal settings)."""
+        return {name: {**dataclasses.asdict(getattr(self, name)), **self.passthrough.get(name, {})}
+                for name in SECTIONS}
+
     def to_fedml_args(self) -> Namespace:
         """FedML's flat ``args`` namespace (every key of every section, as FedML's loader makes it)."""
         flat: Dict[str, Any] = {}
-        for name in SECTIONS:
-            flat.update(dataclasses.asdict(getattr(self, name)))
-        flat.update(self.passthrough)
+        for body in self.to_dict().values():
+            flat.update(body)
         flat["num_classes"] = NUM_CLASSES[self.data_args.dataset]
         flat["yaml_config_file"] = ""
         return Namespace(**flat)
@@ -329,7 +340,7 @@ def settings_from_dict(config: Mapping[str, Any]) -> Settings:
             if key in known:
                 kwargs[key] = _coerce(name, key, value, known[key].type)
             elif key in extra:
-                passthrough[key] = value
+                passthrough.setdefault(name, {})[key] = value
             else:
                 raise SettingsError(f"{name}.{key}: unknown key; allowed: {', '.join([*known, *extra])}")
         try:

@@ -77,7 +77,7 @@ def test_fedml_passthrough_keys_are_accepted(tmp_path):
         defense_args: {enable_defense: false}
     """))
     s = load_settings(p)
-    assert s.passthrough == {"using_mlops": False, "log_file_dir": "./log"}
+    assert s.passthrough == {"common_args": {"using_mlops": False}, "tracking_args": {"log_file_dir": "./log"}}
     assert s.to_fedml_args().using_mlops is False and s.defense_name == "fedavg"
 
 
@@ -88,3 +88,9 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("common_args: {a: [1, 2}\n")
     with pytest.raises(SettingsError, match="not valid YAML"):
         load_settings(bad)
+
+
+def test_to_dict_loads_back_to_equal_settings():
+    s = settings_from_dict(with_("common_args", using_mlops=False))
+    assert settings_from_dict(s.to_dict()) == s
+    assert s.to_dict()["train_args"]["client_num_in_total"] == 10

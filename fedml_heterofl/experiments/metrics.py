@@ -43,6 +43,26 @@ def detection_metrics(kept: Tensor, malicious: Tensor, removed_by: Mapping[str, 
     return out
 
 
+def evaluate_model(model: torch.nn.Module, x: Tensor, y: Tensor, batch: int = 1024) -> Dict[str, float]:
+    """Accuracy and mean cross-entropy of ``model`` on ``(x, y)`` in eval mode, on the model's device
+    (argmax over all outputs, HeteroFL's watermark class included), in batches of ``batch``.
+
+    Returns ``test_acc``, ``test_loss`` and FedML's ``test_correct``/``test_total``.
+    """
+    device = next(iter(model.parameters())).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = torch.cat([model(x[s:s + batch].to(device)).cpu() for s in range(0, len(y), batch)])
+    finally:
+        model.train(was_training)
+    out: Dict[str, float] = accuracy_and_loss(logits, y)
+    out["test_total"] = int(len(y))
+    out["test_correct"] = int((logits.argmax(dim=1) == y).sum())
+    return out
+
+
 def accuracy_and_loss(logits: Tensor, labels: Tensor) -> Dict[str, float]:
     """Top-1 accuracy and mean cross-entropy of a model's logits on labelled data."""
     loss = torch.nn.functional.cross_entropy(logits, labels)

@@ -62,6 +62,14 @@ class RunStore:
     def write_config(self, config: Mapping[str, Any]) -> None:
         atomic_write(self.path / "config.yaml", yaml.safe_dump(_jsonable(dict(config)), sort_keys=False))
 
+    def config_matches(self, config: Mapping[str, Any]) -> bool:
+        """Whether ``config.yaml`` holds ``config`` (as :meth:`write_config` would write it)."""
+        path = self.path / "config.yaml"
+        if not path.exists():
+            return False
+        return yaml.safe_load(path.read_text()) == yaml.safe_load(yaml.safe_dump(_jsonable(dict(config)),
+                                                                                sort_keys=False))
+
     def save_round(self, state: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]) -> None:
         """Write the checkpoint, then the metrics of every completed round."""
         buf = io.BytesIO()

@@ -31,37 +31,18 @@ from fedml.core.security.fedml_attacker import FedMLAttacker
 from torch import Tensor, nn
 
 from fedml_heterofl.defense.base import Batch
-from fedml_heterofl.experiments.metrics import accuracy_and_loss
+from fedml_heterofl.experiments.metrics import evaluate_model
 from fedml_heterofl.fedml_bridge.adapters import AttackAdapter
 from fedml_heterofl.components import round_index, sgd_settings
 from fedml_heterofl.fedml_bridge.convert import StateDict, as_tensors, copy_state
 from fedml_heterofl.models import ParamLayout
 from fedml_heterofl.simulation.local_training import client_seed, local_sgd
 
-#: inputs per forward pass when evaluating
-EVAL_BATCH = 1024
-
-
 def evaluate(model: nn.Module, data: Any) -> Dict[str, float]:
-    """Accuracy and mean cross-entropy of ``model`` (on its device, eval mode, argmax over all outputs —
-    the watermark class included) on ``data``.
-
-    Returns ``test_acc``, ``test_loss`` and FedML's keys ``test_correct``, ``test_total``,
-    ``test_loss`` (FedML's MPI trainer reads them).
-    """
+    """:func:`~fedml_heterofl.experiments.metrics.evaluate_model` on FedML's data (a DataLoader or
+    ``(x, y)``)."""
     x, y = as_tensors(data)
-    device = next(iter(model.parameters())).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            logits = torch.cat([model(x[s:s + EVAL_BATCH].to(device)).cpu() for s in range(0, len(y), EVAL_BATCH)])
-    finally:
-        model.train(was_training)
-    out: Dict[str, float] = accuracy_and_loss(logits, y)
-    out["test_total"] = int(len(y))
-    out["test_correct"] = int((logits.argmax(dim=1) == y).sum())
-    return out
+    return evaluate_model(model, x, y)
 
 
 class HeteroFLClientTrainer(ClientTrainer):
