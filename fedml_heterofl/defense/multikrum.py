@@ -112,7 +112,7 @@ class MultiKrum(Defense):
         ids = ctx.ids(n)
         diagnostics: Dict[str, object] = {"m": m, "f": f, "variant": self.variant}
         with timed(diagnostics, "distances"):
-            D = sq_distances_from_gram(gram_matrix(updates, torch.float64))
+            D = sq_distances_from_gram(gram_matrix(updates, torch.float64)).cpu()  # (n, n): select on CPU
         with timed(diagnostics, "selection"):
             first = krum_scores(D, f)
             kept = torch.zeros(n, dtype=torch.bool)
