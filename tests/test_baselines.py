@@ -501,3 +501,19 @@ def test_nan_rows_removed_by_base(name):
     ref = make_rule(name, 7)(U[clean], make_ctx(U, 0, ids=torch.tensor(clean), counts=torch.arange(1, 9)[clean]))
     assert torch.allclose(res.update, ref.update, atol=1e-6)
     assert torch.equal(res.kept[clean], ref.kept)
+
+
+def test_huge_finite_rows_do_not_break_scores():
+    # 3e30 is finite in float32 but its float32 squared norm overflows; the base class keeps it.
+    U = torch.tensor([[1.0, 0.0], [0.9, 0.1], [3e30, 3e30], [1.1, 0.0], [1.0, 0.1]])
+    # FLTrust: cos((3e30, 3e30), (1, 0)) = 1/√2 > 0 -> kept, rescaled to ‖g0‖ = 1 (weight finite)
+    res = FLTrust()(U, RoundContext(server_update=torch.tensor([1.0, 0.0])))
+    assert math.isclose(float(res.scores["trust"][2]), 1 / math.sqrt(2), rel_tol=1e-6)
+    assert torch.isfinite(res.update).all()
+    # Multi-Krum (float64 distances) and DnC drop it
+    assert not MultiKrum(f=1)(U).kept[2]
+    assert not DnC(f=1)(U).kept[2]
+    # Zeno: a NaN/inf loss or norm is the worst score, so it is dropped
+    x, y = torch.tensor([[1.0, 0.0]]), torch.tensor([1.0])
+    ctx = RoundContext(global_params=torch.zeros(2), loss_fn=linear_loss, validation_batch=(x, y))
+    assert Zeno(b=1)(U, ctx).kept.tolist() == [True, True, False, True, True]

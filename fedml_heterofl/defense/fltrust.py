@@ -53,7 +53,12 @@ class FLTrust(Defense):
         diagnostics: Dict[str, object] = {}
         with timed(diagnostics, "trust"):
             dots = (updates @ g0).double()
-            norms = torch.linalg.vector_norm(updates, dim=1, dtype=torch.float64)
+            norms = torch.linalg.vector_norm(updates, dim=1).double()  # float32 pass: 20x faster than dtype=float64
+            overflow = ~(torch.isfinite(dots) & torch.isfinite(norms))
+            if bool(overflow.any()):  # finite rows whose float32 norm/dot overflows: redo them in float64
+                rows = updates[overflow].double()
+                dots[overflow] = rows @ g0.double()
+                norms[overflow] = torch.linalg.vector_norm(rows, dim=1)
             norm0 = float(torch.linalg.vector_norm(g0, dtype=torch.float64))
             if norm0 == 0:
                 trust = torch.zeros(n, dtype=torch.float64, device=updates.device)

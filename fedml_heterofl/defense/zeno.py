@@ -45,10 +45,10 @@ class Zeno(Defense):
     Args:
         b: number of updates dropped each round (required; Zeno's trimming parameter, typically
             the assumed number of attackers f). Must be ``< n`` at call time.
-        rho: weight ρ of the norm penalty, default ``5e-4``: a small value so that the estimated
-            loss descent dominates the score and ρ only penalises updates that are large for the
-            descent they bring (Xie et al. use small ρ of this order; the paper notes ρ trades off
-            descent against the magnitude of a candidate).
+        rho: weight ρ of the norm penalty, default ``5e-4``: small, so that the estimated loss
+            descent dominates the score and ρ only penalises updates that are large for the
+            descent they bring (the paper leaves ρ a hyper-parameter and uses small values; since
+            ``‖g_i‖²`` grows with d and the learning rate, tune it per model).
         chunk: parameter vectors per ``loss_fn`` call (bounds memory at ``chunk`` model copies).
 
     Reads ``ctx.loss_fn``, ``ctx.validation_batch`` and ``ctx.global_params``. Scores are under
@@ -87,9 +87,11 @@ class Zeno(Defense):
         diagnostics: Dict[str, object] = {"b": self.b, "rho": self.rho}
         with timed(diagnostics, "losses"):
             base, losses = zeno_losses(updates, ctx.global_params, ctx.loss_fn, ctx.validation_batch, self.chunk)
-        sq_norms = torch.linalg.vector_norm(updates, dim=1, dtype=torch.float64) ** 2
+        sq_norms = torch.linalg.vector_norm(updates, dim=1).double() ** 2
         score = base - losses - self.rho * sq_norms
-        # Keep the n - b highest scores: order by -score (ties by id).
+        # A NaN loss (diverged model) or an overflowing norm makes the worst score, not an unordered one.
+        score = torch.nan_to_num(score, nan=-torch.inf)
+        # Keep the n - b highest scores: order by -score (ties by id). Non-finite scores are -inf.
         kept = torch.zeros(n, dtype=torch.bool)
         kept[order_by_score(-score.cpu(), ctx.ids(n))[: n - self.b]] = True
         diagnostics["loss_before"] = float(base)
