@@ -35,7 +35,8 @@ class DnC(Defense):
     Args:
         f: assumed number of attackers (required).
         c: filtering fraction; ``⌊c·f⌋`` updates are removed per iteration (default 1.0, the
-            paper's main setting; rounding down is paper-silent). Needs ``n - ⌊c·f⌋ ≥ 1``.
+            paper's main setting; rounding down, with a 1e-9 tolerance for float products such as
+            0.29·100, is paper-silent). Needs ``n - ⌊c·f⌋ ≥ 1``.
         niters: number of random sub-samplings (default 1, the paper's default; with more, an
             update must survive every iteration).
         subsample_dim: ``b``, coordinates per sub-sample (default 10000, as in the paper; ``d`` is
