@@ -67,7 +67,7 @@ def _ours(rule: str, n: int):
     val = (torch.rand(4, 3, 32, 32, generator=g), torch.randint(0, 10, (4,), generator=g))
     f = int(F_FRACTION * n)
     params: Dict[str, Dict[str, object]] = {
-        "heterofl": {}, "heterofl_124": {"steps": (1, 2, 4)}, "multikrum": {"f": f}, "zeno": {"f": f},
+        "heterofl": {}, "heterofl_124": {"steps": (1, 2, 4)}, "multikrum": {"f": f}, "zeno": {"b": f},
         "dnc": {"f": f},
     }
     name = "heterofl" if rule.startswith("heterofl") else rule

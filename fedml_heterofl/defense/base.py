@@ -161,7 +161,7 @@ class Defense(ABC):
         """The aggregate of a selection: ``weights @ U`` (zero update when nothing is kept)."""
         if selection.weights is None:
             raise NotImplementedError(f"{type(self).__name__} returns no weights and must override combine()")
-        return selection.weights.to(updates.dtype) @ updates
+        return selection.weights.to(device=updates.device, dtype=updates.dtype) @ updates
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
