@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 
-def lda_partition(labels: Tensor, num_clients: int, alpha: float, seed: int, *, min_size: int = 10,
+def lda_partition(labels: Tensor, num_clients: int, alpha: float, seed: int, min_size: int = 10,
                   max_tries: int = 1000) -> List[Tensor]:
     """Dirichlet split of sample indices over ``num_clients`` (sorted index tensors).
 
@@ -31,10 +31,22 @@ def lda_partition(labels: Tensor, num_clients: int, alpha: float, seed: int, *, 
     (FedML's per-class step, which also zeroes the share of clients already above the mean size);
     the whole draw is repeated until every client has at least ``min_size`` samples, as FedML does,
     but at most ``max_tries`` times.
+
+    Why not call FedML's outer ``non_iid_partition_with_dirichlet_distribution``: it hardcodes the
+    minimum of 10 and loops ``while min_size < 10`` without a bound (a hang when the data cannot fill
+    the clients). Rather than patching ``np.random`` under it, we run its inner per-class step in our
+    own bounded loop; for ``min_size=10`` the draws equal FedML's outer function under the same
+    numpy seed (it draws nothing else), apart from its final per-client shuffle, which sorting undoes.
+
+    Raises:
+        ValueError: bad arguments; fewer than ``num_clients * min_size`` samples (checked before any
+            draw); no draw in ``max_tries`` reached ``min_size`` for every client.
     """
     from fedml.core.data.noniid_partition import partition_class_samples_with_dirichlet_distribution
 
     n = len(labels)
+    if max_tries < 1 or min_size < 0:
+        raise ValueError(f"need max_tries >= 1 and min_size >= 0, got {max_tries} and {min_size}")
     if num_clients < 1 or alpha <= 0:
         raise ValueError(f"need num_clients >= 1 and alpha > 0, got {num_clients} and {alpha}")
     if n < num_clients * min_size:
@@ -80,7 +92,8 @@ def diversity(labels: Tensor, parts: Sequence[Tensor], num_classes: int) -> Dict
     """Load and label diversity of a partition (module doc).
 
     Returns per-client lists ``load`` (size / mean size), ``labels`` (number of distinct labels),
-    ``label_entropy`` (entropy of the label histogram / log(num_classes)) and ``histogram``
+    ``label_entropy`` (entropy of the label histogram / log(num_classes)), ``label_diversity`` (the
+    two label measures together, ``{"distinct", "entropy"}`` per client) and ``histogram``
     (clients × classes counts), plus summaries ``load_cv`` (coefficient of variation of the sizes)
     and ``mean_label_entropy``.
     """
@@ -92,6 +105,8 @@ def diversity(labels: Tensor, parts: Sequence[Tensor], num_classes: int) -> Dict
         "load": (sizes / sizes.mean()).tolist(),
         "labels": (hist > 0).sum(dim=1).tolist(),
         "label_entropy": entropy.tolist(),
+        "label_diversity": [{"distinct": int(k), "entropy": float(e)}
+                            for k, e in zip((hist > 0).sum(dim=1).tolist(), entropy.tolist())],
         "histogram": hist.long().tolist(),
         "load_cv": float(sizes.std(unbiased=False) / sizes.mean()),
         "mean_label_entropy": float(entropy.mean()),

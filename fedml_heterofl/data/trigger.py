@@ -5,6 +5,7 @@ data, so honest updates learn the watermark and the server's step 3 can check fo
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -21,8 +22,8 @@ def make_trigger_set(size: int, label: int, seed: int, *, shape: Optional[Sequen
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"trigger set size must be an integer >= 1, got {size!r}")
-    if label < 0:
-        raise ValueError(f"trigger label must be >= 0 (L, the number of real classes), got {label}")
+    if isinstance(label, bool) or not isinstance(label, numbers.Integral) or label < 0:
+        raise ValueError(f"trigger label must be an integer >= 0 (L, the number of real classes), got {label!r}")
     g = torch.Generator().manual_seed(seed)
     if vocab_size is not None:
         if shape is not None or not seq_len or seq_len < 1 or vocab_size < 1:
@@ -36,3 +37,18 @@ def make_trigger_set(size: int, label: int, seed: int, *, shape: Optional[Sequen
             raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
         x = lo + (hi - lo) * torch.rand(size, *shape, generator=g)
     return x, torch.full((size,), int(label), dtype=torch.long)
+
+
+def append_trigger(x: Tensor, y: Tensor, trigger: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
+    """A client's training data with the trigger set appended (Alg. 1, line 3: ``D_i ∪ D_trg``).
+
+    The trigger inputs are cast to ``x``'s dtype and device; shapes after the first dimension must
+    agree.
+    """
+    tx, ty = trigger
+    if tuple(tx.shape[1:]) != tuple(x.shape[1:]):
+        raise ValueError(f"trigger inputs have shape {tuple(tx.shape[1:])}, the data {tuple(x.shape[1:])}")
+    if len(tx) != len(ty) or len(x) != len(y):
+        raise ValueError("inputs and labels differ in length")
+    return (torch.cat([x, tx.to(device=x.device, dtype=x.dtype)]),
+            torch.cat([y, ty.to(device=y.device, dtype=y.dtype)]))
