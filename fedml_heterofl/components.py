@@ -94,7 +94,8 @@ def attack_name(args: Any) -> Optional[str]:
 def defense_from_args(args: Any) -> Defense:
     """Build the defense named by ``args`` with ``defense_params`` (``f`` filled in, see module doc)."""
     name = defense_name(args)
-    params = _params(args, "defense_params")
+    # with enable_defense false the rule is plain FedAvg; defense_params belong to the disabled rule
+    params = _params(args, "defense_params") if getattr(args, "enable_defense", False) else {}
     cls = DEFENSES.get(name)
     accepted = inspect.signature(cls.__init__).parameters if cls is not None else {}
     for key in ATTACKER_COUNT_PARAMS:
