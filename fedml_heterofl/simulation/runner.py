@@ -177,7 +177,7 @@ class Simulation:
                 store.save_round({"round": t, "params": w.cpu(), "metrics": rows}, rows)
                 if "test_acc" in row:
                     bar.set_postfix(acc=f"{row['test_acc']:.4f}")
-                    log.info("round %d: test accuracy %.4f, removed %d (attackers %s)", t, row["test_acc"],
+                    log.debug("round %d: test accuracy %.4f, removed %d (attackers %s)", t, row["test_acc"],
                              row["removed"], row["removed_malicious"])
             summary = summarise(rows, settings, self.work)
             store.write_summary(summary)
