@@ -7,7 +7,7 @@ import torch
 
 from fedml_heterofl.attack import REGISTRY, apply_model_attack, build_attack, choose_attackers
 from fedml_heterofl.attack.base import DataAttack, ModelAttack, gamma_search, perturbation
-from fedml_heterofl.defense import Defense, RoundContext, Selection
+from fedml_heterofl.defense import Defense, RoundContext, Selection, build_defense
 from fedml_heterofl.defense.heterofl import HeteroFL, watermark_verification
 from fedml_heterofl.models import ParamLayout, batched_loss
 
@@ -301,3 +301,37 @@ def test_registry_kinds():
     assert set(REGISTRY) >= {"label_flip", "sign_flip", "min_max", "min_sum", "adaptive"}
     assert issubclass(REGISTRY["label_flip"], DataAttack)
     assert all(issubclass(REGISTRY[k], ModelAttack) for k in ("sign_flip", "min_max", "min_sum", "adaptive"))
+
+
+def test_adaptive_against_multikrum_finds_the_boundary():
+    U = benign_set(24, d=30, seed=21).float()
+    benign, own = U[:20], U[20:]
+    defense = build_defense("multikrum", f=4)
+    attack = build_attack("adaptive", perturbation="std", gamma_init=10.0, tau=1e-4)
+    out = attack.attack(benign, own, RoundContext(), defense=defense)
+    gamma = attack.report["gamma"]
+    assert gamma > 0
+    assert defense(torch.cat([benign, out])).kept[-4:].all()
+    mean = U.mean(dim=0)
+    larger = mean + (out - mean) * 2.0  # twice the found scale
+    assert not defense(torch.cat([benign, larger])).kept[-4:].all()
+
+
+def test_adaptive_against_median_pushes_the_aggregate_until_it_stops_moving():
+    # Median keeps every update, so the oracle's second condition decides: γ grows while the
+    # coordinate-wise median still moves away from the benign mean (NDSS'21's Median objective); the
+    # greedy search stops where further steps gain little.
+    U = benign_set(14, d=20, seed=22).float()
+    benign, own = U[:10], U[10:]
+    defense = build_defense("median")
+    attack = build_attack("adaptive", perturbation="unit_vec", gamma_init=5.0, tau=1e-4, mu=0.0)
+    out = attack.attack(benign, own, RoundContext(), defense=defense)
+    gamma, mean = attack.report["gamma"], U.mean(dim=0)
+
+    def deviation(scale):
+        return float((defense(torch.cat([benign, mean + (out - mean) * scale])).update - mean).norm())
+
+    assert gamma > 0
+    assert deviation(1.0) > deviation(0.5) > deviation(0.0)  # a larger γ moved the median farther ...
+    # ... and nearly as far as the largest scale the search explores (2·γ_init = 10) would move it
+    assert deviation(1.0) >= 0.95 * deviation(10.0 / gamma)

@@ -1,6 +1,7 @@
 """The standalone simulator on real MNIST (a few clients, few rounds): end to end, determinism, resume
 after a kill, the same rounds on FedML's MPI backend, the grid and report commands, CLI errors."""
 import csv
+import json
 import os
 import shutil
 import signal
@@ -51,6 +52,8 @@ def test_standalone_end_to_end_and_deterministic(tmp_path):
     for key in ("removed", "removal_success_rate", "fpr", "removed_sybil_direction_removal", "time_train"):
         assert key in ra[0]
     assert (run / "config.yaml").exists() and (run / "checkpoint.pt").exists() and (run / "summary.json").exists()
+    part = json.loads((run / "partition.json").read_text())
+    assert len(part["load"]) == 3 and sum(part["load"]) == pytest.approx(3.0) and 0 <= a["mean_label_entropy"] <= 1
 
 
 def test_resume_after_kill_equals_uninterrupted(tmp_path):

@@ -14,13 +14,15 @@ Per round t (Alg. 1): the participating clients train from ``w_t`` (all of them 
 rounds and in the last one. Models without dropout or batch statistics (LR) train many clients at
 once (:func:`~fedml_heterofl.simulation.local_training.local_sgd_vectorised`).
 
-Results (:class:`~fedml_heterofl.experiments.store.RunStore`): after every round the checkpoint
+Results (:class:`~fedml_heterofl.experiments.store.RunStore`): ``partition.json`` holds each
+client's load and label diversity (paper §IV); after every round the checkpoint
 (``w_{t+1}``, buffers and every metrics row so far) and ``metrics.csv`` are replaced atomically; a
 killed run started again with the same settings continues after the last completed round and ends
 with the same numbers as an uninterrupted run.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -36,7 +38,7 @@ from fedml_heterofl import components
 from fedml_heterofl.attack import ModelAttack
 from fedml_heterofl.components import ROOT_STREAM
 from fedml_heterofl.experiments.metrics import evaluate_model
-from fedml_heterofl.experiments.store import RunStore
+from fedml_heterofl.experiments.store import RunStore, atomic_write
 from fedml_heterofl.models import batched_loss
 from fedml_heterofl.settings import Settings
 from fedml_heterofl.simulation.local_training import client_seed, local_sgd, local_sgd_vectorised
@@ -155,6 +157,9 @@ class Simulation:
         try:
             w, rows, start = self._resume(config)
             store.write_config(config)
+            heterogeneity = {k: self.work.heterogeneity[k] for k in ("load", "labels", "label_entropy")}
+            atomic_write(store.path / "partition.json", json.dumps({"client_id": list(range(len(self.work.parts))),
+                                                                    **heterogeneity}))
             rounds = settings.train_args.comm_round
             every = settings.validation_args.frequency_of_the_test
             bar = tqdm(range(start, rounds), initial=start, total=rounds, desc=store.path.name,
@@ -223,6 +228,8 @@ def summarise(rows: List[Dict[str, Any]], settings: Settings, work: Workload) ->
         "mean_fpr": mean("fpr"),
         "mean_time_train": mean("time_train"),
         "mean_time_server": mean("time_server"),
+        "load_cv": work.heterogeneity["load_cv"],
+        "mean_label_entropy": work.heterogeneity["mean_label_entropy"],
     }
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from fedml_heterofl import components
 from fedml_heterofl.attack import DataAttack
 from fedml_heterofl.data import Dataset, load_dataset
-from fedml_heterofl.data.partition import iid_partition, lda_partition, natural_partition
+from fedml_heterofl.data.partition import diversity, iid_partition, lda_partition, natural_partition
 from fedml_heterofl.data.trigger import make_trigger_set
 from fedml_heterofl.defense.base import Batch
 from fedml_heterofl.models import ParamLayout, build_model
@@ -50,7 +50,8 @@ class Workload:
         test: the test set; trigger_set: ``D_trg`` or ``None``.
         root, validation: FLTrust's root data and Zeno's validation batch (server side).
         malicious: the fixed attacker ids; model/layout: the architecture and its flat layout;
-        init_params: ``w_0``.
+        init_params: ``w_0``; heterogeneity: load and label diversity of the partition
+            (:func:`~fedml_heterofl.data.partition.diversity`).
     """
 
     dataset: Dataset
@@ -66,6 +67,7 @@ class Workload:
     model: nn.Module
     layout: ParamLayout
     init_params: Tensor
+    heterogeneity: Dict[str, object]
 
     @property
     def sample_counts(self) -> Tensor:
@@ -142,7 +144,8 @@ def build_workload(settings: Settings) -> Workload:
     root, validation = server_data(settings, data)
     model = initial_model(settings, data.num_classes)
     layout = ParamLayout(model)
-    log.info("%s: %d clients, %d attackers %s, d=%d, %d training rows", data.name, len(parts), len(malicious),
-             list(malicious), layout.d, len(y))
+    stats = diversity(data.train_y, parts, data.num_classes)
+    log.info("%s: %d clients (load CV %.2f, mean label entropy %.2f), %d attackers %s, d=%d", data.name, len(parts),
+             stats["load_cv"], stats["mean_label_entropy"], len(malicious), list(malicious), layout.d)
     return Workload(data, x, y, parts, client_index, (data.test_x, data.test_y), trig, root, validation, malicious,
-                    model, layout, layout.flatten(model))
+                    model, layout, layout.flatten(model), stats)
