@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fedml_heterofl.defense.base import Defense, RoundContext, gram_matrix, sq_distances_from_gram
+from fedml_heterofl.defense.base import Defense, Registry, RoundContext, gram_matrix, sq_distances_from_gram
 
 log = logging.getLogger(__name__)
 
@@ -297,26 +297,11 @@ class ConstrainedMeanAttack(ModelAttack):
 # ---------------------------------------------------------------------------------------------
 
 Attack = Any  # ModelAttack | DataAttack
-REGISTRY: Dict[str, Type[Attack]] = {}
-
-
-def register(cls: Type[Attack]) -> Type[Attack]:
-    """Class decorator: add an attack class to :data:`REGISTRY` under ``cls.name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise ValueError(f"attack name {cls.name!r} is already registered to {REGISTRY[cls.name].__name__}")
-    REGISTRY[cls.name] = cls
-    return cls
+REGISTRY = Registry("attack")
+#: class decorator adding an attack class to :data:`REGISTRY` under ``cls.name``
+register = REGISTRY.register
 
 
 def build_attack(name: str, **params: Any) -> Attack:
-    """Instantiate the registered attack ``name`` with keyword ``params`` (``ValueError`` naming the
-    allowed names for an unknown one)."""
-    key = name.strip().lower()
-    if key not in REGISTRY:
-        raise ValueError(f"unknown attack {name!r}; allowed: {', '.join(sorted(REGISTRY))}")
-    try:
-        return REGISTRY[key](**params)
-    except TypeError as exc:
-        raise TypeError(f"attack {key!r}: {exc}") from exc
+    """Instantiate the registered attack ``name`` with keyword ``params`` (:meth:`Registry.build`)."""
+    return REGISTRY.build(name, **params)

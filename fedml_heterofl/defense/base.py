@@ -313,30 +313,45 @@ def timed(diagnostics: Dict[str, object], step: str) -> Iterator[None]:
 # Registry
 # ---------------------------------------------------------------------------------------------
 
-REGISTRY: Dict[str, Type[Defense]] = {}
+class Registry(dict):
+    """Name -> class, filled by the :meth:`register` class decorator; :meth:`build` instantiates.
+
+    Shared by the defense and the attack registries; ``kind`` names the entries in error messages.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def register(self, cls: type) -> type:
+        """Class decorator: add ``cls`` under ``cls.name`` (a second class under a taken name is an error)."""
+        if not cls.name:
+            raise ValueError(f"{cls.__name__} has no name")
+        if cls.name in self and self[cls.name] is not cls:
+            raise ValueError(f"{self.kind} name {cls.name!r} is already registered to {self[cls.name].__name__}")
+        self[cls.name] = cls
+        return cls
+
+    def build(self, name: str, **params: object) -> object:
+        """Instantiate the class registered as ``name`` (stripped, lower case) with keyword ``params``.
+
+        Raises ``ValueError`` naming the allowed names for an unknown ``name``, and the class's own
+        ``ValueError``/``TypeError`` (prefixed with the name) for bad parameters.
+        """
+        key = name.strip().lower()
+        if key not in self:
+            raise ValueError(f"unknown {self.kind} {name!r}; allowed: {', '.join(sorted(self))}")
+        try:
+            return self[key](**params)
+        except TypeError as exc:
+            raise TypeError(f"{self.kind} {key!r}: {exc}") from exc
 
 
-def register(cls: Type[Defense]) -> Type[Defense]:
-    """Class decorator: add a :class:`Defense` subclass to :data:`REGISTRY` under ``cls.name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise ValueError(f"defense name {cls.name!r} is already registered to {REGISTRY[cls.name].__name__}")
-    REGISTRY[cls.name] = cls
-    return cls
+REGISTRY = Registry("defense")
+#: class decorator adding a :class:`Defense` subclass to :data:`REGISTRY` under ``cls.name``
+register = REGISTRY.register
 
 
 def build_defense(name: str, **params: object) -> Defense:
-    """Instantiate the registered defense ``name`` with keyword ``params``.
-
-    Raises ``ValueError`` naming the allowed names for an unknown ``name``, and the rule's own
-    ``ValueError``/``TypeError`` (naming the parameter) for bad parameters.
-    """
-    key = name.strip().lower()
-    if key not in REGISTRY:
-        raise ValueError(f"unknown defense {name!r}; allowed: {', '.join(sorted(REGISTRY))}")
-    cls = REGISTRY[key]
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise TypeError(f"defense {key!r}: {exc}") from exc
+    """Instantiate the registered defense ``name`` with keyword ``params`` (:meth:`Registry.build`)."""
+    return REGISTRY.build(name, **params)
