@@ -31,8 +31,6 @@ from fedml_heterofl.defense.base import REGISTRY as DEFENSES, Defense
 
 #: defense parameters that default to the attacker count f (Multi-Krum's and DnC's f, Zeno's b)
 ATTACKER_COUNT_PARAMS = ("f", "b")
-#: stream of the server's own training on its root data (FLTrust's g_0)
-ROOT_STREAM = 2**62 + 2
 
 
 def _seed(args: Any) -> int:

@@ -17,7 +17,7 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from dataclasses import replace
-from typing import Any, Callable, ClassVar, Dict, Optional, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
 import numpy as np
 import torch

@@ -19,7 +19,7 @@ import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Callable, ClassVar, Dict, Iterator, Optional, Sequence, Tuple, Type
+from typing import Callable, ClassVar, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor

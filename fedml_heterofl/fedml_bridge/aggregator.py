@@ -51,11 +51,11 @@ from fedml_heterofl.fedml_bridge.adapters import (
     fedml_round,
     round_client_ids,
 )
-from fedml_heterofl.components import ROOT_STREAM, malicious_client_ids, round_index, sgd_settings
+from fedml_heterofl.components import malicious_client_ids, round_index, sgd_settings
 from fedml_heterofl.fedml_bridge.convert import ModelList, StateCodec, StateDict, as_tensors, copy_state
 from fedml_heterofl.fedml_bridge.trainer import evaluate
 from fedml_heterofl.models import ParamLayout, batched_loss
-from fedml_heterofl.simulation.local_training import client_seed, local_sgd
+from fedml_heterofl.simulation.local_training import server_update
 from fedml_heterofl.simulation.server_round import ServerRound
 
 #: FedML's built-in server-side model attacks, and its other attack types (constants.py)
@@ -186,9 +186,9 @@ class HeteroFLServerAggregator(ServerAggregator):
 
     def _server_update(self, round_idx: int, global_params: Tensor) -> Tensor:
         """FLTrust's ``g_0``: local SGD on the root data from ``w_t``."""
-        x, y = self._root
-        seed = client_seed(int(getattr(self.args, "random_seed", 0) or 0), round_idx, ROOT_STREAM)
-        return local_sgd(self._scratch, self.layout, global_params, x, y, seed=seed, **sgd_settings(self.args))
+        return server_update(self._scratch, self.layout, global_params, self._root,
+                             seed=int(getattr(self.args, "random_seed", 0) or 0), round_idx=round_idx,
+                             **sgd_settings(self.args))
 
 
 def _check_context(defense: Defense, context: Dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ Two implementations with one batch plan:
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +22,10 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from fedml_heterofl.models import ParamLayout
+
+
+#: stream id of the server's own training on its root data (FLTrust's g_0); client ids are below it
+ROOT_STREAM = 2**62 + 2
 
 
 def client_seed(seed: int, round_idx: int, client_id: int) -> int:
@@ -71,6 +75,14 @@ def local_sgd(
             loss(model(x[idx]), y[idx]).backward()
             opt.step()
     return layout.flatten(model) - global_params
+
+
+def server_update(model: nn.Module, layout: ParamLayout, global_params: Tensor, root: Tuple[Tensor, Tensor], *,
+                  seed: int, round_idx: int, **sgd: Any) -> Tensor:
+    """FLTrust's server update ``g_0`` (Cao et al., NDSS'21): :func:`local_sgd` from ``w_t`` on the
+    server's root data with the clients' settings ``sgd``, seeded by ``(seed, round, ROOT_STREAM)``."""
+    x, y = root
+    return local_sgd(model, layout, global_params, x, y, seed=client_seed(seed, round_idx, ROOT_STREAM), **sgd)
 
 
 def local_sgd_vectorised(

@@ -36,12 +36,11 @@ from tqdm.auto import tqdm
 
 from fedml_heterofl import components
 from fedml_heterofl.attack import ModelAttack
-from fedml_heterofl.components import ROOT_STREAM
 from fedml_heterofl.experiments.metrics import evaluate_model
 from fedml_heterofl.experiments.store import RunStore, atomic_write
 from fedml_heterofl.models import batched_loss
 from fedml_heterofl.settings import Settings
-from fedml_heterofl.simulation.local_training import client_seed, local_sgd, local_sgd_vectorised
+from fedml_heterofl.simulation.local_training import client_seed, local_sgd, local_sgd_vectorised, server_update
 from fedml_heterofl.simulation.server_round import ServerRound
 from fedml_heterofl.simulation.workload import Workload, build_workload
 
@@ -138,9 +137,8 @@ class Simulation:
 
     def _server_update(self, round_idx: int, w: Tensor) -> Tensor:
         """FLTrust's ``g_0``: local SGD on the server's root data from ``w_t``."""
-        x, y = _to(self.work.root, self.device)
-        return local_sgd(self.model, self.work.layout, w, x, y, seed=client_seed(self.seed, round_idx, ROOT_STREAM),
-                         **self.sgd)
+        return server_update(self.model, self.work.layout, w, _to(self.work.root, self.device), seed=self.seed,
+                             round_idx=round_idx, **self.sgd)
 
     def evaluate(self, w: Tensor) -> Dict[str, float]:
         self.work.layout.load(self.model, w)
