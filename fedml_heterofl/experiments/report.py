@@ -1,67 +1,258 @@
 """``fedml-heterofl report RESULTS_DIR``: tables and plots from result folders.
 
-Reads every run folder under ``RESULTS_DIR`` (``summary.json``, ``metrics.csv``) and writes, into
-``RESULTS_DIR/report/``:
+Reads every finished run folder under ``RESULTS_DIR`` (``summary.json``, ``metrics.csv``,
+``config.yaml``; unfinished runs are left out) and writes, into ``RESULTS_DIR/report/``:
 
 * ``table_accuracy.md`` / ``.csv`` — Table I style: rows defense, columns attack, final test accuracy
-  as mean ± std over seeds (and the best accuracy), with the number of seeds;
-* ``table_removal.md`` / ``.csv`` — mean removal success rate (ARSR, Table III) and FPR per
-  defense × attack, and the mean number of attackers each HeteroFL step removed per round;
-* ``accuracy_<attack>.png`` — accuracy per round of each defense under each attack (mean over seeds).
+  as mean ± std over seeds, and the best accuracy of each run (mean ± std over seeds) beside it;
+* ``table_removal.md`` / ``.csv`` — mean removal success rate (ARSR) and FPR per defense × attack;
+* ``table_ablation.md`` / ``.csv`` — Table III style, when HeteroFL runs with fewer than four steps
+  exist: rows FedAvg, step 1, steps 1-2, 1-3, 1-4 and the other defenses, cells "ACC / ARSR";
+* ``table_steps.md`` / ``.csv`` — for each HeteroFL variant × attack, the attackers and benign clients
+  each step removed per round (mean over rounds and seeds) and the step's share of the f attackers;
+* ``table_time.md`` / ``.csv`` — Table II style time-to-accuracy: the first round whose test accuracy
+  reaches the target, the training seconds up to it, and the mean seconds per round;
+* ``accuracy_<workload>_<attack>.png`` — accuracy per round of each defense (mean over seeds);
+* ``removal_<workload>_<attack>.png`` — per HeteroFL variant, the share of the attackers each step
+  removed per round;
+* ``accuracy_vs_fraction.png`` / ``accuracy_vs_lambda.png`` / ``accuracy_vs_trigger_size.png`` —
+  sweeps (Fig. 9, Fig. 10), drawn only when the runs' configs differ in that value;
+* ``README.md`` — every table and a link to every plot.
 
-The Markdown accuracy table is also printed.
+Labels come from the stored files only (no summary field is needed beyond the ones every run writes):
+a HeteroFL run whose ``defense_args.defense_params.steps`` is not all four steps is ``heterofl[1-2]``
+etc.; a run without a defense is ``fedavg``. When the runs differ in a swept value, the table rows
+carry it (HeteroFL's ``λ`` and ``|D_trg|``: ``heterofl λ=-2``) and so do the attack columns (the
+attackers' share: ``min_max 30%``), so no table cell mixes settings.
+
+Time columns: ``time_server`` is measured around the whole server round (model poisoning, the
+defense, FLTrust's server update) and so already holds ``time_attack`` and ``time_defend``; a round's
+training time is ``time_train + time_server`` (evaluation, ``time_eval``, is not counted).
+
+The Markdown accuracy tables are also printed.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import io
 import json
 import math
+import re
 import statistics
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+import yaml
+
+from fedml_heterofl.defense.heterofl import STEP_NAMES, HeteroFL
 from fedml_heterofl.experiments.store import atomic_write
+from fedml_heterofl.settings import DataArgs
 
 #: column order of attacks (Table I) and row order of defenses
 ATTACK_ORDER = ("none", "adaptive", "min_max", "min_sum", "label_flip", "sign_flip")
 DEFENSE_ORDER = ("fedavg", "multikrum", "median", "zeno", "fltrust", "dnc", "heterofl")
+#: HeteroFL's steps in order, and its defaults for values a config may leave out
+ALL_STEPS: Tuple[int, ...] = tuple(sorted(STEP_NAMES))
+DEFAULT_LAM = float(inspect.signature(HeteroFL).parameters["lam"].default)
+DEFAULT_TRIGGER_SIZE = DataArgs().trigger_size
+#: per-round columns that make up a round's training time (``time_server`` holds attack and defense)
+TIME_COLUMNS = ("time_train", "time_server")
+#: share of FedAvg's no-attack final accuracy used as the time-to-accuracy target
+TARGET_SHARE = 0.95
+#: values a grid may sweep (:func:`swept`): run attribute -> (axis label, plot file, plot ARSR too)
+SWEEPS: Dict[str, Tuple[str, str, bool]] = {
+    "fraction": ("attacker fraction f / n", "accuracy_vs_fraction.png", False),
+    "lam": ("λ (loss reduction threshold)", "accuracy_vs_lambda.png", True),
+    "trigger_size": ("|D_trg| (trigger set size)", "accuracy_vs_trigger_size.png", True),
+}
+
+Key = Tuple[str, str, str]  # (workload, table row label, table column label)
 
 
-def load_runs(results: Path) -> List[Dict[str, Any]]:
-    """Every run folder's summary plus its per-round metrics (``rows``), finished runs only."""
-    runs = []
-    for summary_path in sorted(results.glob("*/summary.json")):
-        summary = json.loads(summary_path.read_text())
-        if not summary.get("finished"):
-            continue
-        with open(summary_path.parent / "metrics.csv", newline="") as fh:
-            summary["rows"] = list(csv.DictReader(fh))
-        summary["name"] = summary_path.parent.name
-        runs.append(summary)
+# -- runs -----------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One finished run folder with the labels the report groups it by.
+
+    ``defense`` is the defense label (``fedavg``, ``heterofl[1-2]``, ``multikrum`` ...); ``lam`` and
+    ``trigger_size`` are set for HeteroFL runs only and ``fraction`` (attackers / clients) for attacked
+    runs only. ``row`` and ``column`` are the table labels, set by :func:`load_runs`.
+    """
+
+    name: str
+    summary: Dict[str, Any]
+    rows: List[Dict[str, str]]
+    config: Dict[str, Any]
+    workload: str
+    defense: str
+    attack: str
+    steps: Tuple[int, ...] = ()
+    fraction: Optional[float] = None
+    lam: Optional[float] = None
+    trigger_size: Optional[int] = None
+    row: str = ""
+    column: str = ""
+
+    @property
+    def final_acc(self) -> float:
+        return _float(self.summary.get("final_acc"))
+
+    @property
+    def best_acc(self) -> float:
+        return _float(self.summary.get("best_acc"))
+
+    @property
+    def arsr(self) -> float:
+        """Mean removal success rate over the rounds (NaN without attackers)."""
+        return _float(self.summary.get("mean_removal_success_rate"))
+
+    @property
+    def fpr(self) -> float:
+        return _float(self.summary.get("mean_fpr"))
+
+
+def _config_get(config: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    """``config["a"]["b"]["c"]`` for ``"a.b.c"``, or ``default`` when a level is missing or null."""
+    value: Any = config
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or value.get(part) is None:
+            return default
+        value = value[part]
+    return value
+
+
+def steps_label(steps: Sequence[int]) -> str:
+    """``[1, 2, 4]`` -> ``"1-2,4"``: consecutive steps as ranges."""
+    parts: List[str] = []
+    for s in sorted(steps):
+        if parts and int(parts[-1].split("-")[-1]) == s - 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{s}"
+        else:
+            parts.append(str(s))
+    return ",".join(parts)
+
+
+def defense_label(defense: str, config: Mapping[str, Any]) -> str:
+    """``fedavg`` without a defense; ``heterofl[1-3]`` for HeteroFL with some of its steps (Table III);
+    else the defense name (``heterofl`` with all four steps)."""
+    if not _config_get(config, "defense_args.enable_defense", defense != "fedavg"):
+        return "fedavg"
+    if defense == "heterofl":
+        steps = _heterofl_steps(config)
+        return "heterofl" if steps == ALL_STEPS else f"heterofl[{steps_label(steps)}]"
+    return defense
+
+
+def _heterofl_steps(config: Mapping[str, Any]) -> Tuple[int, ...]:
+    return tuple(sorted(int(s) for s in _config_get(config, "defense_args.defense_params.steps", ALL_STEPS)))
+
+
+def read_run(folder: Path) -> Optional[Run]:
+    """The run in ``folder``, or None when it has not finished (no ``summary.json`` with ``finished``)."""
+    summary_path = folder / "summary.json"
+    if not summary_path.exists():
+        return None
+    summary = json.loads(summary_path.read_text())
+    if not summary.get("finished"):
+        return None
+    with open(folder / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    config_path = folder / "config.yaml"
+    config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.exists() else {}
+    label = defense_label(summary["defense"], config)
+    heterofl = summary["defense"] == "heterofl"
+    f = int(_config_get(config, "attack_args.byzantine_client_num", len(summary.get("malicious") or [])))
+    attacked = summary["attack"] != "none" and f > 0
+    n = int(_config_get(config, "train_args.client_num_in_total", 0))
+    return Run(
+        name=folder.name, summary=summary, rows=rows, config=config,
+        workload=f"{summary['dataset']}/{summary['model']}", defense=label, attack=summary["attack"],
+        steps=_heterofl_steps(config) if heterofl else (),
+        fraction=f / n if attacked and n else None,
+        lam=float(_config_get(config, "defense_args.defense_params.lam", DEFAULT_LAM)) if heterofl else None,
+        trigger_size=int(_config_get(config, "data_args.trigger_size", DEFAULT_TRIGGER_SIZE)) if heterofl else None,
+    )
+
+
+def swept(runs: Iterable[Run]) -> List[str]:
+    """The :data:`SWEEPS` values that differ between the runs (set on at least two distinct values)."""
+    runs = list(runs)
+    return [p for p in SWEEPS if len({getattr(r, p) for r in runs if getattr(r, p) is not None}) > 1]
+
+
+def labels(run: Run, sweeps: Iterable[str]) -> Tuple[str, str]:
+    """``(row, column)`` labels of ``run``: the defense and attack labels with the values in ``sweeps``
+    that apply to the run (``heterofl λ=-2 |D_trg|=8``, ``min_max 30%``)."""
+    sweeps = set(sweeps)
+    row = [run.defense]
+    if "lam" in sweeps and run.lam is not None:
+        row.append(f"λ={run.lam:g}")
+    if "trigger_size" in sweeps and run.trigger_size is not None:
+        row.append(f"|D_trg|={run.trigger_size}")
+    column = run.attack
+    if "fraction" in sweeps and run.fraction is not None:
+        column += f" {run.fraction:.0%}"
+    return " ".join(row), column
+
+
+def load_runs(results: Path) -> List[Run]:
+    """Every finished run under ``results``, with its table labels (:func:`labels`)."""
+    runs = [r for r in (read_run(p.parent) for p in sorted(results.glob("*/summary.json"))) if r is not None]
+    sweeps = swept(runs)
+    for run in runs:
+        run.row, run.column = labels(run, sweeps)
     return runs
 
 
-def _order(values: Sequence[str], preferred: Sequence[str]) -> List[str]:
-    return [v for v in preferred if v in values] + sorted(v for v in values if v not in preferred)
+def group(runs: Iterable[Run]) -> Dict[Key, List[Run]]:
+    """Runs by ``(workload, row label, column label)``: the seeds of one table cell."""
+    out: Dict[Key, List[Run]] = defaultdict(list)
+    for run in runs:
+        out[(run.workload, run.row, run.column)].append(run)
+    return out
 
 
-def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return math.nan, math.nan
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+def _defense_rank(run: Run, ablation: bool) -> Tuple[Any, ...]:
+    """Row order: :data:`DEFENSE_ORDER` (ablation tables: FedAvg, the HeteroFL variants by their
+    steps, then the other defenses), then the swept values."""
+    base = "heterofl" if run.steps else run.defense
+    rank = DEFENSE_ORDER.index(base) if base in DEFENSE_ORDER else len(DEFENSE_ORDER)
+    if ablation:
+        rank = (0 if base == "fedavg" else 1 if base == "heterofl" else 2, rank)
+    return (rank, base, run.steps, run.lam or 0.0, run.trigger_size or 0, run.row)
 
 
-def _fmt(mean: float, std: float, n: int) -> str:
-    if math.isnan(mean):
-        return "–"
-    return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
+def _attack_rank(run: Run) -> Tuple[Any, ...]:
+    rank = ATTACK_ORDER.index(run.attack) if run.attack in ATTACK_ORDER else len(ATTACK_ORDER)
+    return (rank, run.attack, run.fraction or 0.0, run.column)
 
 
+def _ordered(runs: Iterable[Run], rank: Callable[[Run], Tuple[Any, ...]], attr: str) -> List[str]:
+    """The distinct ``attr`` labels of ``runs`` in the order of ``rank``."""
+    first: Dict[str, Tuple[Any, ...]] = {}
+    for run in runs:
+        first.setdefault(getattr(run, attr), rank(run))
+    return sorted(first, key=first.__getitem__)
+
+
+def rows_of(runs: Iterable[Run], *, ablation: bool = False) -> List[str]:
+    return _ordered(runs, lambda r: _defense_rank(r, ablation), "row")
+
+
+def columns_of(runs: Iterable[Run]) -> List[str]:
+    return _ordered(runs, _attack_rank, "column")
+
+
+def workloads_of(runs: Iterable[Run]) -> List[str]:
+    return sorted({r.workload for r in runs})
+
+
+# -- small helpers ----------------------------------------------------------------------------------
 def _float(value: Any) -> float:
     try:
         return float(value)
@@ -69,73 +260,358 @@ def _float(value: Any) -> float:
         return math.nan
 
 
-def group(runs: List[Dict[str, Any]]) -> Dict[Tuple[str, str, str], List[Dict[str, Any]]]:
-    """Runs by ``(workload, defense label, attack)``; the defense label carries HeteroFL's steps
-    when they are not all four (Table III ablations)."""
-    out: Dict[Tuple[str, str, str], List[Dict[str, Any]]] = defaultdict(list)
-    for run in runs:
-        out[(f"{run['dataset']}/{run['model']}", run.get("defense_label", run["defense"]), run["attack"])].append(run)
+def _finite(values: Iterable[float]) -> List[float]:
+    return [v for v in values if v is not None and not math.isnan(v)]
+
+
+def _mean(values: Iterable[float]) -> float:
+    vals = _finite(values)
+    return statistics.fmean(vals) if vals else math.nan
+
+
+def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value) of the non-NaN values."""
+    vals = _finite(values)
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _fmt(mean: float, std: float, n: int) -> str:
+    """``0.8500 ± 0.0707`` (one seed: ``0.8500``; nothing: ``–``)."""
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
+
+
+def _num(value: float, spec: str = ".2f") -> str:
+    return "–" if value is None or math.isnan(value) else format(value, spec)
+
+
+def _md_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> List[str]:
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in body]
+
+
+def _csv(header: Sequence[str], body: Iterable[Sequence[Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(body)
+    return out.getvalue()
+
+
+def _slug(text: str) -> str:
+    """A file-name-safe version of a label (``mnist/lr`` -> ``mnist_lr``)."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_")
+
+
+# -- Table I: accuracy, removal ---------------------------------------------------------------------
+def accuracy_table(runs: List[Run]) -> Tuple[str, str]:
+    """Final and best test accuracy (mean ± std over seeds) per workload, defense and attack."""
+    groups = group(runs)
+    md: List[str] = []
+    body: List[List[Any]] = []
+    columns = columns_of(runs)
+    for wl in workloads_of(runs):
+        wl_runs = [r for r in runs if r.workload == wl]
+        final_rows, best_rows = [], []
+        for d in rows_of(wl_runs):
+            final_cells, best_cells = [d], [d]
+            for a in columns:
+                rs = groups.get((wl, d, a), [])
+                final, final_std = _mean_std([r.final_acc for r in rs])
+                best, best_std = _mean_std([r.best_acc for r in rs])
+                final_cells.append(_fmt(final, final_std, len(rs)))
+                best_cells.append(_fmt(best, best_std, len(rs)))
+                if rs:
+                    body.append([wl, d, a, len(rs), final, final_std, best, best_std])
+            final_rows.append(final_cells)
+            best_rows.append(best_cells)
+        md += [f"\n**{wl}** — final test accuracy (mean ± std over seeds)\n"]
+        md += _md_table(["defense", *columns], final_rows)
+        md += [f"\n**{wl}** — best test accuracy of each run (mean ± std over seeds)\n"]
+        md += _md_table(["defense", *columns], best_rows)
+    header = ["workload", "defense", "attack", "seeds", "final_acc_mean", "final_acc_std", "best_acc_mean",
+              "best_acc_std"]
+    return "\n".join(md) + "\n", _csv(header, body)
+
+
+def removal_table(runs: List[Run]) -> Tuple[str, str]:
+    """ARSR / FPR (mean over rounds, then over seeds) per workload, defense and attack."""
+    groups = group(runs)
+    md: List[str] = []
+    body: List[List[Any]] = []
+    columns = columns_of(runs)
+    for wl in workloads_of(runs):
+        wl_runs = [r for r in runs if r.workload == wl]
+        md_rows = []
+        for d in rows_of(wl_runs):
+            cells = [d]
+            for a in columns:
+                rs = groups.get((wl, d, a), [])
+                arsr, fpr = _mean(r.arsr for r in rs), _mean(r.fpr for r in rs)
+                cells.append(f"{_num(arsr)} / {_num(fpr)}" if rs else "–")
+                if rs:
+                    body.append([wl, d, a, len(rs), arsr, fpr])
+            md_rows.append(cells)
+        md += [f"\n**{wl}** — removal success rate / FPR (mean over rounds and seeds)\n"]
+        md += _md_table(["defense", *columns], md_rows)
+    return "\n".join(md) + "\n", _csv(["workload", "defense", "attack", "seeds", "arsr_mean", "fpr_mean"], body)
+
+
+# -- Table III: ablation and per-step removal -------------------------------------------------------
+def ablation_name(label: str) -> str:
+    """Table III's row names: ``FedAvg``, ``step 1``, ``steps 1-2``, ..., ``steps 1-4 (HeteroFL)``."""
+    if label == "fedavg":
+        return "FedAvg"
+    match = re.fullmatch(r"heterofl(?:\[([0-9,-]+)\])?(.*)", label)
+    if not match:
+        return label
+    steps = match.group(1) or steps_label(ALL_STEPS)
+    name = f"step {steps}" if steps.isdigit() else f"steps {steps}"
+    return name + (" (HeteroFL)" if match.group(1) is None else "") + match.group(2)
+
+
+def ablation_table(runs: List[Run]) -> Optional[Tuple[str, str]]:
+    """Table III (``ACC / ARSR`` per attack), or None when no HeteroFL run leaves out a step."""
+    if not any(r.steps and r.steps != ALL_STEPS for r in runs):
+        return None
+    groups = group(runs)
+    md: List[str] = []
+    body: List[List[Any]] = []
+    columns = columns_of(runs)
+    for wl in workloads_of(runs):
+        wl_runs = [r for r in runs if r.workload == wl]
+        md_rows = []
+        for d in rows_of(wl_runs, ablation=True):
+            cells = [ablation_name(d)]
+            for a in columns:
+                rs = groups.get((wl, d, a), [])
+                acc, arsr = _mean(r.final_acc for r in rs), _mean(r.arsr for r in rs)
+                cells.append(f"{_num(acc, '.4f')} / {_num(arsr)}" if rs else "–")
+                if rs:
+                    body.append([wl, d, a, len(rs), acc, arsr])
+            md_rows.append(cells)
+        md += [f"\n**{wl}** — ablation (Table III): final accuracy / ARSR (mean over seeds)\n"]
+        md += _md_table(["setting", *columns], md_rows)
+    return "\n".join(md) + "\n", _csv(["workload", "defense", "attack", "seeds", "acc_mean", "arsr_mean"], body)
+
+
+@dataclass
+class StepRemoval:
+    """One step's removals in one run, means over rounds: attackers and benign clients removed per
+    round, and ``rate`` = attackers removed / f (NaN without attackers)."""
+
+    attackers: float
+    benign: float
+    rate: float
+
+
+def step_rates(row: Mapping[str, str], step: str) -> float:
+    """The share of the round's f attackers that ``step`` removed.
+
+    f is not a column, but ``removal_success_rate`` = ``removed_malicious`` / f, so the share is
+    ``removed_malicious_<step>`` / ``removed_malicious`` × ``removal_success_rate`` (0 when the round
+    removed no attacker, NaN when it had none)."""
+    rsr = _float(row.get("removal_success_rate"))
+    removed = _float(row.get("removed_malicious"))
+    by_step = _float(row.get(f"removed_malicious_{step}"))
+    if math.isnan(rsr) or math.isnan(by_step):
+        return math.nan
+    return by_step / removed * rsr if removed > 0 else 0.0
+
+
+def step_removal(run: Run) -> Dict[str, StepRemoval]:
+    """Per step the run has columns for (``removed_<step>``), its mean removals per round."""
+    out: Dict[str, StepRemoval] = {}
+    for step in STEP_NAMES.values():
+        removed = [_float(r.get(f"removed_{step}")) for r in run.rows]
+        if not _finite(removed):
+            continue
+        attackers = [_float(r.get(f"removed_malicious_{step}")) for r in run.rows]
+        benign = [t - m for t, m in zip(removed, attackers)]
+        out[step] = StepRemoval(_mean(attackers), _mean(benign), _mean(step_rates(r, step) for r in run.rows))
     return out
 
 
-def tables(runs: List[Dict[str, Any]]) -> Dict[str, Tuple[str, str]]:
-    """``{name: (markdown, csv)}`` of the accuracy and removal tables."""
-    groups = group(runs)
-    workloads = sorted({k[0] for k in groups})
-    defenses = _order({k[1] for k in groups}, DEFENSE_ORDER)
-    attacks = _order({k[2] for k in groups}, ATTACK_ORDER)
-    acc_md, rem_md = [], []
-    acc_csv, rem_csv = io.StringIO(), io.StringIO()
-    acc_w, rem_w = csv.writer(acc_csv), csv.writer(rem_csv)
-    acc_w.writerow(["workload", "defense", "attack", "seeds", "final_acc_mean", "final_acc_std", "best_acc_mean"])
-    rem_w.writerow(["workload", "defense", "attack", "seeds", "arsr_mean", "fpr_mean"])
-    for wl in workloads:
-        acc_md += [f"\n**{wl}** — final test accuracy (mean ± std over seeds)\n",
-                   "| defense | " + " | ".join(attacks) + " |", "|---" * (len(attacks) + 1) + "|"]
-        rem_md += [f"\n**{wl}** — removal success rate / FPR (mean over rounds and seeds)\n",
-                   "| defense | " + " | ".join(attacks) + " |", "|---" * (len(attacks) + 1) + "|"]
-        for d in defenses:
-            acc_cells, rem_cells = [], []
-            for a in attacks:
+def steps_table(runs: List[Run]) -> Optional[Tuple[str, str]]:
+    """Each HeteroFL step's removals per variant × attack (mean over seeds), or None without HeteroFL
+    runs."""
+    het = [r for r in runs if r.steps]
+    if not het:
+        return None
+    groups = group(het)
+    header = [f"step {s}: {name.replace('_', ' ')}" for s, name in sorted(STEP_NAMES.items())]
+    md: List[str] = []
+    body: List[List[Any]] = []
+    for wl in workloads_of(het):
+        wl_runs = [r for r in het if r.workload == wl]
+        md_rows = []
+        for d in rows_of(wl_runs, ablation=True):
+            for a in columns_of(wl_runs):
                 rs = groups.get((wl, d, a), [])
-                m, s = _mean_std([_float(r["final_acc"]) for r in rs])
-                best, _ = _mean_std([_float(r["best_acc"]) for r in rs])
-                arsr, _ = _mean_std([_float(r["mean_removal_success_rate"]) for r in rs])
-                fpr, _ = _mean_std([_float(r["mean_fpr"]) for r in rs])
-                acc_cells.append(_fmt(m, s, len(rs)))
-                rem_cells.append("–" if not rs else f"{arsr:.2f} / {fpr:.2f}" if not math.isnan(arsr)
-                                 else f"– / {fpr:.2f}")
-                if rs:
-                    acc_w.writerow([wl, d, a, len(rs), m, s, best])
-                    rem_w.writerow([wl, d, a, len(rs), arsr, fpr])
-            acc_md.append(f"| {d} | " + " | ".join(acc_cells) + " |")
-            rem_md.append(f"| {d} | " + " | ".join(rem_cells) + " |")
-    return {"table_accuracy": ("\n".join(acc_md) + "\n", acc_csv.getvalue()),
-            "table_removal": ("\n".join(rem_md) + "\n", rem_csv.getvalue())}
+                if not rs:
+                    continue
+                per_run = [step_removal(r) for r in rs]
+                cells = [d, a]
+                for s, step in sorted(STEP_NAMES.items()):
+                    got = [p[step] for p in per_run if step in p]
+                    if not got:
+                        cells.append("–")
+                        continue
+                    att, ben = _mean(g.attackers for g in got), _mean(g.benign for g in got)
+                    rate = _mean(g.rate for g in got)
+                    cells.append(f"{att:.2f}" + (f" ({rate:.0%})" if not math.isnan(rate) else "") + f" / {ben:.2f}")
+                    body.append([wl, d, a, len(got), s, step, att, ben, rate])
+                cells.append(f"{_num(_mean(r.arsr for r in rs), '.0%')} / {_num(_mean(r.fpr for r in rs), '.0%')}")
+                md_rows.append(cells)
+        md += [f"\n**{wl}** — removals per round by each HeteroFL step (mean over rounds and seeds): "
+               "attackers removed (share of the f attackers) / benign clients removed; last column ARSR / FPR\n"]
+        md += _md_table(["defense", "attack", *header, "all steps: ARSR / FPR"], md_rows)
+    csv_header = ["workload", "defense", "attack", "seeds", "step", "step_name", "attackers_removed_per_round",
+                  "benign_removed_per_round", "attacker_removal_rate"]
+    return "\n".join(md) + "\n", _csv(csv_header, body)
 
 
-def accuracy_curves(runs: List[Dict[str, Any]]) -> Dict[Tuple[str, str, str], Tuple[List[int], List[float]]]:
-    """Mean test accuracy per evaluated round, per (workload, defense, attack)."""
-    curves = {}
-    for key, rs in group(runs).items():
-        per_round: Dict[int, List[float]] = defaultdict(list)
-        for r in rs:
-            for row in r["rows"]:
-                acc = _float(row.get("test_acc"))
-                if not math.isnan(acc):
-                    per_round[int(row["round"])].append(acc)
-        rounds = sorted(per_round)
-        curves[key] = (rounds, [statistics.fmean(per_round[t]) for t in rounds])
-    return curves
+# -- Table II: time to accuracy ---------------------------------------------------------------------
+def round_seconds(row: Mapping[str, str]) -> float:
+    """A round's training time: the :data:`TIME_COLUMNS` it has (NaN when it has none)."""
+    values = _finite(_float(row.get(c)) for c in TIME_COLUMNS)
+    return sum(values) if values else math.nan
 
 
-def plot(runs: List[Dict[str, Any]], out: Path) -> List[Path]:
-    """One PNG per (workload, attack): accuracy per round of every defense."""
+def time_to_accuracy(run: Run, target: float) -> Optional[Tuple[int, float]]:
+    """``(rounds, seconds)`` up to the first evaluated round whose test accuracy is at least
+    ``target``: rounds trained (the 0-based round index + 1) and the sum of :func:`round_seconds`
+    over those rounds; None when the run never reaches the target."""
+    seconds = 0.0
+    for row in sorted(run.rows, key=lambda r: int(r["round"])):
+        spent = round_seconds(row)
+        seconds += 0.0 if math.isnan(spent) else spent
+        if _float(row.get("test_acc")) >= target:
+            return int(row["round"]) + 1, seconds
+    return None
+
+
+def accuracy_target(runs: List[Run], workload: str, fallback: Optional[float]) -> Tuple[Optional[float], str]:
+    """``(target, how it was set)``: :data:`TARGET_SHARE` of the mean final accuracy of the workload's
+    FedAvg runs without attack, else ``fallback`` (``--target``), else None."""
+    baseline = _mean(r.final_acc for r in runs if r.workload == workload and r.defense == "fedavg"
+                     and r.attack == "none")
+    if not math.isnan(baseline):
+        return TARGET_SHARE * baseline, f"{TARGET_SHARE:.0%} of FedAvg without attack ({baseline:.4f})"
+    if fallback is not None:
+        return fallback, "--target"
+    return None, "no FedAvg run without attack and no --target"
+
+
+def time_table(runs: List[Run], target: Optional[float] = None) -> Tuple[str, str]:
+    """Time-to-accuracy per workload × defense × attack (means over the seeds that reach the target)."""
+    groups = group(runs)
+    md: List[str] = []
+    body: List[List[Any]] = []
+    for wl in workloads_of(runs):
+        wl_runs = [r for r in runs if r.workload == wl]
+        goal, source = accuracy_target(runs, wl, target)
+        md_rows = []
+        for d in rows_of(wl_runs):
+            for a in columns_of(wl_runs):
+                rs = groups.get((wl, d, a), [])
+                if not rs:
+                    continue
+                per_round = _mean(_mean(round_seconds(row) for row in r.rows) for r in rs)
+                hits = [h for h in (time_to_accuracy(r, goal) for r in rs) if h] if goal is not None else []
+                rounds, seconds = _mean(h[0] for h in hits), _mean(h[1] for h in hits)
+                if goal is None:
+                    reached = "no target"
+                elif not hits:
+                    reached = "not reached"
+                else:
+                    reached = f"{len(hits)}/{len(rs)}"
+                md_rows.append([d, a, reached, _num(rounds, ".1f"), _num(seconds, ".2f"), _num(per_round, ".3f")])
+                body.append([wl, d, a, goal if goal is not None else "", len(rs), len(hits), rounds, seconds, per_round])
+        md += [f"\n**{wl}** — time to accuracy; target "
+               f"{'–' if goal is None else f'{goal:.4f}'} ({source}); seconds = time_train + time_server\n"]
+        md += _md_table(["defense", "attack", "seeds reaching", "rounds to target", "seconds to target",
+                         "seconds / round"], md_rows)
+    header = ["workload", "defense", "attack", "target", "seeds", "seeds_reached", "rounds_to_target_mean",
+              "seconds_to_target_mean", "seconds_per_round_mean"]
+    return "\n".join(md) + "\n", _csv(header, body)
+
+
+def tables(runs: List[Run], target: Optional[float] = None) -> Dict[str, Tuple[str, str]]:
+    """``{name: (markdown, csv)}`` of every table that applies to ``runs``."""
+    out = {"table_accuracy": accuracy_table(runs), "table_removal": removal_table(runs)}
+    for name, table in (("table_ablation", ablation_table(runs)), ("table_steps", steps_table(runs))):
+        if table is not None:
+            out[name] = table
+    out["table_time"] = time_table(runs, target)
+    return out
+
+
+# -- curves and plots -------------------------------------------------------------------------------
+def _per_round_mean(runs: Iterable[Run], value: Callable[[Mapping[str, str]], float]) -> Tuple[List[int], List[float]]:
+    """Rounds (0-based) with a value in some run, and the mean over runs of ``value(row)`` there."""
+    per_round: Dict[int, List[float]] = defaultdict(list)
+    for run in runs:
+        for row in run.rows:
+            v = value(row)
+            if not math.isnan(v):
+                per_round[int(row["round"])].append(v)
+    rounds = sorted(per_round)
+    return rounds, [statistics.fmean(per_round[t]) for t in rounds]
+
+
+def accuracy_curves(runs: List[Run]) -> Dict[Key, Tuple[List[int], List[float]]]:
+    """Mean test accuracy per evaluated round, per (workload, row, column)."""
+    return {key: _per_round_mean(rs, lambda row: _float(row.get("test_acc"))) for key, rs in group(runs).items()}
+
+
+def removal_curves(runs: List[Run]) -> Dict[Key, Dict[str, Tuple[List[int], List[float]]]]:
+    """Per attacked HeteroFL (workload, row, column): per step, the share of the attackers it removed
+    in each round (:func:`step_rates`, mean over seeds)."""
+    out: Dict[Key, Dict[str, Tuple[List[int], List[float]]]] = {}
+    for key, rs in group(r for r in runs if r.steps and r.fraction is not None).items():
+        steps = [STEP_NAMES[s] for s in sorted({s for r in rs for s in r.steps})]
+        out[key] = {step: _per_round_mean(rs, lambda row, step=step: step_rates(row, step)) for step in steps}
+    return out
+
+
+def sweep_points(runs: List[Run], param: str) -> Dict[Tuple[str, str], Dict[str, List[Tuple[float, float, float]]]]:
+    """The sweep of ``param`` (a :data:`SWEEPS` key): per panel ``(workload, attack)``, per line
+    (defense and the other swept values), ``(value, final accuracy, ARSR)`` means over seeds, by value."""
+    others = [p for p in swept(runs) if p != param]
+    cells: Dict[Tuple[str, str, str, float], List[Run]] = defaultdict(list)
+    for run in runs:
+        if getattr(run, param) is not None:
+            row, column = labels(run, others)
+            cells[(run.workload, column, row, getattr(run, param))].append(run)
+    out: Dict[Tuple[str, str], Dict[str, List[Tuple[float, float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for (wl, column, row, x), rs in sorted(cells.items(), key=lambda kv: (kv[0][:3], kv[0][3])):
+        out[(wl, column)][row].append((x, _mean(r.final_acc for r in rs), _mean(r.arsr for r in rs)))
+    return {panel: dict(lines) for panel, lines in out.items()}
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_accuracy(runs: List[Run], out: Path) -> List[Path]:
+    """One PNG per (workload, attack): accuracy per round of every defense."""
+    plt = _pyplot()
     curves = accuracy_curves(runs)
     paths = []
     for wl, attack in sorted({(k[0], k[2]) for k in curves}):
@@ -146,35 +622,115 @@ def plot(runs: List[Dict[str, Any]], out: Path) -> List[Path]:
         ax.set(xlabel="round", ylabel="test accuracy", title=f"{wl} under {attack}", ylim=(0, 1))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"accuracy_{wl.replace('/', '_')}_{attack}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"accuracy_{_slug(wl)}_{_slug(attack)}.png"))
     return paths
 
 
-def write_report(results: Path) -> Tuple[Path, str]:
-    """Write the report folder; returns it and the Markdown accuracy table."""
+def plot_removal(runs: List[Run], out: Path) -> List[Path]:
+    """One PNG per attacked (workload, attack) with HeteroFL runs: a panel per HeteroFL variant, the
+    share of the attackers each step removed per round."""
+    plt = _pyplot()
+    curves = removal_curves(runs)
+    paths = []
+    for wl, attack in sorted({(k[0], k[2]) for k in curves}):
+        variants = [d for d in rows_of([r for r in runs if r.steps], ablation=True) if (wl, d, attack) in curves]
+        fig, axes = plt.subplots(1, len(variants), figsize=(4 * len(variants), 3.2), squeeze=False, sharey=True)
+        for ax, d in zip(axes[0], variants):
+            for step, (rounds, rates) in curves[(wl, d, attack)].items():
+                ax.plot([t + 1 for t in rounds], rates, marker="o", ms=2, label=step.replace("_", " "))
+            ax.set(xlabel="round", title=d, ylim=(-0.02, 1.02))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        axes[0][0].set_ylabel("attackers removed / f")
+        fig.suptitle(f"{wl} under {attack}: removal per HeteroFL step", fontsize=10)
+        paths.append(_save(fig, out / f"removal_{_slug(wl)}_{_slug(attack)}.png"))
+    return paths
+
+
+def plot_sweeps(runs: List[Run], out: Path) -> List[Path]:
+    """``accuracy_vs_<value>.png`` for each :data:`SWEEPS` value the runs differ in: final accuracy
+    (and for HeteroFL's parameters the ARSR, in a second row) against the value, a panel per
+    (workload, attack), a line per defense."""
+    plt = _pyplot()
+    paths = []
+    for param in swept(runs):
+        xlabel, filename, with_arsr = SWEEPS[param]
+        panels = sweep_points(runs, param)
+        n_rows = 2 if with_arsr else 1
+        fig, axes = plt.subplots(n_rows, len(panels), figsize=(4.5 * len(panels), 3.2 * n_rows), squeeze=False)
+        for col, ((wl, attack), lines) in enumerate(sorted(panels.items())):
+            for line, points in lines.items():
+                xs = [p[0] for p in points]
+                axes[0][col].plot(xs, [p[1] for p in points], marker="o", ms=4, label=line)
+                if with_arsr:
+                    axes[1][col].plot(xs, [p[2] for p in points], marker="s", ms=4, label=line)
+            axes[0][col].set(title=f"{wl} under {attack}", ylabel="final test accuracy", ylim=(0, 1))
+            if with_arsr:
+                axes[1][col].set(ylabel="ARSR", ylim=(-0.02, 1.02))
+            axes[n_rows - 1][col].set_xlabel(xlabel)
+            for row in range(n_rows):
+                axes[row][col].grid(alpha=0.3)
+                axes[row][col].legend(fontsize=7)
+        paths.append(_save(fig, out / filename))
+    return paths
+
+
+# -- the report -------------------------------------------------------------------------------------
+SECTIONS = (
+    ("table_accuracy", "Accuracy (Table I)"),
+    ("table_removal", "Removal success rate and FPR"),
+    ("table_ablation", "Ablation (Table III)"),
+    ("table_steps", "Removals per HeteroFL step"),
+    ("table_time", "Time to accuracy (Table II)"),
+)
+
+
+def index_markdown(results: Path, runs: List[Run], made: Mapping[str, Tuple[str, str]], plots: List[Path]) -> str:
+    """``report/README.md``: every table (with its CSV) and a link to every plot."""
+    sweeps = swept(runs)
+    cells = len({(r.workload, r.row, r.column) for r in runs})
+    lines = [f"# Report: {results}", "", f"{len(runs)} finished runs in {cells} cells (means over seeds)."
+             + (f" Swept: {', '.join(sweeps)}." if sweeps else "")]
+    for name, title in SECTIONS:
+        if name in made:
+            lines += ["", f"## {title}", "", f"CSV: [{name}.csv]({name}.csv)", made[name][0].rstrip()]
+    lines += ["", "## Plots", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: Path, *, target: Optional[float] = None) -> Tuple[Path, str]:
+    """Write the report folder (module doc); returns it and the Markdown accuracy tables.
+
+    Args:
+        results: the folder holding the run folders.
+        target: time-to-accuracy target for workloads without a FedAvg run without attack.
+    """
+    results = Path(results)
     runs = load_runs(results)
     if not runs:
         raise ValueError(f"no finished runs under {results} (a run folder holds summary.json with finished: true)")
     out = results / "report"
     out.mkdir(parents=True, exist_ok=True)
-    for name, (md, table_csv) in tables(runs).items():
+    made = tables(runs, target)
+    for name, (md, table_csv) in made.items():
         atomic_write(out / f"{name}.md", md)
         atomic_write(out / f"{name}.csv", table_csv)
-    plot(runs, out)
-    return out, tables(runs)["table_accuracy"][0]
+    plots = plot_accuracy(runs, out) + plot_removal(runs, out) + plot_sweeps(runs, out)
+    atomic_write(out / "README.md", index_markdown(results, runs, made, plots))
+    return out, made["table_accuracy"][0]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", help="folder holding run folders (e.g. results/demo)")
+    parser.add_argument("--target", type=float, default=None,
+                        help=f"time-to-accuracy target (e.g. 0.8) for workloads without a FedAvg run without "
+                             f"attack; with one, the target is {TARGET_SHARE:.0%} of its final accuracy")
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        out, table = write_report(Path(args.results))
+        out, table = write_report(Path(args.results), target=args.target)
     except ValueError as exc:
         print(f"fedml-heterofl report: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,330 @@
+"""``fedml-heterofl report`` on hand-made result folders (no training): labels, tables, time to
+accuracy and sweep plots, with every expected number worked out by hand in the comments."""
+import copy
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+import yaml
+
+from fedml_heterofl.cli import main as cli_main
+from fedml_heterofl.experiments import report
+from fedml_heterofl.experiments.report import (
+    ablation_name, defense_label, load_runs, steps_label, sweep_points, time_table, write_report)
+from fedml_heterofl.settings import settings_from_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = yaml.safe_load(open(ROOT / "config" / "mnist_lr.yaml"))
+STEPS = ("sybil_direction_removal", "similarity_detection", "watermark_verification", "magnitude_rectification")
+
+
+def config(**overrides: Any) -> Dict[str, Any]:
+    """``config/mnist_lr.yaml`` with ``{"section__key": value}`` overrides, through ``Settings.to_dict()``
+    (what a run folder's config.yaml holds)."""
+    cfg = copy.deepcopy(BASE)
+    for dotted, value in overrides.items():
+        section, key = dotted.split("__")
+        cfg[section][key] = value
+    return settings_from_dict(cfg).to_dict()
+
+
+def fedavg(**overrides: Any) -> Dict[str, Any]:
+    return config(defense_args__enable_defense=False, **overrides)
+
+
+def heterofl(steps=(1, 2, 3, 4), lam=-5.0, **overrides: Any) -> Dict[str, Any]:
+    return config(defense_args__defense_params={"steps": list(steps), "beta": 0.2, "lam": lam}, **overrides)
+
+
+def no_attack(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    cfg["attack_args"]["enable_attack"] = False
+    return cfg
+
+
+def acc_rows(final: float, best: float) -> List[Dict[str, Any]]:
+    """Two evaluated rounds: best accuracy first, final last."""
+    return [{"round": 0, "test_acc": best, "time_train": 1.0, "time_server": 0.0},
+            {"round": 1, "test_acc": final, "time_train": 1.0, "time_server": 0.0}]
+
+
+def write_run(root: Path, name: str, cfg: Dict[str, Any], rows: List[Dict[str, Any]], *,
+              finished: bool = True) -> Path:
+    """A run folder as the simulator leaves it: config.yaml, metrics.csv, summary.json."""
+    settings = settings_from_dict(cfg)
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    keys: List[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with open(folder / "metrics.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    accs = [r["test_acc"] for r in rows if r.get("test_acc") not in (None, "")]
+
+    def mean(key: str) -> Optional[float]:
+        vals = [float(r[key]) for r in rows if key in r and not math.isnan(float(r[key]))]
+        return sum(vals) / len(vals) if vals else None
+
+    summary = {"finished": finished, "rounds": len(rows), "defense": settings.defense_name,
+               "attack": settings.attack_name or "none", "dataset": "mnist", "model": "lr",
+               "seed": settings.common_args.random_seed, "malicious": list(range(settings.f)),
+               "final_acc": accs[-1], "best_acc": max(accs), "mean_removal_success_rate": mean("removal_success_rate"),
+               "mean_fpr": mean("fpr")}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def read_csv(path: Path) -> List[Dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def find(rows: List[Dict[str, str]], **match: str) -> Dict[str, str]:
+    hits = [r for r in rows if all(r[k] == v for k, v in match.items())]
+    assert len(hits) == 1, (match, rows)
+    return hits[0]
+
+
+def removal_row(round_idx: int, f: int, by_step: Dict[str, tuple], n: int = 100, **extra: Any) -> Dict[str, Any]:
+    """A HeteroFL metrics row: ``by_step`` = step -> (removed, removed attackers)."""
+    removed = sum(t for t, _ in by_step.values())
+    mal = sum(m for _, m in by_step.values())
+    row: Dict[str, Any] = {"round": round_idx, "removed": removed, "removed_malicious": mal,
+                           "removed_benign": removed - mal, "removal_success_rate": mal / f if f else math.nan,
+                           "fpr": (removed - mal) / (n - f)}
+    for step, (total, m) in by_step.items():
+        row[f"removed_{step}"], row[f"removed_malicious_{step}"] = total, m
+    row.update({"time_train": 1.0, "time_server": 0.0})
+    row.update(extra)
+    return row
+
+
+# -- labels -------------------------------------------------------------------------------------------
+def test_defense_labels_from_config():
+    assert steps_label([1]) == "1" and steps_label([2, 1]) == "1-2" and steps_label([1, 2, 4]) == "1-2,4"
+    assert defense_label("heterofl", heterofl()) == "heterofl"
+    assert defense_label("heterofl", heterofl(steps=[1])) == "heterofl[1]"
+    assert defense_label("heterofl", heterofl(steps=[1, 2])) == "heterofl[1-2]"
+    assert defense_label("heterofl", heterofl(steps=[1, 2, 3])) == "heterofl[1-3]"
+    assert defense_label("fedavg", fedavg()) == "fedavg"
+    assert defense_label("multikrum", config(defense_args__defense_type="multikrum",
+                                              defense_args__defense_params={})) == "multikrum"
+    # a config without steps runs HeteroFL's default: all four
+    assert defense_label("heterofl", {"defense_args": {"enable_defense": True, "defense_params": {}}}) == "heterofl"
+    assert [ablation_name(x) for x in ("fedavg", "heterofl[1]", "heterofl[1-2]", "heterofl")] == [
+        "FedAvg", "step 1", "steps 1-2", "steps 1-4 (HeteroFL)"]
+
+
+# -- Table I -----------------------------------------------------------------------------------------
+def test_accuracy_mean_std_over_seeds_best_accuracy_and_unfinished_runs(tmp_path):
+    root = tmp_path / "res"
+    write_run(root, "defense=fedavg,attack=none,seed=0", no_attack(fedavg(common_args__random_seed=0)),
+              acc_rows(final=0.80, best=0.82))
+    write_run(root, "defense=fedavg,attack=none,seed=1", no_attack(fedavg(common_args__random_seed=1)),
+              acc_rows(final=0.90, best=0.94))
+    # an unfinished third seed (a grid still running) is left out of every number
+    write_run(root, "defense=fedavg,attack=none,seed=2", no_attack(fedavg(common_args__random_seed=2)),
+              acc_rows(final=0.10, best=0.10), finished=False)
+    (root / "defense=fedavg,attack=min_max,seed=0").mkdir()  # just started: no summary yet
+    out, table = write_report(root)
+    # final: mean (0.80 + 0.90) / 2 = 0.85, sample std sqrt(((0.05)^2 * 2) / 1) = 0.0707
+    # best: mean (0.82 + 0.94) / 2 = 0.88, sample std 0.06 * sqrt(2) = 0.0849
+    assert "| fedavg | 0.8500 ± 0.0707 |" in table
+    assert "| fedavg | 0.8800 ± 0.0849 |" in table
+    row = find(read_csv(out / "table_accuracy.csv"), defense="fedavg", attack="none")
+    assert row["seeds"] == "2"
+    assert float(row["final_acc_mean"]) == pytest.approx(0.85)
+    assert float(row["final_acc_std"]) == pytest.approx(0.070711, abs=1e-6)
+    assert float(row["best_acc_mean"]) == pytest.approx(0.88)
+    assert float(row["best_acc_std"]) == pytest.approx(0.084853, abs=1e-6)
+    # no HeteroFL run: neither the ablation nor the per-step table
+    assert not (out / "table_ablation.md").exists() and not (out / "table_steps.md").exists()
+    assert not list(out.glob("removal_*.png")) and not list(out.glob("accuracy_vs_*.png"))
+
+
+# -- Table III ---------------------------------------------------------------------------------------
+def ablation_results(root: Path) -> None:
+    """FedAvg, HeteroFL steps [1, 2] and all four steps under Min-Max (f = 20 of 100), one seed each,
+    plus Multi-Krum as another defense."""
+    s1, s2, s3, s4 = STEPS
+    write_run(root, "defense=fedavg,attack=min_max", fedavg(),
+              [removal_row(0, 20, {}, test_acc=0.30), removal_row(1, 20, {}, test_acc=0.40)])
+    # steps [1, 2], round 0: step 1 removes 1 client (an attacker), step 2 removes 4 (3 attackers, 1
+    # benign): 4 of f = 20 attackers, RSR 0.20; round 1: step 1 nothing, step 2 3 attackers, RSR 0.15.
+    # ARSR = (0.20 + 0.15) / 2 = 0.175.  Per step, means over the two rounds:
+    #   step 1: attackers (1 + 0) / 2 = 0.5, benign 0, share of f (1/20 + 0) / 2 = 0.025
+    #   step 2: attackers (3 + 3) / 2 = 3.0, benign (1 + 0) / 2 = 0.5, share (3/20 + 3/20) / 2 = 0.15
+    write_run(root, "defense=heterofl12,attack=min_max", heterofl(steps=[1, 2]),
+              [removal_row(0, 20, {s1: (1, 1), s2: (4, 3)}, test_acc=0.60),
+               removal_row(1, 20, {s1: (0, 0), s2: (3, 3)}, test_acc=0.70)])
+    # all steps: every attacker removed in both rounds, by step 2 (12) and step 3 (8); step 4 removes
+    # one benign client per round.  ARSR 1.0; step 3: 8 attackers per round, share 0.40; step 4:
+    # 0 attackers, 1 benign per round.
+    write_run(root, "defense=heterofl,attack=min_max", heterofl(),
+              [removal_row(t, 20, {s1: (0, 0), s2: (12, 12), s3: (8, 8), s4: (1, 0)}, test_acc=acc)
+               for t, acc in ((0, 0.80), (1, 0.85))])
+    write_run(root, "defense=multikrum,attack=min_max",
+              config(defense_args__defense_type="multikrum", defense_args__defense_params={}),
+              [removal_row(0, 20, {}, test_acc=0.75), removal_row(1, 20, {}, test_acc=0.78)])
+
+
+def test_ablation_table_and_per_step_removals(tmp_path):
+    root = tmp_path / "res"
+    ablation_results(root)
+    out, _ = write_report(root)
+    md = (out / "table_ablation.md").read_text()
+    lines = [l for l in md.splitlines() if l.startswith("| ") and "setting" not in l]
+    # row order: FedAvg, the HeteroFL variants by their steps, then the other defenses
+    assert [l.split(" | ")[0] for l in lines] == ["| FedAvg", "| steps 1-2", "| steps 1-4 (HeteroFL)", "| multikrum"]
+    assert "| steps 1-2 | 0.7000 / 0.17 |" in md  # final acc 0.70, ARSR 0.175
+    assert "| steps 1-4 (HeteroFL) | 0.8500 / 1.00 |" in md
+    assert "| FedAvg | 0.4000 / 0.00 |" in md
+    ab = find(read_csv(out / "table_ablation.csv"), defense="heterofl[1-2]", attack="min_max")
+    assert float(ab["acc_mean"]) == pytest.approx(0.70) and float(ab["arsr_mean"]) == pytest.approx(0.175)
+
+    steps = read_csv(out / "table_steps.csv")
+    s1 = find(steps, defense="heterofl[1-2]", step="1")
+    assert float(s1["attackers_removed_per_round"]) == pytest.approx(0.5)
+    assert float(s1["benign_removed_per_round"]) == pytest.approx(0.0)
+    assert float(s1["attacker_removal_rate"]) == pytest.approx(0.025)
+    s2 = find(steps, defense="heterofl[1-2]", step="2")
+    assert float(s2["attackers_removed_per_round"]) == pytest.approx(3.0)
+    assert float(s2["benign_removed_per_round"]) == pytest.approx(0.5)
+    assert float(s2["attacker_removal_rate"]) == pytest.approx(0.15)
+    assert not [r for r in steps if r["defense"] == "heterofl[1-2]" and r["step"] in ("3", "4")]
+    s3 = find(steps, defense="heterofl", step="3")
+    assert float(s3["attackers_removed_per_round"]) == 8.0 and float(s3["attacker_removal_rate"]) == pytest.approx(0.4)
+    s4 = find(steps, defense="heterofl", step="4")
+    assert float(s4["attackers_removed_per_round"]) == 0.0 and float(s4["benign_removed_per_round"]) == 1.0
+    md = (out / "table_steps.md").read_text()
+    # steps [1, 2]: step 2 cell "3.00 (15%) / 0.50", steps 3-4 not run; all steps ARSR 0.175 -> 18%,
+    # FPR (1/80 + 0) / 2 = 0.625 % -> 1%
+    assert "| heterofl[1-2] | min_max | 0.50 (2%) / 0.00 | 3.00 (15%) / 0.50 | – | – | 18% / 1% |" in md
+    assert "| heterofl | min_max | 0.00 (0%) / 0.00 | 12.00 (60%) / 0.00 | 8.00 (40%) / 0.00 | 0.00 (0%) / 1.00 |" in md
+    # the per-round removal plot of Min-Max, one panel per HeteroFL variant
+    assert (out / "removal_mnist_lr_min_max.png").exists()
+    curves = report.removal_curves(load_runs(root))
+    rounds, rates = curves[("mnist/lr", "heterofl[1-2]", "min_max")]["similarity_detection"]
+    assert rounds == [0, 1] and rates == pytest.approx([0.15, 0.15])
+    readme = (out / "README.md").read_text()
+    for name in ("table_accuracy", "table_removal", "table_ablation", "table_steps", "table_time"):
+        assert f"({name}.csv)" in readme
+    assert "| steps 1-2 | 0.7000 / 0.17 |" in readme and "![removal_mnist_lr_min_max](removal_mnist_lr_min_max.png)" in readme
+
+
+# -- Table II ----------------------------------------------------------------------------------------
+def test_time_to_accuracy(tmp_path):
+    root = tmp_path / "res"
+    for seed, final in ((0, 0.80), (1, 0.90)):
+        write_run(root, f"defense=fedavg,attack=none,seed={seed}", no_attack(fedavg(common_args__random_seed=seed)),
+                  acc_rows(final=final, best=final))
+    # target = 0.95 * (0.80 + 0.90) / 2 = 0.8075.  Rounds 0-3 with accuracy on rounds 1 and 3 only;
+    # time_attack / time_defend are inside time_server and must not be added again.
+    timed = [{"round": 0, "time_train": 1.0, "time_server": 0.5, "time_attack": 100.0, "time_defend": 100.0},
+             {"round": 1, "time_train": 1.0, "time_server": 0.25, "test_acc": 0.70},
+             {"round": 2, "time_train": 2.0, "time_server": 0.5},
+             {"round": 3, "time_train": 1.0, "time_server": 0.25, "test_acc": 0.81, "time_eval": 9.0}]
+    write_run(root, "defense=heterofl,attack=none,seed=0", no_attack(heterofl()), timed)
+    # reached at round index 3 = after 4 rounds; seconds 1.5 + 1.25 + 2.5 + 1.25 = 6.5; 6.5 / 4 = 1.625 s/round
+    never = [dict(r, test_acc=0.5) if "test_acc" in r else r for r in timed]
+    write_run(root, "defense=multikrum,attack=none,seed=0",
+              no_attack(config(defense_args__defense_type="multikrum", defense_args__defense_params={})), never)
+    out, _ = write_report(root, target=0.1)  # the FedAvg baseline wins over --target
+    rows = read_csv(out / "table_time.csv")
+    het = find(rows, defense="heterofl", attack="none")
+    assert float(het["target"]) == pytest.approx(0.8075)
+    assert het["seeds_reached"] == "1"
+    assert float(het["rounds_to_target_mean"]) == 4.0
+    assert float(het["seconds_to_target_mean"]) == pytest.approx(6.5)
+    assert float(het["seconds_per_round_mean"]) == pytest.approx(1.625)
+    mk = find(rows, defense="multikrum", attack="none")
+    assert mk["seeds_reached"] == "0" and mk["rounds_to_target_mean"] == "nan"
+    md = (out / "table_time.md").read_text()
+    assert "target 0.8075" in md
+    assert "| heterofl | none | 1/1 | 4.0 | 6.50 | 1.625 |" in md
+    assert "| multikrum | none | not reached | – | – | 1.625 |" in md
+    # FedAvg seed 0 (0.80 < 0.8075) never reaches it, seed 1 does after round 1 (2 s): 1 of 2 seeds
+    assert "| fedavg | none | 1/2 | 1.0 | 1.00 | 1.000 |" in md
+
+    # without a FedAvg run without attack, --target sets it: 0.75 -> reached after 2 rounds, 2.75 s
+    runs = [r for r in load_runs(root) if r.defense != "fedavg"]
+    md, table_csv = time_table(runs, target=0.75)
+    assert "target 0.7500 (--target)" in md and "| heterofl | none | 1/1 | 4.0 | 6.50 | 1.625 |" in md
+    md, _ = time_table(runs, target=0.6)
+    assert "| heterofl | none | 1/1 | 2.0 | 2.75 | 1.625 |" in md
+    md, _ = time_table(runs)
+    assert "| heterofl | none | no target | – | – | 1.625 |" in md
+
+
+def test_cli_report_with_target(tmp_path, capsys):
+    root = tmp_path / "res"
+    write_run(root, "defense=heterofl,attack=none", no_attack(heterofl()), acc_rows(final=0.6, best=0.7))
+    assert cli_main(["report", str(root), "--target", "0.65"]) == 0
+    printed = capsys.readouterr().out
+    assert "| heterofl | 0.6000 |" in printed and "| heterofl | 0.7000 |" in printed
+    md = (root / "report" / "table_time.md").read_text()
+    assert "target 0.6500 (--target)" in md and "| heterofl | none | 1/1 | 1.0 | 1.00 | 1.000 |" in md
+    assert cli_main(["report", str(tmp_path / "empty")]) == 2
+
+
+# -- sweeps ------------------------------------------------------------------------------------------
+def test_lambda_sweep(tmp_path):
+    root = tmp_path / "res"
+    s3 = STEPS[2]
+    # λ = -5: two seeds, final 0.80 / 0.90, ARSR 0.5 / 1.0 -> point (-5, 0.85, 0.75);
+    # λ = -2: one seed, final 0.60, ARSR 0.25 -> point (-2, 0.60, 0.25)
+    for seed, lam, acc, mal in ((0, -5.0, 0.80, 10), (1, -5.0, 0.90, 20), (0, -2.0, 0.60, 5)):
+        write_run(root, f"lam={lam},seed={seed}", heterofl(lam=lam, common_args__random_seed=seed),
+                  [removal_row(0, 20, {s3: (mal, mal)}, test_acc=acc)])
+    # FedAvg keeps the base config's λ but has no λ: no sweep line, no λ in its label
+    write_run(root, "fedavg", fedavg(), [removal_row(0, 20, {}, test_acc=0.3)])
+    runs = load_runs(root)
+    assert report.swept(runs) == ["lam"]
+    assert sorted({r.row for r in runs}) == ["fedavg", "heterofl λ=-2", "heterofl λ=-5"]
+    points = sweep_points(runs, "lam")
+    assert list(points) == [("mnist/lr", "min_max")]
+    assert points[("mnist/lr", "min_max")]["heterofl"] == [(-5.0, pytest.approx(0.85), pytest.approx(0.75)),
+                                                          (-2.0, pytest.approx(0.60), pytest.approx(0.25))]
+    out, table = write_report(root)
+    assert "| heterofl λ=-5 | 0.8500 ± 0.0707 |" in table and "| heterofl λ=-2 | 0.6000 |" in table
+    assert (out / "accuracy_vs_lambda.png").exists()
+    assert not (out / "accuracy_vs_fraction.png").exists() and not (out / "accuracy_vs_trigger_size.png").exists()
+
+
+def test_fraction_and_trigger_size_sweeps(tmp_path):
+    root = tmp_path / "res"
+    # attacker counts 10 and 20 of 100 clients -> fractions 0.1 and 0.2; the no-attack run has none
+    for f, acc in ((10, 0.8), (20, 0.6)):
+        write_run(root, f"fedavg,f={f}", fedavg(attack_args__byzantine_client_num=f),
+                  [removal_row(0, f, {}, test_acc=acc)])
+    write_run(root, "fedavg,none", no_attack(fedavg()), [removal_row(0, 0, {}, test_acc=0.9)])
+    runs = load_runs(root)
+    assert report.swept(runs) == ["fraction"]
+    assert sorted({r.column for r in runs}) == ["min_max 10%", "min_max 20%", "none"]
+    assert sweep_points(runs, "fraction") == {("mnist/lr", "min_max"): {"fedavg": [(0.1, 0.8, 0.0), (0.2, 0.6, 0.0)]}}
+    out, table = write_report(root)
+    assert "| defense | none | min_max 10% | min_max 20% |" in table and "| fedavg | 0.9000 | 0.8000 | 0.6000 |" in table
+    assert (out / "accuracy_vs_fraction.png").exists() and not (out / "accuracy_vs_lambda.png").exists()
+
+    # |D_trg| 4 and 8 for HeteroFL; the same value everywhere else -> only the trigger-size plot
+    other = tmp_path / "trg"
+    for size, acc in ((4, 0.7), (8, 0.75)):
+        write_run(other, f"trg={size}", heterofl(data_args__trigger_size=size), [removal_row(0, 20, {}, test_acc=acc)])
+    runs = load_runs(other)
+    assert report.swept(runs) == ["trigger_size"]
+    assert sweep_points(runs, "trigger_size")[("mnist/lr", "min_max")]["heterofl"] == [(4, 0.7, 0.0), (8, 0.75, 0.0)]
+    out, _ = write_report(other)
+    assert [p.name for p in sorted(out.glob("accuracy_vs_*.png"))] == ["accuracy_vs_trigger_size.png"]
+
+
+def test_no_sweep_plots_when_values_agree(tmp_path):
+    root = tmp_path / "res"
+    ablation_results(root)  # one λ, one |D_trg|, one attacker count
+    assert report.swept(load_runs(root)) == []
+    out, _ = write_report(root)
+    assert not list(out.glob("accuracy_vs_*.png"))
