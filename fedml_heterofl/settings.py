@@ -238,6 +238,10 @@ FEDML_PASSTHROUGH: Dict[str, Tuple[str, ...]] = {
     "tracking_args": ("log_file_dir", "enable_profiling"),
 }
 
+#: FedML sections that only FedML's platform tooling reads (``fedml launch`` writes
+#: ``environment_args.bootstrap`` into the config it packages): accepted, kept and not used here.
+FEDML_PLATFORM_SECTIONS: Tuple[str, ...] = ("environment_args",)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -284,8 +288,11 @@ class Settings:
     def to_dict(self) -> Dict[str, Dict[str, Any]]:
         """The settings as a FedML-style YAML mapping (every key, defaults included; loads back to
         equal settings)."""
-        return {name: {**dataclasses.asdict(getattr(self, name)), **self.passthrough.get(name, {})}
-                for name in SECTIONS}
+        out = {name: {**dataclasses.asdict(getattr(self, name)), **self.passthrough.get(name, {})}
+               for name in SECTIONS}
+        out.update({name: dict(self.passthrough[name]) for name in FEDML_PLATFORM_SECTIONS
+                    if name in self.passthrough})
+        return out
 
     def to_fedml_args(self) -> Namespace:
         """FedML's flat ``args`` namespace (every key of every section, as FedML's loader makes it)."""
@@ -337,11 +344,16 @@ def settings_from_dict(config: Mapping[str, Any]) -> Settings:
     """
     if not isinstance(config, Mapping):
         raise SettingsError(f"the configuration must be a mapping of sections, got {type(config).__name__}")
-    unknown = sorted(set(config) - set(SECTIONS))
+    unknown = sorted(set(config) - set(SECTIONS) - set(FEDML_PLATFORM_SECTIONS))
     if unknown:
-        raise SettingsError(f"unknown section {unknown[0]!r}; allowed: {', '.join(SECTIONS)}")
+        raise SettingsError(f"unknown section {unknown[0]!r}; allowed: {', '.join([*SECTIONS, *FEDML_PLATFORM_SECTIONS])}")
     sections: Dict[str, Any] = {}
     passthrough: Dict[str, Any] = {}
+    for name in FEDML_PLATFORM_SECTIONS:
+        if name in config:
+            if not isinstance(config[name], Mapping):
+                raise SettingsError(f"{name}: must be a mapping of keys to values, got {config[name]!r}")
+            passthrough[name] = dict(config[name])
     for name, cls in SECTIONS.items():
         body = config.get(name) or {}
         if not isinstance(body, Mapping):

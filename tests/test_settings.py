@@ -63,6 +63,7 @@ def test_label_flip_gets_the_datasets_class_count():
     (with_("attack_args", attack_type=None), r"attack_type: required when enable_attack is true"),
     (with_("tracking_args", enable_wandb=True), r"enable_tracking/enable_wandb: must be false"),
     ({"train_args": [1, 2]}, r"train_args: must be a mapping"),
+    ({**BASE, "environment_args": "x"}, r"environment_args: must be a mapping"),
 ])
 def test_bad_configs_fail_with_the_key_and_allowed_values(cfg, message):
     with pytest.raises(SettingsError, match=message):
@@ -93,4 +94,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_to_dict_loads_back_to_equal_settings():
     s = settings_from_dict(with_("common_args", using_mlops=False))
     assert settings_from_dict(s.to_dict()) == s
+    launched = settings_from_dict({**BASE, "environment_args": {"bootstrap": "b.sh"}})  # fedml launch adds it
+    assert settings_from_dict(launched.to_dict()) == launched
+    assert launched.to_dict()["environment_args"] == {"bootstrap": "b.sh"}
     assert s.to_dict()["train_args"]["client_num_in_total"] == 10
