@@ -15,8 +15,9 @@ import torch
 import yaml
 
 from fedml_heterofl.cli import main as cli_main
+from fedml_heterofl.experiments.grid import load_grid, parse_set
 from fedml_heterofl.experiments.report import write_report
-from fedml_heterofl.settings import settings_from_dict
+from fedml_heterofl.settings import SettingsError, settings_from_dict
 from fedml_heterofl.simulation.runner import Simulation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,9 +122,33 @@ def test_grid_and_report_smoke(tmp_path):
     mtime = (tmp_path / "grid" / folders[0] / "summary.json").stat().st_mtime
     assert cli_main(["grid", "--cf", str(grid), "--no-progress"]) == 0  # finished cells are skipped
     assert (tmp_path / "grid" / folders[0] / "summary.json").stat().st_mtime == mtime
+    # Two cells at a time, each in its own process: the same numbers as one after the other.
+    spec = yaml.safe_load(grid.read_text())
+    spec["results_dir"] = str(tmp_path / "grid_jobs")
+    grid.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert cli_main(["grid", "--cf", str(grid), "--no-progress", "--jobs", "2"]) == 0
+    for folder in folders:
+        pair = [metrics(tmp_path / root / folder) for root in ("grid", "grid_jobs")]
+        assert [[(r["test_acc"], r["removed"]) for r in rows] for rows in pair] == \
+            [[(r["test_acc"], r["removed"]) for r in pair[0]]] * 2
     out, table = write_report(tmp_path / "grid")
     assert "| fedavg |" in table and "| heterofl |" in table and "sign_flip" in table
     assert (out / "table_accuracy.csv").exists() and list(out.glob("accuracy_*.png"))
+
+
+@pytest.mark.parametrize("grid", sorted((ROOT / "config" / "grids").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_grid_validates(grid):
+    results, cells = load_grid(str(grid), parse_set(["device_args.using_gpu=true"]))
+    assert results == Path("results") / grid.stem and len(cells) >= 4
+    assert len({name for name, _ in cells}) == len(cells)  # one folder per cell
+    assert all(s.device_args.using_gpu for _, s in cells)
+
+
+def test_grid_set_option_is_checked():
+    with pytest.raises(SettingsError, match="expected section.key=VALUE"):
+        parse_set(["using_gpu"])
+    assert parse_set(["train_args.comm_round=3", "data_args.dataset=mnist"]) == {
+        "train_args.comm_round": 3, "data_args.dataset": "mnist"}
 
 
 def test_cli_reports_bad_configs(tmp_path, capsys):

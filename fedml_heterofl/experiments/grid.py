@@ -19,7 +19,9 @@ the cells::
 Every cell is validated before the first one runs (a bad cell stops the grid at start-up with the
 cell's name and the offending key). A cell's folder is named by its labels
 (``defense=heterofl,attack=min_max,seed=0``); finished cells are skipped and an interrupted cell
-resumes from its checkpoint, so the grid is safe to kill and restart.
+resumes from its checkpoint, so the grid is safe to kill and restart. ``--jobs N`` runs N cells at a
+time in separate processes (the numbers do not depend on it); ``--set section.key=VALUE`` overrides a
+key in every cell (e.g. ``device_args.using_gpu=true``).
 """
 from __future__ import annotations
 
@@ -27,10 +29,12 @@ import argparse
 import copy
 import itertools
 import logging
+import multiprocessing
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 from tqdm.auto import tqdm
@@ -64,8 +68,20 @@ def _axis(name: str, values: Any) -> List[Tuple[str, Mapping[str, Any]]]:
     return [(str(label), dict(over or {})) for label, over in values.items()]
 
 
-def load_grid(path: str) -> Tuple[Path, List[Tuple[str, Settings]]]:
-    """``(results_dir, [(cell name, settings), ...])`` of a grid file; every cell validated."""
+def parse_set(items: List[str]) -> Dict[str, Any]:
+    """``["section.key=VALUE", ...]`` (VALUE read as YAML) -> ``{"section.key": value}``."""
+    out = {}
+    for item in items:
+        dotted, sep, value = item.partition("=")
+        if not sep or "." not in dotted:
+            raise SettingsError(f"--set {item!r}: expected section.key=VALUE, e.g. device_args.using_gpu=true")
+        out[dotted] = yaml.safe_load(value)
+    return out
+
+
+def load_grid(path: str, extra: Optional[Mapping[str, Any]] = None) -> Tuple[Path, List[Tuple[str, Settings]]]:
+    """``(results_dir, [(cell name, settings), ...])`` of a grid file; every cell validated.
+    ``extra`` overrides (``{"section.key": value}``) apply to every cell after the grid's own."""
     with open(path) as fh:
         grid = yaml.safe_load(fh) or {}
     unknown = sorted(set(grid) - {"base", "results_dir", "overrides", "axes"})
@@ -82,7 +98,7 @@ def load_grid(path: str) -> Tuple[Path, List[Tuple[str, Settings]]]:
     for combo in itertools.product(*[values for _, values in axes]):
         name = ",".join(f"{axis}={label}" for (axis, _), (label, _) in zip(axes, combo)) or "base"
         config = copy.deepcopy(base)
-        for _, overrides in combo:
+        for overrides in [*(o for _, o in combo), extra or {}]:
             for dotted, value in overrides.items():
                 _set(config, dotted, value)
         _set(config, "common_args.run_name", name)
@@ -94,31 +110,59 @@ def load_grid(path: str) -> Tuple[Path, List[Tuple[str, Settings]]]:
     return results, cells
 
 
-def run_grid(path: str, *, progress: bool = True) -> Path:
-    """Run every unfinished cell of the grid file ``path``; returns the results folder."""
-    from fedml_heterofl.experiments.store import RunStore
+def _run_cell(settings: Settings, results: Path, progress: bool, threads: Optional[int] = None) -> Dict[str, Any]:
+    """One cell's run (in a worker process when ``threads`` is given: torch gets that many threads)."""
     from fedml_heterofl.simulation.runner import Simulation
 
-    results, cells = load_grid(path)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    return Simulation(settings, results_dir=str(results)).run(progress=progress)
+
+
+def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional[Mapping[str, Any]] = None) -> Path:
+    """Run every unfinished cell of the grid file ``path``, ``jobs`` cells at a time (each in its own
+    process with ``cpu_count // jobs`` torch threads when ``jobs > 1``); returns the results folder.
+    Cells are independent and seeded by their own settings, so ``jobs`` does not change any number."""
+    from fedml_heterofl.experiments.store import RunStore
+
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    results, cells = load_grid(path, extra)
     todo = [(name, s) for name, s in cells if not RunStore(results, name).finished]
     log.info("grid %s: %d cells, %d to run, results in %s", path, len(cells), len(todo), results)
     quiet = not progress or bool(os.environ.get("FEDML_HETEROFL_QUIET"))
-    for name, settings in tqdm(todo, desc="grid cells", disable=quiet):
-        summary = Simulation(settings, results_dir=str(results)).run(progress=not quiet)
-        log.info("%s: final accuracy %.4f", name, summary["final_acc"])
+    bar = tqdm(total=len(todo), desc="grid cells", disable=quiet)
+    if jobs == 1:
+        for name, settings in todo:
+            summary = _run_cell(settings, results, not quiet)
+            log.info("%s: final accuracy %.4f", name, summary["final_acc"])
+            bar.update()
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_cell, s, results, False, threads): name for name, s in todo}
+            for future in as_completed(futures):
+                log.info("%s: final accuracy %.4f", futures[future], future.result()["final_acc"])
+                bar.update()
+    bar.close()
     return results
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cf", required=True, help="grid file (config/grids/NAME.yaml)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--jobs", type=int, default=1, help="cells run at the same time, one process each")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override for every cell, e.g. device_args.using_gpu=true (repeatable)")
 
 
 def main(args: argparse.Namespace) -> int:
     from fedml_heterofl.data import DataError
 
     try:
-        results = run_grid(args.cf, progress=not args.no_progress)
+        results = run_grid(args.cf, progress=not args.no_progress, jobs=args.jobs, extra=parse_set(args.set))
     except (SettingsError, DataError, ValueError, FileNotFoundError) as exc:
         print(f"fedml-heterofl grid: {exc}", file=sys.stderr)
         return 2
