@@ -1,4 +1,4 @@
-"""The ``fedml-heterofl`` command: ``run | grid | report | data | bench``.
+"""The ``fedml-heterofl`` command: ``run | grid | report | data`` (benchmarks: ``benchmarks/*.py``).
 
 Each subcommand lives in the module that owns its work and exposes ``add_arguments(parser)`` and
 ``main(args) -> int``; this file only dispatches, importing the module lazily (``import fedml``
@@ -19,18 +19,7 @@ COMMANDS = {
     "grid": ("fedml_heterofl.experiments.grid", "run a grid of experiments, resumable"),
     "report": ("fedml_heterofl.experiments.report", "tables and plots from result folders"),
     "data": ("fedml_heterofl.data.cli", "fetch and inspect datasets"),
-    "bench": ("fedml_heterofl.experiments.bench", "run the benchmarks"),
 }
-
-
-def _load(name: str):
-    module, _ = COMMANDS[name]
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return None
-        raise
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -41,24 +30,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="fedml-heterofl", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    chosen = next((a for a in argv if not a.startswith("-")), None)  # options before it are global
     modules = {}
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
-        mod = _load(name) if (argv and argv[0] == name) else None
-        if mod is not None:
-            mod.add_arguments(p)
-            modules[name] = mod
+        if name == chosen:  # only the chosen subcommand's module is imported
+            modules[name] = importlib.import_module(COMMANDS[name][0])
+            modules[name].add_arguments(p)
         else:
             p.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else (
         logging.WARNING if os.environ.get("FEDML_HETEROFL_QUIET") else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    mod = modules.get(args.command)
-    if mod is None:
-        print(f"fedml-heterofl {args.command}: not yet available in this version", file=sys.stderr)
-        return 2
-    return int(mod.main(args) or 0)
+    return int(modules[args.command].main(args) or 0)
 
 
 if __name__ == "__main__":

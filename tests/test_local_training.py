@@ -35,10 +35,13 @@ def problem(seed=0, sizes=(37, 5, 64, 20)):
     return model, layout, layout.flatten(model), x, y, idx
 
 
-@pytest.mark.parametrize("momentum, weight_decay, epochs", [(0.0, 0.0, 1), (0.9, 1e-3, 3)])
-def test_vectorised_equals_per_client_sgd(momentum, weight_decay, epochs):
+@pytest.mark.parametrize("momentum, weight_decay, epochs, sizes", [
+    (0.0, 0.0, 1, (37, 5, 64, 20)), (0.9, 1e-3, 3, (37, 5, 64, 20)),
+    (0.9, 0.0, 2, (16, 0, 3, 8, 41)),  # an empty client, exact multiples of the batch size
+])
+def test_vectorised_equals_per_client_sgd(momentum, weight_decay, epochs, sizes):
     # clients of unequal size: the small ones run out of batches and must stop updating
-    model, layout, w, x, y, idx = problem()
+    model, layout, w, x, y, idx = problem(sizes=sizes)
     seeds = [client_seed(7, 1, i) for i in range(len(idx))]
     kw = dict(epochs=epochs, batch_size=8, lr=0.2, momentum=momentum, weight_decay=weight_decay)
     ref = torch.stack([local_sgd(model, layout, w, x[ix], y[ix], seed=s, **kw) for ix, s in zip(idx, seeds)])

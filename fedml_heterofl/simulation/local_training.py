@@ -110,34 +110,44 @@ def local_sgd_vectorised(
         ``(k, d)`` updates.
     """
     k = len(client_indices)
+    # Each client's batches as one padded (steps_i, batch_size) block of data rows, built once.
     plans = [batch_plan(len(ix), epochs, batch_size, torch.Generator().manual_seed(s))
              for ix, s in zip(client_indices, seeds)]
-    steps = max((len(p) for p in plans), default=0)
+    lengths = torch.tensor([len(p) for p in plans], dtype=torch.long)
+    steps = int(lengths.max()) if k else 0
+    # Clients sorted by their number of steps (most first): the clients still training at step t
+    # are then the prefix [:active[t]], and only they are computed.
+    order = torch.argsort(lengths, descending=True, stable=True)
+    active = (lengths[order][None, :] > torch.arange(steps)[:, None]).sum(1).tolist()
+    rows = torch.zeros(steps, k, batch_size, dtype=torch.long)
+    mask = torch.zeros(steps, k, batch_size)
+    for j, i in enumerate(order.tolist()):
+        n = len(client_indices[i])  # batch_plan: per epoch ceil(n / batch_size) batches, the last one short
+        if n == 0:
+            continue
+        pos = torch.arange(n).repeat(epochs)
+        t = torch.arange(epochs).repeat_interleave(n) * -(-n // batch_size) + pos // batch_size
+        rows[t, j, pos % batch_size] = client_indices[i][torch.cat(plans[i])]
+        mask[t, j, pos % batch_size] = 1.0
     params = global_params.expand(k, -1).clone()
     buf = torch.zeros_like(params) if momentum else None
     buffers = dict(model.named_buffers())
 
-    def batch_loss(p: Tensor, xb: Tensor, yb: Tensor, mask: Tensor) -> Tensor:
+    def batch_loss(p: Tensor, xb: Tensor, yb: Tensor, m: Tensor) -> Tensor:
         logits = functional_call(model, (layout.unflatten(p), buffers), (xb,))
         per = nn.functional.cross_entropy(logits, yb, reduction="none")
-        return (per * mask).sum() / mask.sum().clamp_min(1.0)
+        return (per * m).sum() / m.sum().clamp_min(1.0)
 
     per_client_grad = vmap(grad(batch_loss))
-    for step in range(steps):
-        rows = torch.zeros(k, batch_size, dtype=torch.long)
-        mask = torch.zeros(k, batch_size)
-        for i, (plan, ix) in enumerate(zip(plans, client_indices)):
-            if step < len(plan):
-                b = plan[step]
-                rows[i, : len(b)] = ix[b]
-                mask[i, : len(b)] = 1.0
-        active = mask[:, 0] > 0
-        g = per_client_grad(params, x[rows], y[rows], mask)
+    for t in range(steps):
+        a = active[t]
+        r = rows[t, :a]
+        g = per_client_grad(params[:a], x[r], y[r], mask[t, :a])
         if weight_decay:
-            g = g + weight_decay * params
+            g = g + weight_decay * params[:a]
         if buf is not None:
-            first = step == 0
-            buf = torch.where(active[:, None], g if first else momentum * buf + g, buf)
-            g = buf
-        params = torch.where(active[:, None], params - lr * g, params)
+            buf[:a] = g if t == 0 else momentum * buf[:a] + g
+            g = buf[:a]
+        params[:a] -= lr * g
+    params = params[torch.argsort(order)]
     return params - global_params
