@@ -56,7 +56,7 @@ def batched_loss(
     params: Tensor,
     batch: Batch,
     *,
-    chunk: int = 64,
+    chunk: int = 16,
     loss: nn.Module | None = None,
 ) -> Tensor:
     """Mean loss of each of ``k`` flat parameter vectors on ``batch``.
@@ -68,7 +68,8 @@ def batched_loss(
         params: ``(k, d)`` flat parameter vectors.
         batch: ``(x, y)``.
         chunk: models evaluated per vectorised call (bounds memory at ``chunk`` parameter copies
-            of activations).
+            of activations). 16: on 2 cores, 100 ResNet20s on 4 trigger samples took 0.46 s in
+            chunks of 16 and 0.66 s in chunks of 64 (smaller activations, fewer page faults).
         loss: per-batch mean loss, default cross-entropy.
 
     Returns:

@@ -2,7 +2,8 @@
 # Every grid behind docs/results.md, the most important first, then each results folder's report.
 # Resumable: run it again after a kill and finished cells are skipped, an interrupted one resumes.
 # Wall time per grid is appended to results/wall_times.txt.
-# Usage: bash run/reproduce.sh [GRID ...]      (default: all grids below, in this order)
+# Usage: [JOBS=N] bash run/reproduce.sh [GRID ...]   (default: all grids below, in this order; JOBS cells
+# at a time, default: the number of cores, each cell with cores/JOBS threads)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash run/setup.sh >/dev/null
@@ -12,8 +13,8 @@ grids=("$@")
 mkdir -p results
 for g in "${grids[@]}"; do
     start=$(date +%s)
-    .venv/bin/fedml-heterofl grid --cf "config/grids/$g.yaml"
-    echo "$g $(( $(date +%s) - start )) s $(nproc) cores $(date -u +%FT%TZ)" >> results/wall_times.txt
+    .venv/bin/fedml-heterofl grid --cf "config/grids/$g.yaml" --jobs "${JOBS:-$(nproc)}"
+    echo "$g $(( $(date +%s) - start )) s $(nproc) cores jobs ${JOBS:-$(nproc)} $(date -u +%FT%TZ)" >> results/wall_times.txt
 done
 for g in "${grids[@]}"; do
     dir=$(.venv/bin/python -c "import yaml; print(yaml.safe_load(open('config/grids/$g.yaml'))['results_dir'])")

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from fedml_heterofl.defense.base import RoundContext, gram_matrix
 from fedml_heterofl.defense.heterofl import (
     HeteroFL,
+    estimate_bandwidth,
     magnitude_rectification,
+    mean_shift_labels,
     relative_cosine_similarity,
     similarity_detection,
     sybil_direction_removal,
@@ -119,6 +121,46 @@ def test_step1_removes_all_sybils_and_few_honest(seed):
 
 
 # ------------------------------------------------------------------------------ Step 2, Alg. 4
+
+def test_mean_shift_hand_computed():
+    # values 0, 0.1, 0.2, 5, 5.1 with bandwidth 1: bins round(v) = {0, 5} -> seeds 0 and 5.
+    # Seed 0: window {0, .1, .2} -> mean 0.1; again 0.1 (moved 0 <= 1e-3): centre 0.1, intensity 3.
+    # Seed 5: window {5, 5.1} -> 5.05, then stays: centre 5.05, intensity 2. Far apart: both kept,
+    # ordered by intensity, so the three small values are cluster 0.
+    labels, centres = mean_shift_labels(torch.tensor([5.0, 0.0, 0.1, 5.1, 0.2]), bandwidth=1.0)
+    assert labels.tolist() == [1, 0, 0, 1, 0]
+    assert torch.allclose(centres, torch.tensor([0.1, 5.05], dtype=torch.float64), atol=1e-6)
+    # estimate_bandwidth, n = 5, quantile 0.4: k = 2nd nearest (itself first): distances
+    # 0.1, 0.1, 0.1, 0.1, 0.1 -> 0.1 for each of the five values
+    assert estimate_bandwidth(torch.tensor([5.0, 0.0, 0.1, 5.1, 0.2], dtype=torch.float64), 0.4) == pytest.approx(0.1)
+    assert mean_shift_labels(torch.full((4,), 2.0))[0].tolist() == [0] * 4  # all equal: one cluster
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 120), st.sampled_from(["normal", "two", "ties", "skewed"]))
+def test_mean_shift_matches_scikit_learn(seed, n, kind):
+    # scikit-learn's MeanShift(bin_seeding=True) with its estimate_bandwidth is the reference
+    np = pytest.importorskip("numpy")
+    from sklearn.cluster import MeanShift
+    from sklearn.cluster import estimate_bandwidth as sk_bandwidth
+
+    g = torch.Generator().manual_seed(seed)
+    v = {"normal": lambda: torch.randn(n, generator=g, dtype=torch.float64),
+         "two": lambda: torch.cat([0.05 * torch.randn(n // 2, generator=g, dtype=torch.float64),
+                                   1 + 0.1 * torch.randn(n - n // 2, generator=g, dtype=torch.float64)]),
+         "ties": lambda: torch.randint(0, 4, (n,), generator=g).double(),
+         "skewed": lambda: torch.rand(n, generator=g, dtype=torch.float64) ** 4}[kind]()
+    x = v.numpy().reshape(-1, 1)
+    bandwidth = float(sk_bandwidth(x, quantile=0.3))
+    assert estimate_bandwidth(v, 0.3) == pytest.approx(bandwidth, rel=1e-12, abs=1e-15)
+    labels, centres = mean_shift_labels(v)
+    if bandwidth <= 0:  # scikit-learn refuses a zero bandwidth; ours puts everything in one cluster
+        assert labels.tolist() == [0] * n
+        return
+    ref = MeanShift(bandwidth=bandwidth, bin_seeding=True).fit(x)
+    assert labels.tolist() == ref.labels_.tolist()
+    assert np.allclose(centres.numpy(), ref.cluster_centers_[:, 0], atol=1e-9)
+
 
 def test_similarity_detection_hand_computed():
     # Honest h_i = e0 + .5 e_i (i=1..4): cos(h_i, h_j) = 1/1.25 = 0.8.

@@ -12,11 +12,12 @@ Choices the paper leaves open (each a parameter of :class:`HeteroFL`):
 * **Self-similarity in Alg. 3** (``exclude_self=True``): when an update is scored against a set that
   contains it, its cosine with itself (always 1) is left out; otherwise every score carries a
   constant +1 and, with fewer than two candidates, the "most similar half" is the update itself.
-* **Mean-shift bandwidth** (``bandwidth=None``): scikit-learn's ``estimate_bandwidth`` with
+* **Mean-shift bandwidth** (``bandwidth=None``): scikit-learn's ``estimate_bandwidth`` rule with
   ``quantile=bandwidth_quantile`` (0.3, scikit-learn's default, i.e. what ``MeanShift()`` uses when
-  no bandwidth is given) on the scalar scores; a fixed float can be given instead. Seeding is
-  ``bin_seeding=True`` (0.05 s instead of 0.36 s at n = 100 on these machines). Scores that are all
-  equal (zero bandwidth) form one cluster.
+  no bandwidth is given) on the scalar scores; a fixed float can be given instead. Seeding as
+  scikit-learn's ``bin_seeding=True``. :func:`mean_shift_labels` is that algorithm in torch (the
+  tests compare it with scikit-learn): ~5 ms instead of ~80 ms per call at n = 100. Scores that are
+  all equal (zero bandwidth) form one cluster.
 * **Size of the removed share in Alg. 4 line 24** (``beta=0.2``): ``⌈β·|C_2|⌉`` updates; rounding up
   so that a suspicious group always loses at least one member. 0.2 matches the paper's 20 %
   attackers among n = 100 clients ("a small value to select the minorities", §VII-E).
@@ -34,10 +35,8 @@ Choices the paper leaves open (each a parameter of :class:`HeteroFL`):
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Dict, Iterable, NamedTuple, Optional, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -131,33 +130,78 @@ def sybil_direction_removal(gram: Tensor, *, factor: float = 2.0, exclude_self: 
 # Step 2, Alg. 4
 # ---------------------------------------------------------------------------------------------
 
-def mean_shift_labels(values: Tensor, *, bandwidth: Optional[float] = None, quantile: float = 0.3) -> Tuple[Tensor, Tensor]:
-    """Mean-shift clustering of scalars (scikit-learn ``MeanShift``, ``bin_seeding=True``).
+def estimate_bandwidth(values: Tensor, quantile: float = 0.3) -> float:
+    """Mean distance of each value to its k-th nearest value (itself counted), ``k = max(1, ⌊n·quantile⌋)``.
+
+    scikit-learn's ``estimate_bandwidth`` for scalars (the mean-shift bandwidth of Alg. 4 lines 3 and
+    17), from the ``(n, n)`` matrix of absolute differences.
+    """
+    k = max(1, int(values.numel() * quantile))
+    return float((values[:, None] - values[None, :]).abs().kthvalue(k, dim=1).values.mean())
+
+
+def mean_shift_labels(values: Tensor, *, bandwidth: Optional[float] = None, quantile: float = 0.3,
+                      max_iter: int = 300) -> Tuple[Tensor, Tensor]:
+    """Flat-kernel mean-shift clustering of scalars (Alg. 4 lines 3 and 17).
+
+    The algorithm of scikit-learn's ``MeanShift(bandwidth, bin_seeding=True)``, with every seed shifted
+    at once as one ``(seeds, n)`` tensor operation (scikit-learn costs ~0.1 s per call at n = 100):
+
+    1. Seeds: the centres ``round(v / h)·h`` of the occupied bins of width ``h`` (float32, as
+       scikit-learn), or every value when each value has its own bin.
+    2. Each seed moves to the mean of the values within distance ``h`` until it moves by at most
+       ``10⁻³·h`` or after ``max_iter`` moves; its intensity is the number of values in its window.
+    3. Converged centres, by intensity then centre (both descending), are kept unless a kept centre
+       lies within ``h``; each value takes the label of its nearest kept centre.
 
     Args:
         values: shape ``(n,)``.
-        bandwidth: kernel bandwidth; ``None`` estimates it with ``estimate_bandwidth(quantile)``.
+        bandwidth: kernel bandwidth ``h``; ``None`` uses :func:`estimate_bandwidth` with ``quantile``.
 
     Returns:
         ``(labels, centres)``: cluster label of each value and the centre of each cluster. All
-        values form one cluster when the bandwidth is zero (all values equal) or ``n < 2``.
+        values form one cluster when the bandwidth is zero (more than a quantile of the values are
+        equal) or ``n < 2``.
     """
-    from sklearn.cluster import MeanShift, estimate_bandwidth
-
-    x = values.detach().double().cpu().numpy().reshape(-1, 1)
-    n = x.shape[0]
-    if n < 2 or np.ptp(x) == 0:
-        return torch.zeros(n, dtype=torch.long), torch.from_numpy(x.mean(axis=0) if n else x[:0, 0])
-    if bandwidth is None:
-        bandwidth = float(estimate_bandwidth(x, quantile=quantile))
-        if bandwidth <= 0:  # more than a quantile of the values coincide
-            return torch.zeros(n, dtype=torch.long), torch.from_numpy(x.mean(axis=0))
-    with warnings.catch_warnings():
-        # "Binning data failed ... using data points as seeds": every value is its own bin; the
-        # fall-back it announces is the correct seeding for that case.
-        warnings.filterwarnings("ignore", message="Binning data failed", category=UserWarning)
-        ms = MeanShift(bandwidth=bandwidth, bin_seeding=True).fit(x)
-    return torch.from_numpy(ms.labels_).long(), torch.from_numpy(ms.cluster_centers_[:, 0])
+    x = values.detach().double().cpu().flatten()
+    n = x.numel()
+    if n < 2 or bool((x == x[0]).all()):
+        return torch.zeros(n, dtype=torch.long), x.mean().reshape(-1)[:n]
+    h = estimate_bandwidth(x, quantile) if bandwidth is None else float(bandwidth)
+    if h <= 0:
+        return torch.zeros(n, dtype=torch.long), x.mean().reshape(1)
+    bins = torch.unique(torch.round(x / h))
+    seeds = x if len(bins) == n else (bins.float() * torch.tensor(h, dtype=torch.float32)).double()
+    mean, intensity = seeds.clone(), torch.zeros(len(seeds), dtype=torch.long)
+    moving = torch.ones(len(seeds), dtype=torch.bool)
+    for it in range(max_iter + 1):
+        window = (x[None, :] - mean[moving, None]).abs() <= h
+        count = window.sum(1)
+        shifted = (window * x).sum(1) / count.clamp_min(1)
+        stop = (count == 0) | ((shifted - mean[moving]).abs() <= 1e-3 * h) | (it == max_iter)
+        idx = moving.nonzero().flatten()
+        mean[idx[count > 0]] = shifted[count > 0]
+        intensity[idx] = count
+        moving[idx[stop]] = False
+        if not moving.any():
+            break
+    # one entry per distinct centre (scikit-learn keys a dict by centre: the last seed's intensity)
+    centres, inverse = torch.unique(mean[intensity > 0], return_inverse=True)
+    last = torch.zeros(len(centres), dtype=torch.long).scatter_reduce(
+        0, inverse, torch.arange(len(inverse)), reduce="amax", include_self=False)
+    intensity = intensity[intensity > 0][last]
+    order = torch.argsort(centres, descending=True)
+    centres = centres[order[torch.argsort(intensity[order], descending=True, stable=True)]]
+    near = (centres[:, None] - centres[None, :]).abs() <= h
+    keep = torch.zeros(len(centres), dtype=torch.bool)
+    covered = torch.zeros(len(centres), dtype=torch.bool)
+    for i in range(len(centres)):  # greedy suppression: sequential by nature, over the few centres
+        if not covered[i]:
+            keep[i] = True
+            covered |= near[i]
+    centres = centres[keep]
+    labels = (x[:, None] - centres[None, :]).abs().argmin(1)
+    return labels, centres
 
 
 def _largest_cluster(labels: Tensor, centres: Tensor) -> int:
