@@ -77,12 +77,16 @@ class DataArgs:
     root_size: int = 100
     #: Zeno's validation batch size (Xie et al. use small batches; 32 keeps the score stable)
     validation_size: int = 32
-    #: Shakespeare only: keep the clients with the most samples / at most this many windows each
+    #: Shakespeare only: keep the clients with the most samples
     max_clients: Optional[int] = None
+    #: at most this many training samples per client, to scale a run down (any dataset: a seeded random
+    #: subset of each larger partition; Shakespeare: evenly spaced windows, chosen at load)
     max_samples_per_client: Optional[int] = None
 
     def load_options(self) -> Dict[str, int]:
         """Options for :func:`fedml_heterofl.data.load_dataset`."""
+        if self.dataset != "shakespeare":
+            return {}
         return {k: v for k, v in (("max_clients", self.max_clients),
                                   ("max_samples_per_client", self.max_samples_per_client)) if v is not None}
 
@@ -96,7 +100,7 @@ class DataArgs:
         for key in ("max_clients", "max_samples_per_client"):
             if getattr(self, key) is not None:
                 _positive("data_args", key, getattr(self, key))
-                if self.dataset != "shakespeare":
+                if key == "max_clients" and self.dataset != "shakespeare":
                     raise SettingsError(f"data_args.{key}: only for dataset shakespeare, not {self.dataset!r}")
 
 

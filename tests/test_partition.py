@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedml_heterofl.data.partition import (diversity, iid_partition, lda_partition, natural_partition,
-                                           plot_diversity)
+from fedml_heterofl.data.partition import (cap_partition, diversity, iid_partition, lda_partition,
+                                           natural_partition, plot_diversity)
 
 
 def labels(n=5000, classes=10, seed=0):
@@ -102,3 +102,26 @@ def test_diversity_by_hand_and_plot(tmp_path):
     assert stats["histogram"] == [[2, 0, 0], [1, 1, 2]]
     out = plot_diversity(stats, tmp_path / "div.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cap_partition_keeps_random_subsets_of_large_parts():
+    y = labels(n=20000)
+    parts = lda_partition(y, 20, 0.5, seed=3)
+    capped = cap_partition(parts, 300, seed=3)
+    for p, c in zip(parts, capped):
+        assert len(c) == min(len(p), 300)
+        assert torch.equal(c, c.sort().values) and bool(torch.isin(c, p).all())  # a sorted subset
+        if len(p) <= 300:
+            assert torch.equal(c, p)
+    assert all(torch.equal(a, b) for a, b in zip(capped, cap_partition(parts, 300, seed=3)))  # seeded
+    assert not all(torch.equal(a, b) for a, b in zip(capped, cap_partition(parts, 300, seed=4)))
+    # a uniform subset keeps the label mix: over the capped large clients, the share of each client's
+    # majority label moves by a few points at most (binomial sd of a share among 300: <= 2.9 points)
+    big = [(p, c) for p, c in zip(parts, capped) if len(p) > 600]
+    assert big
+    for p, c in big:
+        top = torch.bincount(y[p], minlength=10).argmax()
+        share = lambda ix: float((y[ix] == top).float().mean())
+        assert abs(share(p) - share(c)) < 0.12
+    with pytest.raises(ValueError, match="max_size must be >= 1, got 0"):
+        cap_partition(parts, 0, seed=0)

@@ -64,6 +64,8 @@ def test_label_flip_gets_the_datasets_class_count():
     (with_("tracking_args", enable_wandb=True), r"enable_tracking/enable_wandb: must be false"),
     ({"train_args": [1, 2]}, r"train_args: must be a mapping"),
     ({**BASE, "environment_args": "x"}, r"environment_args: must be a mapping"),
+    (with_("data_args", max_clients=5), r"data_args.max_clients: only for dataset shakespeare, not 'mnist'"),
+    (with_("data_args", max_samples_per_client=0), r"data_args.max_samples_per_client: must be > 0"),
 ])
 def test_bad_configs_fail_with_the_key_and_allowed_values(cfg, message):
     with pytest.raises(SettingsError, match=message):

@@ -57,6 +57,19 @@ def test_standalone_end_to_end_and_deterministic(tmp_path):
     assert len(part["load"]) == 3 and sum(part["load"]) == pytest.approx(3.0) and 0 <= a["mean_label_entropy"] <= 1
 
 
+def test_max_samples_per_client_caps_every_partition(tmp_path):
+    from fedml_heterofl.simulation.workload import build_workload
+
+    cfg = tiny(tmp_path)
+    full = build_workload(settings_from_dict(cfg))
+    cfg["data_args"]["max_samples_per_client"] = 50
+    capped = build_workload(settings_from_dict(cfg))
+    assert all(len(p) > 50 for p in full.parts)  # 60,000 MNIST images over 3 clients
+    for p, c, ci in zip(full.parts, capped.parts, capped.client_index):
+        assert len(c) == 50 and bool(torch.isin(c, p).all())
+        assert len(ci) == 50 + cfg["data_args"]["trigger_size"]  # HeteroFL: + the trigger rows
+
+
 def test_resume_after_kill_equals_uninterrupted(tmp_path):
     cfg = tiny(tmp_path, train_args={"comm_round": 4})
     path = tmp_path / "cfg.yaml"
@@ -139,8 +152,12 @@ def test_grid_and_report_smoke(tmp_path):
 @pytest.mark.parametrize("grid", sorted((ROOT / "config" / "grids").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_grid_validates(grid):
     results, cells = load_grid(str(grid), parse_set(["device_args.using_gpu=true"]))
-    assert results == Path("results") / grid.stem and len(cells) >= 4
+    # an ablation grid writes into its Table I folder, beside (never over) that grid's cells
+    assert results == Path("results") / grid.stem.replace("ablation_", "table1_") and len(cells) >= 4
     assert len({name for name, _ in cells}) == len(cells)  # one folder per cell
+    if grid.stem.startswith("ablation_"):
+        _, table1 = load_grid(str(grid.with_name(grid.name.replace("ablation_", "table1_"))))
+        assert not {name for name, _ in cells} & {name for name, _ in table1}
     assert all(s.device_args.using_gpu for _, s in cells)
 
 

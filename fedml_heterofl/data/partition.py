@@ -7,7 +7,8 @@
   run's seed, restores numpy's global state afterwards, checks up front that the data can fill the
   clients, and stops after ``max_tries`` draws with an error.
 * :func:`iid_partition` — a seeded random equal split; :func:`natural_partition` — given groups
-  (Shakespeare's speakers).
+  (Shakespeare's speakers); :func:`cap_partition` — at most k samples per client (a seeded random
+  subset of each larger part), to scale a run down to a small machine.
 * :func:`diversity` — the two heterogeneity measures of paper §IV per client: *load diversity*
   (unequal amounts of data: each client's share relative to the mean) and *label diversity* (unequal
   label distributions: distinct labels and the normalised entropy of the label histogram).
@@ -77,6 +78,21 @@ def iid_partition(num_samples: int, num_clients: int, seed: int) -> List[Tensor]
         raise ValueError(f"cannot split {num_samples} samples over {num_clients} clients")
     perm = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed))
     return [part.sort().values for part in perm.tensor_split(num_clients)]
+
+
+def cap_partition(parts: Sequence[Tensor], max_size: int, seed: int) -> List[Tensor]:
+    """Each part with more than ``max_size`` indices keeps a uniformly random subset of ``max_size``
+    of them (sorted; one seeded generator for all parts, drawn in part order); smaller parts stay.
+    The label mix of a capped client is kept in expectation; its size, and so the load diversity of
+    the partition, shrinks."""
+    if max_size < 1:
+        raise ValueError(f"max_size must be >= 1, got {max_size}")
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for part in parts:
+        keep = torch.randperm(len(part), generator=g)[:max_size] if len(part) > max_size else None
+        out.append(part if keep is None else part[keep].sort().values)
+    return out
 
 
 def natural_partition(groups: Sequence[Tensor]) -> List[Tensor]:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from fedml_heterofl import components
 from fedml_heterofl.attack import DataAttack
 from fedml_heterofl.data import Dataset, load_dataset
-from fedml_heterofl.data.partition import diversity, iid_partition, lda_partition, natural_partition
+from fedml_heterofl.data.partition import cap_partition, diversity, iid_partition, lda_partition, natural_partition
 from fedml_heterofl.data.trigger import make_trigger_set
 from fedml_heterofl.defense.base import Batch
 from fedml_heterofl.models import ParamLayout, build_model
@@ -76,14 +76,17 @@ class Workload:
 
 
 def partition(settings: Settings, data: Dataset) -> List[Tensor]:
-    """The clients' training indices by ``data_args.partition_method`` (hetero = LDA with q)."""
+    """The clients' training indices by ``data_args.partition_method`` (hetero = LDA with q), each
+    hetero/homo part capped at ``data_args.max_samples_per_client`` when set (Shakespeare's loader
+    caps its natural clients itself)."""
     n = settings.train_args.client_num_in_total
     seed = settings.common_args.random_seed
     method = settings.data_args.partition_method
-    if method == "hetero":
-        return lda_partition(data.train_y, n, settings.data_args.partition_alpha, seed)
-    if method == "homo":
-        return iid_partition(len(data.train_y), n, seed)
+    cap = settings.data_args.max_samples_per_client
+    if method in ("hetero", "homo"):
+        parts = (lda_partition(data.train_y, n, settings.data_args.partition_alpha, seed) if method == "hetero"
+                 else iid_partition(len(data.train_y), n, seed))
+        return parts if cap is None else cap_partition(parts, cap, seed)
     if data.train_groups is None:
         raise ValueError(f"data_args.partition_method: 'natural' needs a dataset with natural clients; "
                          f"{data.name} has none; allowed for it: hetero, homo")
