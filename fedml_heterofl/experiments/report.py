@@ -337,8 +337,10 @@ def accuracy_table(runs: List[Run]) -> Tuple[str, str]:
     return "\n".join(md) + "\n", _csv(header, body)
 
 
-def removal_table(runs: List[Run]) -> Tuple[str, str]:
-    """ARSR / FPR (mean over rounds, then over seeds) per workload, defense and attack."""
+def _pair_table(runs: List[Run], *, ablation: bool, first: Callable[[Run], float], second: Callable[[Run], float],
+                first_spec: str, title: str, csv_names: Tuple[str, str]) -> Tuple[str, str]:
+    """Per workload, ``first / second`` (each the mean over seeds) for every row (defense, or Table III's
+    setting when ``ablation``) and column (attack); Markdown and CSV."""
     groups = group(runs)
     md: List[str] = []
     body: List[List[Any]] = []
@@ -346,18 +348,25 @@ def removal_table(runs: List[Run]) -> Tuple[str, str]:
     for wl in workloads_of(runs):
         wl_runs = [r for r in runs if r.workload == wl]
         md_rows = []
-        for d in rows_of(wl_runs):
-            cells = [d]
+        for d in rows_of(wl_runs, ablation=ablation):
+            cells = [ablation_name(d) if ablation else d]
             for a in columns:
                 rs = groups.get((wl, d, a), [])
-                arsr, fpr = _mean(r.arsr for r in rs), _mean(r.fpr for r in rs)
-                cells.append(f"{_num(arsr)} / {_num(fpr)}" if rs else "–")
+                x, y = _mean(first(r) for r in rs), _mean(second(r) for r in rs)
+                cells.append(f"{_num(x, first_spec)} / {_num(y)}" if rs else "–")
                 if rs:
-                    body.append([wl, d, a, len(rs), arsr, fpr])
+                    body.append([wl, d, a, len(rs), x, y])
             md_rows.append(cells)
-        md += [f"\n**{wl}** — removal success rate / FPR (mean over rounds and seeds)\n"]
-        md += _md_table(["defense", *columns], md_rows)
-    return "\n".join(md) + "\n", _csv(["workload", "defense", "attack", "seeds", "arsr_mean", "fpr_mean"], body)
+        md += [f"\n**{wl}** — {title}\n"]
+        md += _md_table(["setting" if ablation else "defense", *columns], md_rows)
+    return "\n".join(md) + "\n", _csv(["workload", "defense", "attack", "seeds", *csv_names], body)
+
+
+def removal_table(runs: List[Run]) -> Tuple[str, str]:
+    """ARSR / FPR (mean over rounds, then over seeds) per workload, defense and attack."""
+    return _pair_table(runs, ablation=False, first=lambda r: r.arsr, second=lambda r: r.fpr, first_spec=".2f",
+                       title="removal success rate / FPR (mean over rounds and seeds)",
+                       csv_names=("arsr_mean", "fpr_mean"))
 
 
 # -- Table III: ablation and per-step removal -------------------------------------------------------
@@ -377,25 +386,9 @@ def ablation_table(runs: List[Run]) -> Optional[Tuple[str, str]]:
     """Table III (``ACC / ARSR`` per attack), or None when no HeteroFL run leaves out a step."""
     if not any(r.steps and r.steps != ALL_STEPS for r in runs):
         return None
-    groups = group(runs)
-    md: List[str] = []
-    body: List[List[Any]] = []
-    columns = columns_of(runs)
-    for wl in workloads_of(runs):
-        wl_runs = [r for r in runs if r.workload == wl]
-        md_rows = []
-        for d in rows_of(wl_runs, ablation=True):
-            cells = [ablation_name(d)]
-            for a in columns:
-                rs = groups.get((wl, d, a), [])
-                acc, arsr = _mean(r.final_acc for r in rs), _mean(r.arsr for r in rs)
-                cells.append(f"{_num(acc, '.4f')} / {_num(arsr)}" if rs else "–")
-                if rs:
-                    body.append([wl, d, a, len(rs), acc, arsr])
-            md_rows.append(cells)
-        md += [f"\n**{wl}** — ablation (Table III): final accuracy / ARSR (mean over seeds)\n"]
-        md += _md_table(["setting", *columns], md_rows)
-    return "\n".join(md) + "\n", _csv(["workload", "defense", "attack", "seeds", "acc_mean", "arsr_mean"], body)
+    return _pair_table(runs, ablation=True, first=lambda r: r.final_acc, second=lambda r: r.arsr, first_spec=".4f",
+                       title="ablation (Table III): final accuracy / ARSR (mean over seeds)",
+                       csv_names=("acc_mean", "arsr_mean"))
 
 
 @dataclass
