@@ -318,8 +318,11 @@ def test_fraction_and_trigger_size_sweeps(tmp_path):
     runs = load_runs(other)
     assert report.swept(runs) == ["trigger_size"]
     assert sweep_points(runs, "trigger_size")[("mnist/lr", "min_max")]["heterofl"] == [(4, 0.7, 0.0), (8, 0.75, 0.0)]
-    out, _ = write_report(other)
+    out, table = write_report(other)
     assert [p.name for p in sorted(out.glob("accuracy_vs_*.png"))] == ["accuracy_vs_trigger_size.png"]
+    # the row label's bars are escaped: the row still has exactly two cells (label, accuracy)
+    row = next(line for line in table.splitlines() if line.startswith("| heterofl \\|D_trg\\|=8 |"))
+    assert row == "| heterofl \\|D_trg\\|=8 | 0.7500 |"
 
 
 def test_no_sweep_plots_when_values_agree(tmp_path):

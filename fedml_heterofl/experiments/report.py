@@ -289,8 +289,11 @@ def _num(value: float, spec: str = ".2f") -> str:
 
 
 def _md_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> List[str]:
-    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    return lines + ["| " + " | ".join(cells) + " |" for cells in body]
+    """A Markdown table; a ``|`` inside a cell (``|D_trg|=4``) is escaped so it does not split the cell."""
+    def row(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return [row(header), "|---" * len(header) + "|"] + [row(cells) for cells in body]
 
 
 def _csv(header: Sequence[str], body: Iterable[Sequence[Any]]) -> str:
