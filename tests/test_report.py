@@ -296,6 +296,28 @@ def test_lambda_sweep(tmp_path):
     assert not (out / "accuracy_vs_fraction.png").exists() and not (out / "accuracy_vs_trigger_size.png").exists()
 
 
+def test_sweep_panels_per_defense_when_one_defense_runs_under_several_attacks(tmp_path):
+    root = tmp_path / "res"
+    # HeteroFL alone, λ -5 and -2, under sign flip and without attack (Fig. 10's layout)
+    for lam, acc in ((-5.0, 0.8), (-2.0, 0.7)):
+        write_run(root, f"sf,{lam}", heterofl(lam=lam, attack_args__attack_type="sign_flip"),
+                  [removal_row(0, 20, {}, test_acc=acc)])
+        write_run(root, f"none,{lam}", no_attack(heterofl(lam=lam)), [removal_row(0, 0, {}, test_acc=acc + 0.1)])
+    panels = report._sweep_panels(load_runs(root), "lam")
+    assert list(panels) == ["mnist/lr, heterofl"]  # one panel, a line per attack
+    assert panels["mnist/lr, heterofl"] == {
+        "none": [(-5.0, pytest.approx(0.9), pytest.approx(math.nan, nan_ok=True)),
+                 (-2.0, pytest.approx(0.8), pytest.approx(math.nan, nan_ok=True))],
+        "sign_flip": [(-5.0, 0.8, 0.0), (-2.0, 0.7, 0.0)]}
+    # two defenses under one attack (Fig. 9's layout): a panel per attack, a line per defense
+    other = tmp_path / "frac"
+    for f in (10, 20):
+        write_run(other, f"fedavg,{f}", fedavg(attack_args__byzantine_client_num=f), [removal_row(0, f, {}, test_acc=0.5)])
+        write_run(other, f"hetero,{f}", heterofl(attack_args__byzantine_client_num=f), [removal_row(0, f, {}, test_acc=0.8)])
+    panels = report._sweep_panels(load_runs(other), "fraction")
+    assert list(panels) == ["mnist/lr under min_max"] and sorted(panels["mnist/lr under min_max"]) == ["fedavg", "heterofl"]
+
+
 def test_fraction_and_trigger_size_sweeps(tmp_path):
     root = tmp_path / "res"
     # attacker counts 10 and 20 of 100 clients -> fractions 0.1 and 0.2; the no-attack run has none

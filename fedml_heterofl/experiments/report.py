@@ -643,24 +643,38 @@ def plot_removal(runs: List[Run], out: Path) -> List[Path]:
     return paths
 
 
+def _sweep_panels(runs: List[Run], param: str) -> Dict[str, Dict[str, List[Tuple[float, float, float]]]]:
+    """Panels of a sweep plot, by title: a panel per (workload, attack) with a line per defense (paper
+    Fig. 9); when every such panel has one line (one defense swept under several attacks, Fig. 10), a
+    panel per (workload, defense) with a line per attack instead."""
+    panels = sweep_points(runs, param)
+    if len(panels) > 1 and all(len(lines) == 1 for lines in panels.values()):
+        merged: Dict[str, Dict[str, List[Tuple[float, float, float]]]] = defaultdict(dict)
+        for (wl, attack), lines in sorted(panels.items()):
+            (line, points), = lines.items()
+            merged[f"{wl}, {line}"][attack] = points
+        return dict(merged)
+    return {f"{wl} under {attack}": lines for (wl, attack), lines in sorted(panels.items())}
+
+
 def plot_sweeps(runs: List[Run], out: Path) -> List[Path]:
     """``accuracy_vs_<value>.png`` for each :data:`SWEEPS` value the runs differ in: final accuracy
-    (and for HeteroFL's parameters the ARSR, in a second row) against the value, a panel per
-    (workload, attack), a line per defense."""
+    (and for HeteroFL's parameters the ARSR, in a second row) against the value, panels and lines as
+    :func:`_sweep_panels` arranges them; lines without attackers have no ARSR and are left out there."""
     plt = _pyplot()
     paths = []
     for param in swept(runs):
         xlabel, filename, with_arsr = SWEEPS[param]
-        panels = sweep_points(runs, param)
+        panels = _sweep_panels(runs, param)
         n_rows = 2 if with_arsr else 1
         fig, axes = plt.subplots(n_rows, len(panels), figsize=(4.5 * len(panels), 3.2 * n_rows), squeeze=False)
-        for col, ((wl, attack), lines) in enumerate(sorted(panels.items())):
-            for line, points in lines.items():
-                xs = [p[0] for p in points]
-                axes[0][col].plot(xs, [p[1] for p in points], marker="o", ms=4, label=line)
-                if with_arsr:
-                    axes[1][col].plot(xs, [p[2] for p in points], marker="s", ms=4, label=line)
-            axes[0][col].set(title=f"{wl} under {attack}", ylabel="final test accuracy", ylim=(0, 1))
+        for col, (title, lines) in enumerate(panels.items()):
+            for i, (line, points) in enumerate(lines.items()):
+                xs, style = [p[0] for p in points], dict(ms=4, label=line, color=f"C{i % 10}")  # same colour in both rows
+                axes[0][col].plot(xs, [p[1] for p in points], marker="o", **style)
+                if with_arsr and _finite(p[2] for p in points):
+                    axes[1][col].plot(xs, [p[2] for p in points], marker="s", **style)
+            axes[0][col].set(title=title, ylabel="final test accuracy", ylim=(0, 1))
             if with_arsr:
                 axes[1][col].set(ylabel="ARSR", ylim=(-0.02, 1.02))
             axes[n_rows - 1][col].set_xlabel(xlabel)
