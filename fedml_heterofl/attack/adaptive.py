@@ -106,9 +106,14 @@ class Adaptive(ModelAttack):
             others, octx = own, replace(ctx, client_ids=None, sample_counts=None)
 
         best = {"deviation": -math.inf}
+        # the oracle's input, built once: the known updates, then the f poisoned rows, rewritten in
+        # place for each tested γ (a fresh cat per call costs ~0.7 s at d = 1.6M, n = 100)
+        candidate = torch.cat([others, directions.to(others.dtype)])
+        poisoned = candidate[others.shape[0]:]
 
         def succeeds(gamma: float) -> bool:
-            candidate = torch.cat([others, (mean + gamma * directions).to(others.dtype)])
+            torch.mul(directions, gamma, out=poisoned)
+            poisoned.add_(mean)  # = mean + γ·Δ̃, as returned below
             result = defense(candidate, oracle_context(octx))
             if not bool(result.kept[-f:].all()):
                 return False
