@@ -178,3 +178,11 @@ def test_cli_reports_bad_configs(tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg))
     assert cli_main(["run", "--cf", str(path)]) == 2
     assert "fedml-heterofl data fetch mnist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["run", "grid", "report", "data"])
+def test_every_subcommand_prints_its_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: fedml-heterofl {command}")
