@@ -217,7 +217,9 @@ MODELS = ("lr", "cnn", "resnet20", "rnn")
 
 def build_model(name: str, num_classes: int, watermark: bool = False, **kwargs: int) -> nn.Module:
     """The architecture ``name`` with ``num_classes`` outputs, plus one when ``watermark`` (HeteroFL's
-    trigger label L = ``num_classes``). ``kwargs`` go to the class (e.g. ``input_dim``, ``vocab_size``)."""
+    trigger label L = ``num_classes``). ``kwargs`` go to the class (e.g. ``input_dim``, ``vocab_size``).
+    The model's ``task_classes`` attribute is L, so evaluation can tell the task's outputs from the
+    watermark output."""
     key = name.strip().lower()
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
@@ -225,9 +227,12 @@ def build_model(name: str, num_classes: int, watermark: bool = False, **kwargs: 
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     outputs = num_classes + int(bool(watermark))
     if key == "lr":
-        return LogisticRegression(num_classes=outputs, **kwargs)
-    if key == "cnn":
-        return CNN(num_classes=outputs, **kwargs)
-    if key == "resnet20":
-        return ResNet20(num_classes=outputs)
-    return RNN(num_classes=outputs, **{"vocab_size": num_classes, **kwargs})
+        model: nn.Module = LogisticRegression(num_classes=outputs, **kwargs)
+    elif key == "cnn":
+        model = CNN(num_classes=outputs, **kwargs)
+    elif key == "resnet20":
+        model = ResNet20(num_classes=outputs)
+    else:
+        model = RNN(num_classes=outputs, **{"vocab_size": num_classes, **kwargs})
+    model.task_classes = num_classes
+    return model

@@ -3,7 +3,8 @@ import math
 
 import torch
 
-from fedml_heterofl.experiments.metrics import accuracy_and_loss, detection_metrics
+from fedml_heterofl.experiments.metrics import accuracy_and_loss, detection_metrics, evaluate_model
+from fedml_heterofl.models import build_model
 
 
 def test_detection_metrics_hand_computed():
@@ -32,3 +33,26 @@ def test_accuracy_and_loss():
     # CE: two rows log(1 + e^-2), one row log(1 + e^2)
     expected = (2 * math.log(1 + math.exp(-2)) + math.log(1 + math.exp(2))) / 3
     assert abs(out["test_loss"] - expected) < 1e-6
+
+
+def test_evaluate_model_with_and_without_the_watermark_output():
+    # LR with 2 task classes + the watermark output; weights set so that the logits are the inputs:
+    # x = (2, 1, 0) -> class 0; (0, 1, 3) -> watermark; (1, 0, 2) -> watermark; (0, 3, 1) -> class 1.
+    # Labels 0, 1, 0, 1: all outputs: 2 of 4 right (rows 1, 4); task classes only (first two logits):
+    # row 2 -> class 1 (right), row 3 -> class 0 (right): 4 of 4.
+    model = build_model("lr", num_classes=2, watermark=True, input_dim=3)
+    assert model.task_classes == 2
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.eye(3))
+        model.linear.bias.zero_()
+    x = torch.tensor([[2.0, 1, 0], [0, 1, 3], [1, 0, 2], [0, 3, 1]])
+    y = torch.tensor([0, 1, 0, 1])
+    out = evaluate_model(model, x, y, batch=3)  # two batches
+    assert out["test_acc"] == 0.5 and out["test_acc_task"] == 1.0
+    assert (out["test_correct"], out["test_total"]) == (2, 4)
+    plain = build_model("lr", num_classes=3, input_dim=3)  # no watermark: both accuracies agree
+    with torch.no_grad():
+        plain.linear.weight.copy_(torch.eye(3))
+        plain.linear.bias.zero_()
+    out = evaluate_model(plain, x, torch.tensor([0, 2, 2, 1]))
+    assert out["test_acc"] == out["test_acc_task"] == 1.0

@@ -299,6 +299,24 @@ def test_lambda_sweep(tmp_path):
     assert not (out / "accuracy_vs_fraction.png").exists() and not (out / "accuracy_vs_trigger_size.png").exists()
 
 
+def test_task_class_accuracy_table(tmp_path):
+    root = tmp_path / "res"
+    for seed, task in ((0, 0.70), (1, 0.80)):
+        folder = write_run(root, f"h{seed}", no_attack(heterofl(common_args__random_seed=seed)),
+                           acc_rows(final=0.5, best=0.6))
+        summary = json.loads((folder / "summary.json").read_text())
+        (folder / "summary.json").write_text(json.dumps({**summary, "final_acc_task": task}))
+    write_run(root, "f", no_attack(fedavg()), acc_rows(final=0.9, best=0.9))  # no column: FedAvg's = final
+    runs = load_runs(root)
+    md, csv_text = report.accuracy_table(runs)
+    task_part = md.split("watermark output ignored")[1]
+    # HeteroFL: mean of 0.70 and 0.80 = 0.75, sample std 0.0707; FedAvg falls back to its final 0.9
+    assert "| heterofl | 0.7500 ± 0.0707 |" in task_part and "| fedavg | 0.9000 |" in task_part
+    assert "final_acc_task_mean" in csv_text.splitlines()[0]
+    # without HeteroFL runs the table is left out
+    assert "watermark output ignored" not in report.accuracy_table([r for r in runs if r.defense == "fedavg"])[0]
+
+
 def test_sweep_panels_per_defense_when_one_defense_runs_under_several_attacks(tmp_path):
     root = tmp_path / "res"
     # HeteroFL alone, λ -5 and -2, under sign flip and without attack (Fig. 10's layout)

@@ -50,6 +50,9 @@ def test_standalone_end_to_end_and_deterministic(tmp_path):
     ra, rb = metrics(run), metrics(next((tmp_path / "b").iterdir()))
     assert [r["test_acc"] for r in ra] == [r["test_acc"] for r in rb]
     assert 0.3 < float(ra[-1]["test_acc"]) <= 1.0  # LR on 3 MNIST clients learns in 3 rounds
+    # ignoring the watermark output can only turn wrong answers into right ones (labels are < L)
+    assert all(float(r["test_acc_task"]) >= float(r["test_acc"]) for r in ra)
+    assert a["final_acc_task"] == pytest.approx(float(ra[-1]["test_acc_task"]))
     for key in ("removed", "removal_success_rate", "fpr", "removed_sybil_direction_removal", "time_train"):
         assert key in ra[0]
     assert (run / "config.yaml").exists() and (run / "checkpoint.pt").exists() and (run / "summary.json").exists()
@@ -116,6 +119,7 @@ def test_mpi_backend_gives_the_standalone_accuracy(tmp_path):
     assert [int(r["round"]) for r in mp] == [0, 1, 2]
     for r_sa, r_mp in zip(sa, mp):
         assert float(r_mp["test_acc"]) == pytest.approx(float(r_sa["test_acc"]), abs=2e-4)
+        assert float(r_mp["test_acc_task"]) == pytest.approx(float(r_sa["test_acc_task"]), abs=2e-4)
         assert r_mp["removed"] == r_sa["removed"]
     assert standalone["finished"]
 

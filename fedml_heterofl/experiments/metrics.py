@@ -43,11 +43,20 @@ def detection_metrics(kept: Tensor, malicious: Tensor, removed_by: Mapping[str, 
     return out
 
 
-def evaluate_model(model: torch.nn.Module, x: Tensor, y: Tensor, batch: int = 1024) -> Dict[str, float]:
-    """Accuracy and mean cross-entropy of ``model`` on ``(x, y)`` in eval mode, on the model's device
-    (argmax over all outputs, HeteroFL's watermark class included), in batches of ``batch``.
+#: what :func:`evaluate_model` adds to a round's metrics row (both backends)
+EVAL_COLUMNS = ("test_acc", "test_acc_task", "test_loss")
 
-    Returns ``test_acc``, ``test_loss`` and FedML's ``test_correct``/``test_total``.
+
+def evaluate_model(model: torch.nn.Module, x: Tensor, y: Tensor, batch: int = 1024) -> Dict[str, float]:
+    """Accuracy and mean cross-entropy of ``model`` on ``(x, y)`` in eval mode, on the model's device,
+    in batches of ``batch``.
+
+    ``test_acc`` takes the argmax over all outputs, HeteroFL's watermark class included (a model that
+    calls a real input "trigger" is wrong); ``test_acc_task`` over the task's L classes only (the
+    model's ``task_classes``, see :func:`~fedml_heterofl.models.build_model`; all outputs when it has
+    none), i.e. the model as it would serve the task. Without a watermark output both are equal.
+
+    Returns ``test_acc``, ``test_acc_task``, ``test_loss`` and FedML's ``test_correct``/``test_total``.
     """
     device = next(iter(model.parameters())).device
     was_training = model.training
@@ -58,6 +67,8 @@ def evaluate_model(model: torch.nn.Module, x: Tensor, y: Tensor, batch: int = 10
     finally:
         model.train(was_training)
     out: Dict[str, float] = accuracy_and_loss(logits, y)
+    task = getattr(model, "task_classes", logits.shape[1])
+    out["test_acc_task"] = float((logits[:, :task].argmax(dim=1) == y).float().mean())
     out["test_total"] = int(len(y))
     out["test_correct"] = int((logits.argmax(dim=1) == y).sum())
     return out

@@ -103,6 +103,14 @@ class Run:
         return _float(self.summary.get("final_acc"))
 
     @property
+    def final_acc_task(self) -> float:
+        """Final accuracy over the task's L classes (HeteroFL's watermark output ignored); a run
+        without the watermark output, or from before this column, has ``final_acc`` there."""
+        if "final_acc_task" in self.summary:
+            return _float(self.summary["final_acc_task"])
+        return math.nan if self.steps else self.final_acc
+
+    @property
     def best_acc(self) -> float:
         return _float(self.summary.get("best_acc"))
 
@@ -311,32 +319,37 @@ def _slug(text: str) -> str:
 
 # -- Table I: accuracy, removal ---------------------------------------------------------------------
 def accuracy_table(runs: List[Run]) -> Tuple[str, str]:
-    """Final and best test accuracy (mean ± std over seeds) per workload, defense and attack."""
+    """Final and best test accuracy (mean ± std over seeds) per workload, defense and attack, and the
+    final accuracy over the task's L classes (:attr:`Run.final_acc_task`) where HeteroFL runs."""
     groups = group(runs)
     md: List[str] = []
     body: List[List[Any]] = []
     columns = columns_of(runs)
+    metrics = (("final", lambda r: r.final_acc), ("best", lambda r: r.best_acc), ("task", lambda r: r.final_acc_task))
+    titles = {"final": "final test accuracy (mean ± std over seeds)",
+              "best": "best test accuracy of each run (mean ± std over seeds)",
+              "task": "final test accuracy over the task's classes, HeteroFL's watermark output ignored "
+                      "(mean ± std over seeds)"}
     for wl in workloads_of(runs):
         wl_runs = [r for r in runs if r.workload == wl]
-        final_rows, best_rows = [], []
+        tables: Dict[str, List[List[str]]] = {name: [] for name, _ in metrics}
         for d in rows_of(wl_runs):
-            final_cells, best_cells = [d], [d]
+            cells = {name: [d] for name, _ in metrics}
             for a in columns:
                 rs = groups.get((wl, d, a), [])
-                final, final_std = _mean_std([r.final_acc for r in rs])
-                best, best_std = _mean_std([r.best_acc for r in rs])
-                final_cells.append(_fmt(final, final_std, len(rs)))
-                best_cells.append(_fmt(best, best_std, len(rs)))
+                stats = {name: _mean_std([value(r) for r in rs]) for name, value in metrics}
+                for name, (mean, std) in stats.items():
+                    cells[name].append(_fmt(mean, std, len(rs)))
                 if rs:
-                    body.append([wl, d, a, len(rs), final, final_std, best, best_std])
-            final_rows.append(final_cells)
-            best_rows.append(best_cells)
-        md += [f"\n**{wl}** — final test accuracy (mean ± std over seeds)\n"]
-        md += _md_table(["defense", *columns], final_rows)
-        md += [f"\n**{wl}** — best test accuracy of each run (mean ± std over seeds)\n"]
-        md += _md_table(["defense", *columns], best_rows)
+                    body.append([wl, d, a, len(rs), *[x for name, _ in metrics for x in stats[name]]])
+            for name in tables:
+                tables[name].append(cells[name])
+        shown = ["final", "best"] + (["task"] if any(r.steps for r in wl_runs) else [])
+        for name in shown:
+            md += [f"\n**{wl}** — {titles[name]}\n"]
+            md += _md_table(["defense", *columns], tables[name])
     header = ["workload", "defense", "attack", "seeds", "final_acc_mean", "final_acc_std", "best_acc_mean",
-              "best_acc_std"]
+              "best_acc_std", "final_acc_task_mean", "final_acc_task_std"]
     return "\n".join(md) + "\n", _csv(header, body)
 
 

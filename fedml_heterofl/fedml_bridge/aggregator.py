@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from fedml_heterofl.defense import build_defense
 from fedml_heterofl.defense.base import Batch, Defense
-from fedml_heterofl.experiments.metrics import detection_metrics
+from fedml_heterofl.experiments.metrics import EVAL_COLUMNS, detection_metrics
 from fedml_heterofl.fedml_bridge.adapters import (
     AttackAdapter,
     DefenseAdapter,
@@ -136,7 +136,7 @@ class HeteroFLServerAggregator(ServerAggregator):
         """
         metrics = evaluate(self.model, test_data)
         if self.history and self.history[-1]["round"] == round_index(self.args):
-            self.history[-1].update(test_acc=metrics["test_acc"], test_loss=metrics["test_loss"])
+            self.history[-1].update({k: metrics[k] for k in EVAL_COLUMNS})
         return metrics
 
     # -- lifecycle hooks ---------------------------------------------------------------------

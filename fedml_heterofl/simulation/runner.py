@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from fedml_heterofl import components
 from fedml_heterofl.attack import ModelAttack
-from fedml_heterofl.experiments.metrics import evaluate_model
+from fedml_heterofl.experiments.metrics import EVAL_COLUMNS, evaluate_model
 from fedml_heterofl.experiments.store import RunStore, atomic_write
 from fedml_heterofl.models import batched_loss
 from fedml_heterofl.settings import Settings
@@ -143,7 +143,7 @@ class Simulation:
     def evaluate(self, w: Tensor) -> Dict[str, float]:
         self.work.layout.load(self.model, w)
         out = evaluate_model(self.model, *self.work.test)
-        return {"test_acc": out["test_acc"], "test_loss": out["test_loss"]}
+        return {k: out[k] for k in EVAL_COLUMNS}
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, *, progress: bool = True) -> Dict[str, Any]:
@@ -221,6 +221,7 @@ def summarise(rows: List[Dict[str, Any]], settings: Settings, work: Workload) ->
         "seed": settings.common_args.random_seed,
         "malicious": list(work.malicious),
         "final_acc": accs[-1][1] if accs else float("nan"),
+        "final_acc_task": next((r["test_acc_task"] for r in reversed(rows) if "test_acc_task" in r), float("nan")),
         "best_acc": max(a for _, a in accs) if accs else float("nan"),
         "mean_removal_success_rate": mean("removal_success_rate"),
         "mean_fpr": mean("fpr"),
