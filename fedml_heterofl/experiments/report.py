@@ -325,29 +325,29 @@ def accuracy_table(runs: List[Run]) -> Tuple[str, str]:
     md: List[str] = []
     body: List[List[Any]] = []
     columns = columns_of(runs)
-    metrics = (("final", lambda r: r.final_acc), ("best", lambda r: r.best_acc), ("task", lambda r: r.final_acc_task))
-    titles = {"final": "final test accuracy (mean ± std over seeds)",
-              "best": "best test accuracy of each run (mean ± std over seeds)",
-              "task": "final test accuracy over the task's classes, HeteroFL's watermark output ignored "
-                      "(mean ± std over seeds)"}
+    # (title, value per run); the task-class table only where HeteroFL (the watermark output) runs
+    metrics = (("final test accuracy (mean ± std over seeds)", lambda r: r.final_acc),
+               ("best test accuracy of each run (mean ± std over seeds)", lambda r: r.best_acc),
+               ("final test accuracy over the task's classes, HeteroFL's watermark output ignored "
+                "(mean ± std over seeds)", lambda r: r.final_acc_task))
     for wl in workloads_of(runs):
         wl_runs = [r for r in runs if r.workload == wl]
-        tables: Dict[str, List[List[str]]] = {name: [] for name, _ in metrics}
+        tables: List[List[List[str]]] = [[] for _ in metrics]
         for d in rows_of(wl_runs):
-            cells = {name: [d] for name, _ in metrics}
+            rows = [[d] for _ in metrics]
             for a in columns:
                 rs = groups.get((wl, d, a), [])
-                stats = {name: _mean_std([value(r) for r in rs]) for name, value in metrics}
-                for name, (mean, std) in stats.items():
-                    cells[name].append(_fmt(mean, std, len(rs)))
+                stats = [_mean_std([value(r) for r in rs]) for _, value in metrics]
+                for row, (mean, std) in zip(rows, stats):
+                    row.append(_fmt(mean, std, len(rs)))
                 if rs:
-                    body.append([wl, d, a, len(rs), *[x for name, _ in metrics for x in stats[name]]])
-            for name in tables:
-                tables[name].append(cells[name])
-        shown = ["final", "best"] + (["task"] if any(r.steps for r in wl_runs) else [])
-        for name in shown:
-            md += [f"\n**{wl}** — {titles[name]}\n"]
-            md += _md_table(["defense", *columns], tables[name])
+                    body.append([wl, d, a, len(rs), *[x for pair in stats for x in pair]])
+            for table, row in zip(tables, rows):
+                table.append(row)
+        shown = len(metrics) if any(r.steps for r in wl_runs) else len(metrics) - 1
+        for (title, _), table in list(zip(metrics, tables))[:shown]:
+            md += [f"\n**{wl}** — {title}\n"]
+            md += _md_table(["defense", *columns], table)
     header = ["workload", "defense", "attack", "seeds", "final_acc_mean", "final_acc_std", "best_acc_mean",
               "best_acc_std", "final_acc_task_mean", "final_acc_task_std"]
     return "\n".join(md) + "\n", _csv(header, body)
