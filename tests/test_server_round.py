@@ -2,8 +2,9 @@
 import pytest
 import torch
 
+from fedml_heterofl.defense.fedavg import FedAvg
 from fedml_heterofl.defense.heterofl import HeteroFL
-from fedml_heterofl.simulation.server_round import ServerRound
+from fedml_heterofl.simulation.server_round import ServerRound, any_finite_row
 
 
 class Negate:
@@ -61,3 +62,27 @@ def test_missing_context_is_a_clear_error():
     server = ServerRound(HeteroFL(), seed=0)
     with pytest.raises(ValueError, match="heterofl.*loss_fn, trigger_set"):
         server(0, torch.zeros(3), torch.arange(4), torch.randn(4, 3))
+
+
+def test_a_diverged_round_skips_the_attack_and_removes_every_update(caplog):
+    # Local training that overflowed from w_t: no finite row to craft an attack from. The attack is
+    # not called, FedAvg removes all 6 malformed rows and w stays as it was (the run goes on).
+    U = torch.full((6, 4), float("nan"))
+    U[1, 0] = float("inf")
+    attack = Negate()
+    server = ServerRound(FedAvg(), attack=attack, malicious_ids={2, 4}, seed=0)
+    w = torch.tensor([1.0, -2.0, 3.0, 0.5])
+    out = server(3, w, torch.arange(6), U)
+    assert attack.calls == [] and "every update is non-finite" in caplog.text
+    assert torch.equal(out.params, w) and out.metrics["all_removed"] and out.metrics["removed"] == 6
+    # one finite row is enough for the attack to run (a real attack's own input checks then apply)
+    U[0] = 1.0
+    server(3, w, torch.arange(6), U)
+    assert len(attack.calls) == 1 and attack.calls[0][:2] == (4, 2)
+
+
+def test_any_finite_row_tells_overflowing_norms_from_non_finite_entries():
+    big = torch.full((2, 8), 3e38)  # finite entries whose squared norm overflows float32
+    assert bool(torch.isinf(torch.linalg.vector_norm(big, dim=1)).all()) and any_finite_row(big)
+    big[0, 0], big[1, 3] = float("nan"), float("-inf")
+    assert not any_finite_row(big)

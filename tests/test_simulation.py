@@ -153,6 +153,23 @@ def test_grid_and_report_smoke(tmp_path):
     assert (out / "table_accuracy.csv").exists() and list(out.glob("accuracy_*.png"))
 
 
+def test_a_failing_cell_does_not_stop_the_grid(tmp_path, capsys):
+    # The first cell's data folder is empty: it fails when it runs (settings are valid), the second
+    # cell still runs, and the grid then exits 1 naming the failed cell and its error.
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(tiny(tmp_path, train_args={"comm_round": 1})))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({
+        "base": "base.yaml", "results_dir": str(tmp_path / "grid"),
+        "axes": {"data": {"missing": {"data_args.data_cache_dir": str(tmp_path / "empty")}, "cached": {}}}},
+        sort_keys=False))
+    assert cli_main(["grid", "--cf", str(grid), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 cells failed" in err and "data=missing: " in err and "fedml-heterofl data fetch mnist" in err
+    assert json.loads((tmp_path / "grid" / "data=cached" / "summary.json").read_text())["finished"]
+    assert not (tmp_path / "grid" / "data=missing" / "summary.json").exists()
+
+
 @pytest.mark.parametrize("grid", sorted((ROOT / "config" / "grids").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_grid_validates(grid):
     results, cells = load_grid(str(grid), parse_set(["device_args.using_gpu=true"]))

@@ -19,7 +19,9 @@ the cells::
 Every cell is validated before the first one runs (a bad cell stops the grid at start-up with the
 cell's name and the offending key). A cell's folder is named by its labels
 (``defense=heterofl,attack=min_max,seed=0``); finished cells are skipped and an interrupted cell
-resumes from its checkpoint, so the grid is safe to kill and restart. ``--jobs N`` runs N cells at a
+resumes from its checkpoint, so the grid is safe to kill and restart. A cell that fails while running
+does not stop the others: its error is logged, the remaining cells run, and the grid then fails
+with every failed cell's name and error (:class:`GridError`). ``--jobs N`` runs N cells at a
 time in separate processes (the numbers do not depend on it); ``--set section.key=VALUE`` overrides a
 key in every cell (e.g. ``device_args.using_gpu=true``).
 """
@@ -34,7 +36,7 @@ import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 from tqdm.auto import tqdm
@@ -42,6 +44,10 @@ from tqdm.auto import tqdm
 from fedml_heterofl.settings import Settings, SettingsError, settings_from_dict
 
 log = logging.getLogger(__name__)
+
+class GridError(RuntimeError):
+    """Some cells of a grid failed while running (the message names each with its error)."""
+
 
 #: the axis whose list values set the seed
 SEED_AXIS = "seed"
@@ -124,7 +130,8 @@ def _run_cell(settings: Settings, results: Path, progress: bool, threads: Option
 def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional[Mapping[str, Any]] = None) -> Path:
     """Run every unfinished cell of the grid file ``path``, ``jobs`` cells at a time (each in its own
     process with ``cpu_count // jobs`` torch threads when ``jobs > 1``); returns the results folder.
-    Cells are independent and seeded by their own settings, so ``jobs`` does not change any number."""
+    Cells are independent and seeded by their own settings, so ``jobs`` does not change any number.
+    Raises :class:`GridError` after the last cell when some cells failed."""
     from fedml_heterofl.experiments.store import RunStore
 
     if jobs < 1:
@@ -134,19 +141,29 @@ def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional
     log.info("grid %s: %d cells, %d to run, results in %s", path, len(cells), len(todo), results)
     quiet = not progress or bool(os.environ.get("FEDML_HETEROFL_QUIET"))
     bar = tqdm(total=len(todo), desc="grid cells", disable=quiet)
+    failed: List[str] = []
+
+    def done(name: str, run: Callable[[], Dict[str, Any]]) -> None:
+        try:
+            log.info("%s: final accuracy %.4f", name, run()["final_acc"])
+        except Exception as exc:  # one broken cell must not stop the independent others
+            log.exception("grid cell %s failed: %s", name, exc)
+            failed.append(f"{name}: {exc}")
+        bar.update()
+
     if jobs == 1:
         for name, settings in todo:
-            summary = _run_cell(settings, results, not quiet)
-            log.info("%s: final accuracy %.4f", name, summary["final_acc"])
-            bar.update()
+            done(name, lambda: _run_cell(settings, results, not quiet))
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(_run_cell, s, results, False, threads): name for name, s in todo}
             for future in as_completed(futures):
-                log.info("%s: final accuracy %.4f", futures[future], future.result()["final_acc"])
-                bar.update()
+                done(futures[future], future.result)
     bar.close()
+    if failed:
+        raise GridError(f"{len(failed)} of {len(todo)} cells failed (the others finished; fix the cause and run "
+                        f"the grid again to run only these): " + "; ".join(failed))
     return results
 
 
@@ -166,5 +183,8 @@ def main(args: argparse.Namespace) -> int:
     except (SettingsError, DataError, ValueError, FileNotFoundError) as exc:
         print(f"fedml-heterofl grid: {exc}", file=sys.stderr)
         return 2
+    except GridError as exc:
+        print(f"fedml-heterofl grid: {exc}", file=sys.stderr)
+        return 1
     print(f"results in {results}; tables: fedml-heterofl report {results}")
     return 0
