@@ -2,9 +2,10 @@
 import pytest
 import torch
 
+from fedml_heterofl.attack import build_attack
 from fedml_heterofl.defense.fedavg import FedAvg
 from fedml_heterofl.defense.heterofl import HeteroFL
-from fedml_heterofl.simulation.server_round import ServerRound, any_finite_row
+from fedml_heterofl.simulation.server_round import ServerRound
 
 
 class Negate:
@@ -64,25 +65,37 @@ def test_missing_context_is_a_clear_error():
         server(0, torch.zeros(3), torch.arange(4), torch.randn(4, 3))
 
 
-def test_a_diverged_round_skips_the_attack_and_removes_every_update(caplog):
-    # Local training that overflowed from w_t: no finite row to craft an attack from. The attack is
-    # not called, FedAvg removes all 6 malformed rows and w stays as it was (the run goes on).
-    U = torch.full((6, 4), float("nan"))
-    U[1, 0] = float("inf")
+def test_non_finite_rows_are_left_to_the_defense_and_the_attack_sees_the_finite_ones(caplog):
+    # Near divergence some clients' training overflows. Attackers {3, 7}: row 7 (an attacker) and
+    # row 2 (benign) are NaN. The attack gets the 7 finite benign rows and attacker 3's own row;
+    # row 7 is sent as it is; FedAvg removes rows 2 and 7 and averages the other 8.
+    g = torch.Generator().manual_seed(0)
+    U = torch.randn(10, 4, generator=g)
+    U[2, 1] = U[7, 0] = float("nan")
     attack = Negate()
-    server = ServerRound(FedAvg(), attack=attack, malicious_ids={2, 4}, seed=0)
-    w = torch.tensor([1.0, -2.0, 3.0, 0.5])
-    out = server(3, w, torch.arange(6), U)
-    assert attack.calls == [] and "every update is non-finite" in caplog.text
-    assert torch.equal(out.params, w) and out.metrics["all_removed"] and out.metrics["removed"] == 6
-    # one finite row is enough for the attack to run (a real attack's own input checks then apply)
-    U[0] = 1.0
-    server(3, w, torch.arange(6), U)
-    assert len(attack.calls) == 1 and attack.calls[0][:2] == (4, 2)
+    server = ServerRound(FedAvg(), attack=attack, malicious_ids={3, 7}, seed=0)
+    w = torch.zeros(4)
+    out = server(3, w, torch.arange(10), U)
+    assert attack.calls[0][:2] == (7, 1) and "rows [2, 7] of the round's updates are non-finite" in caplog.text
+    assert torch.equal(out.updates[3], -20 * U[3]) and torch.isnan(out.updates[7, 0])
+    keep = [0, 1, 3, 4, 5, 6, 8, 9]
+    expected = torch.cat([U[[0, 1]], -20 * U[[3]], U[[4, 5, 6, 8, 9]]]).mean(dim=0)
+    assert out.metrics["removed"] == 2 and torch.allclose(out.params, expected, atol=1e-6)
+    assert sorted(keep) == out.result.kept.nonzero().flatten().tolist()
+    # Every row non-finite (the global model diverged): the attack is not called, its report is
+    # emptied, every row is removed and w stays as it was, so the run goes on.
+    out = server(4, w + 1, torch.arange(10), torch.full((10, 4), float("inf")))
+    assert len(attack.calls) == 1 and attack.report == {} and out.metrics["all_removed"]
+    assert torch.equal(out.params, w + 1)
 
 
-def test_any_finite_row_tells_overflowing_norms_from_non_finite_entries():
-    big = torch.full((2, 8), 3e38)  # finite entries whose squared norm overflows float32
-    assert bool(torch.isinf(torch.linalg.vector_norm(big, dim=1)).all()) and any_finite_row(big)
-    big[0, 0], big[1, 3] = float("nan"), float("-inf")
-    assert not any_finite_row(big)
+@pytest.mark.parametrize("name", ["sign_flip", "min_max", "adaptive"])
+def test_real_attacks_run_beside_non_finite_rows(name):
+    g = torch.Generator().manual_seed(1)
+    U = torch.randn(12, 6, generator=g)
+    U[[1, 5]] = float("nan")  # one benign, one attacker
+    attack = build_attack(name)
+    server = ServerRound(FedAvg(), attack=attack, malicious_ids={0, 5, 9}, seed=0)
+    out = server(0, torch.zeros(6), torch.arange(12), U)
+    assert out.metrics["removed"] == 2 and bool(torch.isfinite(out.params).all())
+    assert not torch.equal(out.updates[[0, 9]], U[[0, 9]]) and torch.equal(out.updates[3], U[3])

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fedml_heterofl.defense.base import Defense, Registry, RoundContext, gram_matrix, sq_distances_from_gram
+from fedml_heterofl.defense.base import (Defense, Registry, RoundContext, finite_rows, gram_matrix,
+                                         sq_distances_from_gram)
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +51,36 @@ def choose_attackers(num_clients: int, f: int, seed: int) -> Tuple[int, ...]:
     return tuple(sorted(int(i) for i in rng.choice(num_clients, size=f, replace=False)))
 
 
-def attack_context(ctx: RoundContext, malicious: Tensor) -> RoundContext:
-    """``ctx`` of the rows in round order -> the context of ``cat(benign, own)``, the order in which
-    a :class:`ModelAttack` sees (and its oracle calls the defense on) the round's updates."""
-    order = torch.cat([(~malicious).nonzero().flatten(), malicious.nonzero().flatten()])
-    return ctx.subset(order, malicious.numel())
+def attack_context(ctx: RoundContext, benign: Tensor, own: Tensor) -> RoundContext:
+    """``ctx`` of the rows in round order -> the context of ``cat(U[benign], U[own])`` (boolean
+    masks over the round's rows), the order in which a :class:`ModelAttack` sees (and its oracle
+    calls the defense on) the round's updates."""
+    order = torch.cat([benign.nonzero().flatten(), own.nonzero().flatten()])
+    return ctx.subset(order, benign.numel())
 
 
 def apply_model_attack(attack: "ModelAttack", updates: Tensor, malicious: Tensor, ctx: RoundContext,
                        defense: Optional[Defense] = None) -> Tensor:
-    """``updates`` (round order) with the rows of ``malicious`` replaced by ``attack``'s poisoned ones."""
-    if not bool(malicious.any()):
+    """``updates`` (round order) with the rows of ``malicious`` replaced by ``attack``'s poisoned ones.
+
+    Rows with NaN/Inf entries (clients whose local training overflowed, as near a diverged model) are
+    left as they are, for the defense to remove as malformed: the attack sees, and its oracle calls
+    the defense on, the finite rows only (after screening, the defense's real call works on those
+    same rows), and an attacker whose own honest update is non-finite sends it unchanged. With no
+    finite attacker row the attack is not called (its ``report`` is emptied).
+    """
+    finite, _ = finite_rows(updates)
+    crafting = malicious & finite
+    if not bool(finite.all()):
+        log.warning("rows %s of the round's updates are non-finite (local training overflowed); the attack "
+                    "uses the %d finite rows", (~finite).nonzero().flatten().tolist(), int(finite.sum()))
+    if not bool(crafting.any()):
+        attack.report = {}
         return updates
+    known = ~malicious & finite
     out = updates.clone()
-    out[malicious] = attack.attack(updates[~malicious], updates[malicious], attack_context(ctx, malicious),
-                                   defense=defense).to(updates.dtype)
+    out[crafting] = attack.attack(updates[known], updates[crafting], attack_context(ctx, known, crafting),
+                                  defense=defense).to(updates.dtype)
     return out
 
 

@@ -200,6 +200,19 @@ def check_updates(updates: Tensor, d: Optional[int] = None) -> None:
         raise ValueError(f"updates have length {updates.shape[1]}, the model has d={d} parameters")
 
 
+def finite_rows(updates: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(finite, norms)``: which rows of ``updates`` (n, d) have only finite entries, and the rows'
+    norms. One pass: a row's norm is NaN/Inf iff the row has a NaN/Inf entry or its squares overflow,
+    which the exact check on those few rows tells apart (``torch.isfinite`` over all of U costs 25x
+    more than the norm)."""
+    norms = torch.linalg.vector_norm(updates, dim=1)
+    finite = torch.isfinite(norms)
+    if not bool(finite.all()):
+        suspect = (~finite).nonzero().flatten()
+        finite[suspect] = torch.isfinite(updates[suspect]).all(dim=1)
+    return finite, norms
+
+
 def screen_updates(updates: Tensor) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
     """Remove rows with NaN/Inf entries or zero norm.
 
@@ -208,14 +221,7 @@ def screen_updates(updates: Tensor) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
     rows removed (keys present only when something was removed).
     """
     check_updates(updates)
-    # One pass: a row's norm is NaN/Inf iff the row has a NaN/Inf entry (or its squares overflow,
-    # which the exact check on those few rows tells apart) and 0 iff the row is zero.
-    # (torch.isfinite over all of U costs 25x more than the norm.)
-    norms = torch.linalg.vector_norm(updates, dim=1)
-    finite = torch.isfinite(norms)
-    if not bool(finite.all()):
-        suspect = (~finite).nonzero().flatten()
-        finite[suspect] = torch.isfinite(updates[suspect]).all(dim=1)
+    finite, norms = finite_rows(updates)
     nonzero = norms != 0
     valid = finite & nonzero
     removed: Dict[str, Tensor] = {}

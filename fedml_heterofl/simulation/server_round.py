@@ -10,17 +10,15 @@ and the standalone simulator. Given the honest updates of the round's clients it
    update costs a local training run, so it is computed only for rules that read it);
 3. runs the defense, adds its aggregate to ``w_t`` and reports detection metrics.
 
-If no update of the round is finite (local training diverged from ``w_t``, e.g. FedAvg after a few
-rounds of sign flipping), there is nothing to craft an attack from: the attack is skipped with a
-warning and the defense removes the malformed rows as usual, so the run goes on and records what the
-diverged model scores.
+Near a diverged model (e.g. FedAvg after a few rounds of sign flipping) some clients' local training
+overflows: the attack works with the finite rows, the defense removes the others as malformed, and
+the run goes on and records what the model scores (:func:`~fedml_heterofl.attack.base.apply_model_attack`).
 
 Randomness: the round's generator is seeded from ``(seed, round)`` alone, so a resumed run, or the
 other backend, draws the same numbers.
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Dict, Optional
@@ -32,8 +30,6 @@ from fedml_heterofl.attack.base import ModelAttack, apply_model_attack
 from fedml_heterofl.defense.base import AggregationResult, Batch, Defense, LossFn, RoundContext
 from fedml_heterofl.experiments.metrics import detection_metrics
 from fedml_heterofl.simulation.local_training import client_seed
-
-log = logging.getLogger(__name__)
 
 #: stream id of the server's generator in :func:`client_seed` (client ids are non-negative)
 SERVER_STREAM = 2**62
@@ -117,12 +113,8 @@ class ServerRound:
         malicious = torch.isin(client_ids, self.malicious_ids)
         report: Dict[str, Any] = {}
         if self.attack is not None and bool(malicious.any()):
-            if any_finite_row(updates):
-                updates = apply_model_attack(self.attack, updates, malicious, ctx, self.defense)
-                report = dict(self.attack.report)
-            else:
-                log.warning("round %d: every update is non-finite (local training diverged from the global "
-                            "model); no attack is possible, the defense removes the malformed updates", round_idx)
+            updates = apply_model_attack(self.attack, updates, malicious, ctx, self.defense)
+            report = dict(self.attack.report)
         timings["time_attack"] = time.perf_counter() - start
         start = time.perf_counter()
         result = self.defense(updates, ctx)
@@ -133,10 +125,3 @@ class ServerRound:
         metrics["all_removed"] = bool(result.diagnostics.get("all_removed", False))
         return RoundOutcome(global_params + result.update, result, updates, malicious, metrics)
 
-
-def any_finite_row(updates: Tensor) -> bool:
-    """Whether some row of ``updates`` has only finite entries (the norms first; the exact check
-    only where every norm is NaN/Inf, which overflowing squares of finite entries can also give)."""
-    if bool(torch.isfinite(torch.linalg.vector_norm(updates, dim=1)).any()):
-        return True
-    return bool(torch.isfinite(updates).all(dim=1).any())
