@@ -24,8 +24,6 @@ from __future__ import annotations
 import inspect
 from typing import Any, Dict, Optional, Tuple
 
-import numpy as np
-
 from fedml_heterofl.defense import build_defense
 from fedml_heterofl.defense.base import REGISTRY as DEFENSES, Defense
 

@@ -1,6 +1,9 @@
-"""Shared pytest set-up: every test that imports FedML gets a private HOME (FedML writes ~/.fedml)."""
+"""Shared pytest set-up: every test that imports FedML gets a private HOME (FedML writes ~/.fedml);
+``benchmark`` loads a script of benchmarks/ as a module."""
+import importlib.util
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -18,3 +21,15 @@ def _private_home():
         yield home
     if old is not None:
         os.environ["HOME"] = old
+
+
+@pytest.fixture
+def benchmark():
+    """``benchmark(name)``: the module ``benchmarks/<name>.py`` (benchmarks/ is not a package)."""
+    def load(name):
+        path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

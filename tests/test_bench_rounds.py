@@ -1,25 +1,14 @@
 """benchmarks/rounds.py runs end to end on a tiny cut of MNIST (4 clients, 32 samples each, 1 round,
 both models, all three systems in this process) and reports every cell. No timing assertions."""
 import functools
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_rounds", ROOT / "benchmarks" / "rounds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_round_benchmark_reports_every_cell(tmp_path, monkeypatch):
+def test_round_benchmark_reports_every_cell(tmp_path, monkeypatch, benchmark):
     import fedml_heterofl.simulation.workload as workload
 
-    bench = _load_bench()
+    bench = benchmark("rounds")
     # every cell builds its workload; load MNIST once for all six (build_workload does not modify it)
     monkeypatch.setattr(workload, "load_dataset", functools.lru_cache(maxsize=None)(workload.load_dataset))
     rows = bench.run_benchmark(["lr", "cnn"], rounds={"lr": 1, "cnn": 1}, clients=4, threads=1, seed=0,
@@ -40,8 +29,8 @@ def test_round_benchmark_reports_every_cell(tmp_path, monkeypatch):
     assert (tmp_path / "bench_heterofl_cnn" / "metrics.csv").is_file()
 
 
-def test_bench_config_is_paper_scale_without_attack(tmp_path):
-    bench = _load_bench()
+def test_bench_config_is_paper_scale_without_attack(tmp_path, benchmark):
+    bench = benchmark("rounds")
     from fedml_heterofl.settings import settings_from_dict
 
     fedavg = settings_from_dict(bench.bench_config("fedavg", "cnn", clients=100, rounds=2, seed=0))

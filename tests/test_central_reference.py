@@ -1,5 +1,4 @@
 """benchmarks/central_reference.py: the grid's model trained centrally on its clients' clean data."""
-import importlib.util
 import math
 from pathlib import Path
 
@@ -9,14 +8,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("central_reference", ROOT / "benchmarks" / "central_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_central_reference_on_a_capped_mnist_grid(tmp_path, capsys):
+def test_central_reference_on_a_capped_mnist_grid(tmp_path, capsys, benchmark):
     cfg = yaml.safe_load(open(ROOT / "config" / "mnist_lr.yaml"))
     cfg["train_args"].update(client_num_in_total=4, client_num_per_round=4, batch_size=32)
     cfg["data_args"]["max_samples_per_client"] = 300
@@ -26,7 +18,7 @@ def test_central_reference_on_a_capped_mnist_grid(tmp_path, capsys):
     grid.write_text(yaml.safe_dump({"base": "base.yaml", "results_dir": str(tmp_path / "r"), "axes": {
         "attack": {"label_flip": {"attack_args.attack_type": "label_flip"}, "none": {"attack_args.enable_attack": False}},
         "defense": {"heterofl": {"defense_args.defense_type": "heterofl"}}}}, sort_keys=False))
-    bench = _load()
+    bench = benchmark("central_reference")
     assert bench.pick_cell(str(grid), None).attack_args.attack_type == "label_flip"  # the first cell
     with pytest.raises(ValueError, match="no cell 'nope'.*attack=none,defense=heterofl"):
         bench.pick_cell(str(grid), "nope")
