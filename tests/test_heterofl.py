@@ -276,6 +276,15 @@ def test_watermark_verification_removes_trigger_undoing_update():
     assert torch.allclose(sub.scores, expected[[6, 1]], atol=1e-4)
 
 
+def test_watermark_nan_loss_counts_as_no_trigger_learning():
+    # loss = first coordinate of the model: w_t = (10, 0) has loss 10. Reductions: +1 (kept),
+    # -6 <= lambda = -5 (removed), NaN (a model with non-finite outputs: removed).
+    U = torch.tensor([[-1.0, 0.0], [6.0, 0.0], [math.nan, 0.0]])
+    res = watermark_verification(U, torch.tensor([10.0, 0.0]), lambda p, b: p[:, 0], None, lam=-5.0)
+    assert res.scores[:2].tolist() == [1.0, -6.0] and math.isnan(res.scores[2])
+    assert res.malicious.tolist() == [False, True, True]
+
+
 # ------------------------------------------------------------------------------ Step 4, Alg. 6
 
 def test_magnitude_rectification_hand_computed():
@@ -360,6 +369,24 @@ def test_malformed_rows_are_removed_and_reported():
     assert torch.isfinite(out.update).all()
     clean = HeteroFL(steps=(1, 2, 4))(U[[0, 2, 3, 5, 7]])
     assert torch.allclose(out.update, clean.update)
+
+
+def test_huge_finite_updates_are_handled_in_float64():
+    # Near a diverged model finite entries of ~1e25 overflow a float32 Gram (squares > 3.4e38).
+    # Every step is scale-invariant: scaling all rows by 1e25 keeps the same clients and scales the
+    # update; a few huge rows among normal ones are not kept (step 4's ratio to the median is ~1e25,
+    # if step 2 has not already removed them).
+    g = torch.Generator().manual_seed(5)
+    U = torch.randn(30, 400, generator=g) * (1 + torch.rand(30, 1, generator=g))
+    huge = U * 1e25
+    assert not torch.isfinite(gram_matrix(huge)).all() and torch.isfinite(huge).all()
+    small, big = HeteroFL(steps=(1, 2, 4))(U), HeteroFL(steps=(1, 2, 4))(huge)
+    assert torch.equal(small.kept, big.kept) and torch.allclose(big.update / 1e25, small.update, rtol=1e-4, atol=1e-6)
+    mixed = U.clone()
+    mixed[[4, 11]] *= 1e25
+    out = HeteroFL(steps=(1, 2, 4))(mixed)
+    assert not out.kept[[4, 11]].any()
+    assert torch.isfinite(out.update).all() and float(out.update.abs().max()) < 10
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])

@@ -151,7 +151,7 @@ def check_inputs(benign: Tensor, own: Tensor) -> None:
     if benign.shape[1] != own.shape[1]:
         raise ValueError(f"benign updates have d={benign.shape[1]} but the attackers' have d={own.shape[1]}")
     for label, m in (("benign", benign), ("own", own)):
-        bad = (~torch.isfinite(torch.linalg.vector_norm(m, dim=1))).nonzero().flatten()
+        bad = (~finite_rows(m)[0]).nonzero().flatten()
         if bad.numel():
             raise ValueError(f"{label} updates have non-finite rows {bad.tolist()}; an attack needs finite updates")
 

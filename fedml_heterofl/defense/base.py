@@ -267,6 +267,14 @@ def gram_matrix(updates: Tensor, dtype: torch.dtype = torch.float32, chunk: int 
     return G
 
 
+def finite_gram(updates: Tensor) -> Tensor:
+    """``U Uᵀ`` in float32, or in float64 where float32 overflows: finite updates whose products
+    exceed 3.4e38 (entries beyond ~1e19, as near a diverged model), which a float32 Gram would turn
+    into Inf/NaN norms and cosines."""
+    G = gram_matrix(updates)
+    return G if bool(torch.isfinite(G).all()) else gram_matrix(updates, torch.float64)
+
+
 def norms_from_gram(G: Tensor) -> Tensor:
     """Euclidean norms ``‖g_i‖ = sqrt(G_ii)``."""
     return G.diagonal().clamp_min(0).sqrt()

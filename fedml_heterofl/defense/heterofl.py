@@ -47,7 +47,7 @@ from fedml_heterofl.defense.base import (
     RoundContext,
     Selection,
     cosine_from_gram,
-    gram_matrix,
+    finite_gram,
     norms_from_gram,
     register,
     timed,
@@ -290,7 +290,8 @@ def watermark_verification(
     """WatermarkVerification(C, D_trg, w_t, λ) (Alg. 5).
 
     ``loss_reduction_i = ℓ(D_trg, w_t) - ℓ(D_trg, w_t + g_i)`` (lines 4-5); updates with
-    ``loss_reduction_i ≤ λ`` are malicious (lines 6-7). All candidates are evaluated by
+    ``loss_reduction_i ≤ λ`` are malicious (lines 6-7), and so are those whose reduction is NaN (a
+    model ``w_t + g_i`` with non-finite outputs shows no trigger learning). All candidates are evaluated by
     ``loss_fn`` in batched passes of ``chunk`` models (no Python loop over models, and at most
     ``chunk`` parameter vectors materialised at a time).
 
@@ -305,7 +306,7 @@ def watermark_verification(
         loss_fn(global_params + updates[index[s:s + chunk]], trigger_set) for s in range(0, index.numel(), chunk)
     ]) if index.numel() else updates.new_zeros(0)
     reduction = (base - losses).float()
-    return StepResult(reduction <= lam, reduction, {"loss_before": float(base), "lambda": lam})
+    return StepResult(~(reduction > lam), reduction, {"loss_before": float(base), "lambda": lam})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,7 +433,7 @@ class HeteroFL(Defense):
         removed_by: Dict[str, Tensor] = {}
         scores: Dict[str, Tensor] = {}
         with timed(diagnostics, "gram"):
-            gram = gram_matrix(updates)
+            gram = finite_gram(updates)
         alive = torch.arange(n)
         scale: Optional[Tensor] = None
 
