@@ -346,6 +346,10 @@ def test_fltrust_all_opposite_and_bad_server_update():
     # zero server update: every rescaled update is zero -> all removed, zero aggregate
     res = FLTrust()(U, RoundContext(server_update=t([0, 0])))
     assert not res.kept.any() and torch.equal(res.update, t([0, 0]))
+    # a non-finite server update (diverged server training) trusts nobody either
+    res = FLTrust()(t([[1, 0], [0, 1]]), RoundContext(server_update=t([float("nan"), 1])))
+    assert not res.kept.any() and torch.equal(res.update, t([0, 0]))
+    assert res.diagnostics["non_finite_server_update"] and res.diagnostics["all_removed"]
 
 
 # ------------------------------------------------------------------------------ DnC

@@ -7,12 +7,16 @@ score ``TS_i = ReLU(cos(g_i, g_0))`` (Eq. 1), its update is rescaled to the serv
 """
 from __future__ import annotations
 
+import logging
+import math
 from typing import Dict, Tuple
 
 import torch
 from torch import Tensor
 
 from fedml_heterofl.defense.base import Defense, RoundContext, Selection, register, timed
+
+log = logging.getLogger(__name__)
 
 
 @register
@@ -25,6 +29,8 @@ class FLTrust(Defense):
 
     Paper-silent case: a zero server update (``‖g_0‖ = 0``) makes every rescaled update zero, so
     every row is removed and the aggregate is the zero update (``diagnostics["zero_server_update"]``).
+    So does a non-finite one (the server's training on its root data overflowed from a diverged
+    ``w_t``: no direction to trust; ``diagnostics["non_finite_server_update"]``, with a warning).
     FLTrust does not assume an honest majority.
     """
 
@@ -48,8 +54,6 @@ class FLTrust(Defense):
             shape = tuple(g0.shape) if isinstance(g0, Tensor) else type(g0).__name__
             raise ValueError(f"FLTrust server_update must have d={d} entries (the update length), got {shape}")
         g0 = g0.reshape(-1).to(device=updates.device, dtype=updates.dtype)
-        if not bool(torch.isfinite(g0).all()):
-            raise ValueError("FLTrust server_update has non-finite entries")
         diagnostics: Dict[str, object] = {}
         with timed(diagnostics, "trust"):
             dots = (updates @ g0).double()
@@ -60,9 +64,12 @@ class FLTrust(Defense):
                 dots[overflow] = rows @ g0.double()
                 norms[overflow] = torch.linalg.vector_norm(rows, dim=1)
             norm0 = float(torch.linalg.vector_norm(g0, dtype=torch.float64))
-            if norm0 == 0:
+            if norm0 == 0 or not math.isfinite(norm0):
                 trust = torch.zeros(n, dtype=torch.float64, device=updates.device)
-                diagnostics["zero_server_update"] = True
+                diagnostics["zero_server_update" if norm0 == 0 else "non_finite_server_update"] = True
+                if norm0 != 0:
+                    log.warning("round %d: FLTrust's server update g_0 is non-finite (its training on the root "
+                                "data diverged); no update can be trusted", ctx.round_idx)
             else:
                 trust = (dots / (norms * norm0)).clamp(-1.0, 1.0).relu()
             total = float(trust.sum())
