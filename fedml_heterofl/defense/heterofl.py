@@ -211,6 +211,21 @@ def _largest_cluster(labels: Tensor, centres: Tensor) -> int:
     return int(best[centres[best].argmax()])
 
 
+#: relative resolution of the RCS scores: they come from float32 cosines (rounding ~1e-7), so
+#: scores closer than this are equal, and a mean-shift bandwidth below it would split equal scores
+SCORE_RESOLUTION = 1e-5
+
+
+def score_bandwidth(scores: Tensor, bandwidth: Optional[float], quantile: float) -> Optional[float]:
+    """The mean-shift bandwidth of step 2: the configured one, else :func:`estimate_bandwidth`'s, but
+    at least ``SCORE_RESOLUTION · max(1, max|s|)`` (paper-silent: identical updates give RCS scores
+    that differ only by float rounding, and must form one cluster). ``None`` for fewer than 2 scores."""
+    if bandwidth is not None or scores.numel() < 2:
+        return bandwidth
+    floor = SCORE_RESOLUTION * max(1.0, float(scores.abs().max()))
+    return max(estimate_bandwidth(scores.double(), quantile), floor)
+
+
 def similarity_detection(
     gram: Tensor,
     keys: Tensor,
@@ -222,7 +237,8 @@ def similarity_detection(
 ) -> StepResult:
     """SimilarityDetection(C, β) (Alg. 4): clustering-then-grouping.
 
-    1. ``s = RCS(C, C)`` and mean-shift clusters of the scalars s (lines 2-3).
+    1. ``s = RCS(C, C)`` and mean-shift clusters of the scalars s (lines 2-3), with a bandwidth no
+       finer than the scores' float resolution (:func:`score_bandwidth`).
     2. ``r`` = size of the largest cluster; group i takes the i-th member of every cluster that
        has one, members ordered by ``keys`` (lines 5-11).
     3. Group centroids ``A U`` with ``A`` the group-averaging matrix; their cosines come from
@@ -242,7 +258,7 @@ def similarity_detection(
     """
     n = gram.shape[0]
     s = _rcs_within(cosine_from_gram(gram), exclude_self)
-    labels, _ = mean_shift_labels(s, bandwidth=bandwidth, quantile=bandwidth_quantile)
+    labels, _ = mean_shift_labels(s, bandwidth=score_bandwidth(s, bandwidth, bandwidth_quantile))
     # Rank of each update inside its cluster, by key: sort by (label, key).
     order = torch.argsort(keys, stable=True)
     order = order[torch.argsort(labels[order], stable=True)]
@@ -255,7 +271,8 @@ def similarity_detection(
     A = torch.zeros(r, n, dtype=gram.dtype)
     A[rank, torch.arange(n)] = 1.0 / group_size[rank]
     group_scores = _rcs_within(cosine_from_gram(A @ gram @ A.T), exclude_self)
-    g_labels, g_centres = mean_shift_labels(group_scores, bandwidth=bandwidth, quantile=bandwidth_quantile)
+    g_labels, g_centres = mean_shift_labels(group_scores,
+                                            bandwidth=score_bandwidth(group_scores, bandwidth, bandwidth_quantile))
     suspicious_groups = g_labels != _largest_cluster(g_labels, g_centres) if r else torch.zeros(0, dtype=torch.bool)
     candidates = suspicious_groups[rank] if r else torch.zeros(n, dtype=torch.bool)
     n_remove = math.ceil(beta * int(candidates.sum()) - 1e-9)
