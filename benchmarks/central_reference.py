@@ -36,8 +36,6 @@ from fedml_heterofl.settings import Settings  # noqa: E402
 from fedml_heterofl.simulation.local_training import client_seed, local_sgd  # noqa: E402
 from fedml_heterofl.simulation.workload import build_workload  # noqa: E402
 
-log = logging.getLogger(__name__)
-
 #: client id stream of the central run's seeds (clients are below 2**62, the server uses 2**62 + k)
 CENTRAL_STREAM = 2**62 + 7
 

@@ -56,24 +56,27 @@ class FLTrust(Defense):
         g0 = g0.reshape(-1).to(device=updates.device, dtype=updates.dtype)
         diagnostics: Dict[str, object] = {}
         with timed(diagnostics, "trust"):
-            dots = (updates @ g0).double()
-            norms = torch.linalg.vector_norm(updates, dim=1).double()  # float32 pass: 20x faster than dtype=float64
-            overflow = ~(torch.isfinite(dots) & torch.isfinite(norms))
-            if bool(overflow.any()):  # finite rows whose float32 norm/dot overflows: redo them in float64
-                rows = updates[overflow].double()
-                dots[overflow] = rows @ g0.double()
-                norms[overflow] = torch.linalg.vector_norm(rows, dim=1)
             norm0 = float(torch.linalg.vector_norm(g0, dtype=torch.float64))
-            if norm0 == 0 or not math.isfinite(norm0):
+            if norm0 == 0 or not math.isfinite(norm0):  # nothing to trust: no scores to compute
                 trust = torch.zeros(n, dtype=torch.float64, device=updates.device)
-                diagnostics["zero_server_update" if norm0 == 0 else "non_finite_server_update"] = True
-                if norm0 != 0:
+                weights, total = torch.zeros_like(trust), 0.0
+                if norm0 == 0:
+                    diagnostics["zero_server_update"] = True
+                else:
+                    diagnostics["non_finite_server_update"] = True
                     log.warning("round %d: FLTrust's server update g_0 is non-finite (its training on the root "
                                 "data diverged); no update can be trusted", ctx.round_idx)
             else:
+                dots = (updates @ g0).double()
+                norms = torch.linalg.vector_norm(updates, dim=1).double()  # float32 pass: 20x faster than float64
+                overflow = ~(torch.isfinite(dots) & torch.isfinite(norms))
+                if bool(overflow.any()):  # finite rows whose float32 norm/dot overflows: redo them in float64
+                    rows = updates[overflow].double()
+                    dots[overflow] = rows @ g0.double()
+                    norms[overflow] = torch.linalg.vector_norm(rows, dim=1)
                 trust = (dots / (norms * norm0)).clamp(-1.0, 1.0).relu()
-            total = float(trust.sum())
-            weights = trust * norm0 / norms / total if total > 0 else torch.zeros_like(trust)
+                total = float(trust.sum())
+                weights = trust * norm0 / norms / total if total > 0 else torch.zeros_like(trust)
         kept = (trust > 0).cpu()
         diagnostics["server_norm"] = norm0
         diagnostics["trust_sum"] = total

@@ -45,6 +45,7 @@ from fedml_heterofl.settings import Settings, SettingsError, settings_from_dict
 
 log = logging.getLogger(__name__)
 
+
 class GridError(RuntimeError):
     """Some cells of a grid failed while running (the message names each with its error)."""
 

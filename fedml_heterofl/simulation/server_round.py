@@ -124,4 +124,3 @@ class ServerRound:
         metrics.update(timings)
         metrics["all_removed"] = bool(result.diagnostics.get("all_removed", False))
         return RoundOutcome(global_params + result.update, result, updates, malicious, metrics)
-
