@@ -46,15 +46,17 @@ def direction_loop(R, kind):
 @pytest.mark.parametrize("kind", ["unit_vec", "std", "sign"])
 @pytest.mark.parametrize("n", [5, 23, 100])
 @pytest.mark.parametrize("name, bound", [("min_max", None), ("min_sum", "min"), ("min_sum", "max")])
-def test_min_max_min_sum_constraint_holds_and_is_tight(kind, n, name, bound):
+@pytest.mark.parametrize("knowledge", ["full", "full_with_own"])
+def test_min_max_min_sum_constraint_holds_and_is_tight(kind, n, name, bound, knowledge):
     f = 3
     U = benign_set(n + f, d=12 if n == 100 else 30, seed=n)
     benign, own = U[:n], U[n:]
-    params = {"perturbation": kind} | ({"bound": bound} if bound else {})
+    params = {"perturbation": kind, "knowledge": knowledge} | ({"bound": bound} if bound else {})
     attack = build_attack(name, **params)
     out = attack.attack(benign, own)
     assert out.shape == own.shape and torch.equal(out[0], out[-1])  # every attacker sends the same m
-    R = U.tolist()  # full knowledge: the honest clients' and the attackers' own honest updates
+    # the reference set: the honest clients' updates (NDSS'21's code), with the attackers' own honest ones
+    R = (benign if knowledge == "full" else U).tolist()
     mean = [sum(col) / len(R) for col in zip(*R)]
     delta = direction_loop(R, kind)
     gamma = attack.report["gamma"]
@@ -79,6 +81,31 @@ def test_min_sum_min_bound_is_stricter_than_max():
     lo.attack(U[:25], U[25:])
     hi.attack(U[:25], U[25:])
     assert lo.report["gamma"] < hi.report["gamma"]
+
+
+@pytest.mark.parametrize("name", ["min_max", "min_sum", "adaptive"])
+def test_full_knowledge_is_the_benign_updates_only_by_default(name):
+    """Hand-made: benign rows (0, 0) and (2, 0), one attacker whose honest update is (10, 10). The
+    default reference set is the benign rows only (mean (1, 0)); ``full_with_own`` adds (10, 10)
+    (mean (4, 10/3)). With the unit-vector perturbation every output is ``mean + γ·(-mean/‖mean‖)``,
+    so it lies on the line through the origin and the reference mean, on the mean's side."""
+    benign = torch.tensor([[0.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
+    own = torch.tensor([[10.0, 10.0]], dtype=torch.float64)
+    extra = {"bound": "max"} if name == "min_sum" else {}
+
+    def run(knowledge):
+        attack = build_attack(name, perturbation="unit_vec", knowledge=knowledge, **extra)
+        return attack.attack(benign, own, defense=build_defense("fedavg", weighted=False))[0], attack.report["gamma"]
+
+    (out, gamma), (out_own, gamma_own) = run("full"), run("full_with_own")
+    assert out[1] == 0 and out[0] == pytest.approx(1 - gamma)  # on the x-axis: mean (1, 0)
+    # on the line through (4, 10/3): y/x = 5/6
+    assert out_own[1] == pytest.approx(out_own[0] * 5 / 6) and out_own[1] != 0
+    if name != "adaptive":  # Min-Max/Min-Sum bounds from the two reference sets, by hand
+        # refs (0,0), (2,0); m = (1 - γ, 0), squared distances (1 - γ)² and (1 + γ)².
+        # Min-Max: max = (1 + γ)² <= max pairwise 4 → γ = 1. Min-Sum (max bound):
+        # (1 - γ)² + (1 + γ)² = 2 + 2γ² <= max_j Σ_i ‖g_j − g_i‖² = 4 → γ = 1.
+        assert gamma == pytest.approx(1.0, abs=1e-4)
 
 
 def test_partial_knowledge_uses_only_the_attackers_updates():
@@ -145,7 +172,7 @@ def test_adaptive_finds_the_largest_gamma_the_oracle_accepts():
     assert 0 < gamma < 20
     assert defense(torch.cat([benign, out])).kept[-4:].all()
     # a clearly larger γ is not accepted
-    mean = torch.cat([benign, own]).mean(dim=0)
+    mean = benign.mean(dim=0)  # full knowledge: the benign updates' mean
     larger = mean + (out - mean) * (gamma + 0.05) / gamma
     assert not defense(torch.cat([benign, larger])).kept[-4:].all()
     # attackers 2..f flip ⌈μ·d⌉ = 4 signs of Δ_1 (d = 40)
@@ -161,7 +188,7 @@ def test_adaptive_terminates_when_no_gamma_succeeds():
     attack = build_attack("adaptive", gamma_init=1.0, tau=1e-4)
     out = attack.attack(U[:8], U[8:], RoundContext(), defense=RemoveLast())
     assert attack.report["gamma"] == 0.0 and attack.report["success"] == 0.0
-    assert torch.allclose(out, U.mean(dim=0).expand(2, -1))  # γ = 0: the benign mean
+    assert torch.allclose(out, U[:8].mean(dim=0).expand(2, -1))  # γ = 0: the benign mean
 
 
 def test_adaptive_does_not_consume_the_rounds_generator():
@@ -267,7 +294,8 @@ def test_apply_model_attack_orders_rows_and_context():
             seen["own"] = own
             return torch.zeros_like(own)
 
-    out = apply_model_attack(Spy(), U, malicious, ctx)
+    out, predicted = apply_model_attack(Spy(), U, malicious, ctx)
+    assert predicted is None  # Spy has no oracle
     assert seen["ids"] == [10, 12, 13, 15, 11, 14]  # cat(benign, own)
     assert torch.equal(seen["own"], U[malicious])
     assert torch.equal(out[~malicious], U[~malicious]) and not out[malicious].any()

@@ -374,3 +374,31 @@ def test_no_sweep_plots_when_values_agree(tmp_path):
     assert report.swept(load_runs(root)) == []
     out, _ = write_report(root)
     assert not list(out.glob("accuracy_vs_*.png"))
+
+
+def test_oracle_agreement_table(tmp_path):
+    """Adaptive runs record ``oracle_agrees`` per round; the table sums them over seeds per defense."""
+    root = tmp_path / "res"
+    adaptive = {"attack_args__attack_type": "adaptive"}
+    rows = acc_rows(final=0.8, best=0.8)
+    # Multi-Krum: seed 0 agrees in both rounds, seed 1 in one of two: 3/4 = 0.750
+    for seed, agrees in ((0, (1.0, 1.0)), (1, (1.0, 0.0))):
+        write_run(root, f"defense=multikrum,attack=adaptive,seed={seed}",
+                  config(defense_args__defense_type="multikrum", defense_args__defense_params={},
+                         common_args__random_seed=seed, **adaptive),
+                  [dict(r, oracle_agrees=a) for r, a in zip(rows, agrees)])
+    # FedAvg under Min-Max: no prediction, not in the table
+    write_run(root, "defense=fedavg,attack=min_max", fedavg(), rows)
+    out, _ = write_report(root)
+    table = (out / "table_oracle.md").read_text()
+    assert "| multikrum | 3/4 | 0.750 | 2 |" in table and "fedavg" not in table
+    assert find(read_csv(out / "table_oracle.csv"), defense="multikrum")["rounds"] == "4"
+    # without adaptive runs there is no such table
+    (out / "table_oracle.md").unlink()
+    for folder in root.glob("defense=multikrum*"):
+        for f in folder.iterdir():
+            f.unlink()
+        folder.rmdir()
+    out, _ = write_report(root)
+    assert not (out / "table_oracle.md").exists()
+

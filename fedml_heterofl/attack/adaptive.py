@@ -18,11 +18,15 @@ condition decides (larger γ, kept, moves the aggregate farther); for rules that
 (Median, FedAvg) the second does, as in NDSS'21's code for Median and Trimmed-mean: γ grows while
 the aggregate still moves.
 
-The oracle is the defense the server runs, called on exactly the rows the server will see
+The oracle is the defense the server runs, deciding on exactly the rows the server will see
 (``cat(benign, poisoned)`` in the order of :func:`attack_context`) with a private copy of the
-round's generator, so it draws what the real call will draw. Against HeteroFL with step 3 the
-oracle includes the watermark check, so a successful γ keeps the trigger-loss reduction above λ
-(the paper's "do not lose performance on D_trg").
+round's generator, so it draws what the real call will draw. It is the defense's own
+:meth:`~fedml_heterofl.defense.base.Defense.oracle`: for the package's rules (all but Median) each
+tested γ costs O(n²) from pieces computed once per round plus the f poisoned models, not a whole
+defense call; a user's rule is called on the materialised rows. Its predicted kept set for the
+submitted γ is :attr:`prediction`; the server records whether its real decision agrees
+(``oracle_agrees``). Against HeteroFL with step 3 the oracle includes the watermark check, so a
+successful γ keeps the trigger-loss reduction above λ (the paper's "do not lose performance on D_trg").
 
 Paper-silent choice: ``μ = 0.1`` (a tenth of the coordinates flipped). It makes the f poisoned
 updates pairwise cosine ≈ 0.8 instead of 1 — less similar than sybils, so step 1 of HeteroFL
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor
@@ -44,13 +48,16 @@ from fedml_heterofl.attack.base import (
     attack_generator,
     check_choice,
     check_positive,
-    oracle_context,
+    gamma_search,
     perturbation,
     reference_updates,
-    gamma_search,
     register,
 )
-from fedml_heterofl.defense.base import Defense, RoundContext
+from fedml_heterofl.defense.base import Defense, OracleOutcome, RoundContext
+from fedml_heterofl.defense.rows import poisoned_rows
+
+#: how the oracle evaluates a tested γ (:meth:`~fedml_heterofl.defense.base.Defense.oracle`)
+ORACLES = ("fast", "plain")
 
 
 @register
@@ -62,15 +69,24 @@ class Adaptive(ModelAttack):
         gamma_init: Alg. 7's γ_init; the search covers ``[0, 2·γ_init]`` (NDSS'21's code: 10).
         tau: the search's precision (NDSS'21: 1e-5).
         mu: fraction of coordinates whose sign is flipped for attackers 2..f (Eq. 8).
-        knowledge: ``full`` (the oracle sees every honest update of the round, default) or
-            ``partial`` (the attackers' own honest updates stand in for the unknown ones; rules whose
-            n/f requirements then fail raise their ``ValueError``).
+        knowledge: ``full`` (the mean and perturbation from the round's benign updates, as NDSS'21's
+            code; the oracle sees every honest update of the round; default), ``full_with_own`` (the
+            attackers' own honest updates join the reference set) or ``partial`` (the attackers' own
+            honest updates stand in for the unknown ones, also in the oracle; rules whose n/f
+            requirements then fail raise their ``ValueError``).
+        oracle: ``fast`` (the defense's :class:`~fedml_heterofl.defense.base.Oracle` over pieces
+            computed once per round, default) or ``plain`` (the defense called on the materialised
+            rows for every tested γ; the same decisions, slower — the reference for tests and
+            benchmarks).
+
+    After a call with ``full``/``full_with_own`` knowledge, :attr:`prediction` is the oracle's kept
+    mask for the submitted γ, which the server compares with its real decision (``oracle_agrees``).
     """
 
     name = "adaptive"
 
     def __init__(self, *, perturbation: str = "std", gamma_init: float = 10.0, tau: float = 1e-5,
-                 mu: float = 0.1, knowledge: str = "full") -> None:
+                 mu: float = 0.1, knowledge: str = "full", oracle: str = "fast") -> None:
         super().__init__()
         self.perturbation = check_choice("perturbation", perturbation, PERTURBATIONS)
         check_positive(gamma_init=gamma_init, tau=tau)
@@ -80,6 +96,7 @@ class Adaptive(ModelAttack):
         self.tau = float(tau)
         self.mu = float(mu)
         self.knowledge = check_choice("knowledge", knowledge, KNOWLEDGE)
+        self.oracle = check_choice("oracle", oracle, ORACLES)
 
     def directions(self, delta: Tensor, f: int, generator: torch.Generator) -> Tensor:
         """``Δ̃_1..Δ̃_f`` (f, d): row 1 is ``delta``, rows ``k ≥ 2`` flip ``⌈μ·d⌉`` random signs of it."""
@@ -99,32 +116,25 @@ class Adaptive(ModelAttack):
         f = own.shape[0]
         reference = reference_updates(benign, own, self.knowledge)
         mean = reference.mean(dim=0)
-        directions = self.directions(perturbation(reference, self.perturbation), f, attack_generator(ctx))
-        if self.knowledge == "full":
-            others, octx = benign, ctx
-        else:  # the oracle sees the attackers' honest updates in place of the unknown ones
+        directions = self.directions(perturbation(reference, self.perturbation), f, attack_generator(ctx)).to(own.dtype)
+        if self.knowledge == "partial":  # the oracle sees the attackers' honest updates in place of the unknown ones
             others, octx = own, replace(ctx, client_ids=None, sample_counts=None)
-
-        best = {"deviation": -math.inf}
-        # the oracle's input, built once: the known updates, then the f poisoned rows, rewritten in
-        # place for each tested γ (a fresh cat per call costs ~0.7 s at d = 1.6M, n = 100)
-        candidate = torch.cat([others, directions.to(others.dtype)])
-        poisoned = candidate[others.shape[0]:]
+        else:
+            others, octx = benign, ctx
+        oracle = defense.oracle(others, mean.to(own.dtype), directions, octx, plain=self.oracle == "plain")
+        last: Dict[str, OracleOutcome] = {}  # the outcome of the last successful γ
 
         def succeeds(gamma: float) -> bool:
-            torch.mul(directions, gamma, out=poisoned)
-            poisoned.add_(mean)  # = mean + γ·Δ̃, as returned below
-            result = defense(candidate, oracle_context(octx))
-            if not bool(result.kept[-f:].all()):
+            out = oracle(gamma)
+            if not bool(out.kept[-f:].all()) or ("success" in last and out.deviation <= last["success"].deviation):
                 return False
-            deviation = float(torch.linalg.vector_norm(result.update.double() - mean.double()))
-            if deviation <= best["deviation"]:
-                return False
-            best["deviation"] = deviation
+            last["success"] = out
             return True
 
         gamma, calls = gamma_search(succeeds, self.gamma_init, self.tau)
+        final = last["success"] if "success" in last else oracle(gamma)  # γ = 0 when nothing succeeded
+        self.prediction = None if self.knowledge == "partial" else final.kept
         self.report.update(gamma=gamma, oracle_calls=calls, success=float(gamma > 0),
-                           deviation=max(best["deviation"], 0.0),
+                           deviation=final.deviation if "success" in last else 0.0,
                            flipped_coordinates=math.ceil(self.mu * own.shape[1]) if f > 1 else 0)
-        return (mean + gamma * directions).to(own.dtype)
+        return poisoned_rows(mean.to(own.dtype), directions, gamma)

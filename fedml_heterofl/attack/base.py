@@ -16,8 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import ABC, abstractmethod
-from dataclasses import replace
-from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -32,8 +31,9 @@ log = logging.getLogger(__name__)
 MALICIOUS_STREAM = 2**62 + 1
 #: SeedSequence stream of an attack's own random choices within a round
 ATTACK_STREAM = 2**62 + 3
-#: knowledge settings of NDSS'21 §4: every benign update of the round, or only the attackers' own
-KNOWLEDGE = ("full", "partial")
+#: knowledge settings (NDSS'21 §4): the round's benign updates (their released code's reference set),
+#: those and the attackers' own honest updates, or only the attackers' own (:func:`reference_updates`)
+KNOWLEDGE = ("full", "full_with_own", "partial")
 
 
 def choose_attackers(num_clients: int, f: int, seed: int) -> Tuple[int, ...]:
@@ -59,8 +59,16 @@ def attack_context(ctx: RoundContext, benign: Tensor, own: Tensor) -> RoundConte
     return ctx.subset(order, benign.numel())
 
 
+class Poisoned(NamedTuple):
+    """The round's updates after a model attack, and the kept mask its oracle predicted for them
+    (round order; ``None`` when the attack made no prediction about this round)."""
+
+    updates: Tensor
+    predicted_kept: Optional[Tensor]
+
+
 def apply_model_attack(attack: "ModelAttack", updates: Tensor, malicious: Tensor, ctx: RoundContext,
-                       defense: Optional[Defense] = None) -> Tensor:
+                       defense: Optional[Defense] = None) -> Poisoned:
     """``updates`` (round order) with the rows of ``malicious`` replaced by ``attack``'s poisoned ones.
 
     Rows with NaN/Inf entries (clients whose local training overflowed, as near a diverged model) are
@@ -68,6 +76,9 @@ def apply_model_attack(attack: "ModelAttack", updates: Tensor, malicious: Tensor
     the defense on, the finite rows only (after screening, the defense's real call works on those
     same rows), and an attacker whose own honest update is non-finite sends it unchanged. With no
     finite attacker row the attack is not called (its ``report`` is emptied).
+
+    An attack that predicts the defense's decision (:attr:`ModelAttack.prediction`, over
+    ``cat(benign, own)``) has it mapped to round order, the non-finite rows predicted removed.
     """
     finite, _ = finite_rows(updates)
     crafting = malicious & finite
@@ -75,13 +86,17 @@ def apply_model_attack(attack: "ModelAttack", updates: Tensor, malicious: Tensor
         log.warning("rows %s of the round's updates are non-finite (local training overflowed); the attack "
                     "uses the %d finite rows", (~finite).nonzero().flatten().tolist(), int(finite.sum()))
     if not bool(crafting.any()):
-        attack.report = {}
-        return updates
+        attack.report, attack.prediction = {}, None
+        return Poisoned(updates, None)
     known = ~malicious & finite
     out = updates.clone()
     out[crafting] = attack.attack(updates[known], updates[crafting], attack_context(ctx, known, crafting),
                                   defense=defense).to(updates.dtype)
-    return out
+    predicted = None
+    if getattr(attack, "prediction", None) is not None:
+        predicted = torch.zeros(updates.shape[0], dtype=torch.bool)
+        predicted[torch.cat([known.nonzero().flatten(), crafting.nonzero().flatten()])] = attack.prediction
+    return Poisoned(out, predicted)
 
 
 def attack_generator(ctx: RoundContext) -> torch.Generator:
@@ -89,14 +104,6 @@ def attack_generator(ctx: RoundContext) -> torch.Generator:
     round's generator, so the defense that runs after the attack sees the same numbers."""
     seed = np.random.SeedSequence([ctx.generator.initial_seed(), ATTACK_STREAM]).generate_state(1, np.uint64)[0]
     return torch.Generator(device="cpu").manual_seed(int(seed) >> 1)
-
-
-def oracle_context(ctx: RoundContext) -> RoundContext:
-    """``ctx`` with a private copy of its generator: a defense called as an oracle draws exactly
-    what the real call will draw, and leaves the real call's generator untouched."""
-    generator = torch.Generator(device=ctx.generator.device)
-    generator.set_state(ctx.generator.get_state())
-    return replace(ctx, generator=generator)
 
 
 class ModelAttack(ABC):
@@ -107,12 +114,16 @@ class ModelAttack(ABC):
     def __init__(self) -> None:
         #: what the last call did (numbers only, so it can go into the round's metrics)
         self.report: Dict[str, float] = {}
+        #: the kept mask over ``cat(benign, poisoned)`` that the last call's oracle predicted for the
+        #: rows it returned, or ``None`` (no oracle, or one that did not see the real round)
+        self.prediction: Optional[Tensor] = None
 
     def attack(self, benign: Tensor, own: Tensor, ctx: Optional[RoundContext] = None,
                defense: Optional[Defense] = None) -> Tensor:
         """The f poisoned updates, shape ``own.shape``; validates the inputs (see :func:`check_inputs`)."""
         ctx = ctx if ctx is not None else RoundContext()
         check_inputs(benign, own)
+        self.prediction = None
         if own.shape[0] == 0:
             self.report = {"f": 0}
             return own
@@ -124,7 +135,7 @@ class ModelAttack(ABC):
         """The attack proper, on validated inputs with f >= 1; records its numbers in ``self.report``."""
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "report")
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k not in ("report", "prediction"))
         return f"{type(self).__name__}({params})"
 
 
@@ -157,14 +168,19 @@ def check_inputs(benign: Tensor, own: Tensor) -> None:
 
 
 def reference_updates(benign: Tensor, own: Tensor, knowledge: str) -> Tensor:
-    """The benign updates the attackers know (NDSS'21 §4): all of the round's (``full``: the honest
-    clients' and the attackers' own honest updates) or only their own (``partial``)."""
+    """The benign updates the attackers build on (NDSS'21 §4), by ``knowledge``:
+
+    * ``full`` — the honest clients' updates of the round, as NDSS'21's released code (which the
+      HeteroFL paper follows) computes the mean, the perturbation and the distance bounds;
+    * ``full_with_own`` — those and the attackers' own honest updates;
+    * ``partial`` — only the attackers' own honest updates.
+    """
     if knowledge == "partial":
         return own
     if benign.shape[0] == 0:
-        raise ValueError(f"full knowledge needs the honest clients' updates, but all {own.shape[0]} "
+        raise ValueError(f"{knowledge} knowledge needs the honest clients' updates, but all {own.shape[0]} "
                          "updates of the round are the attackers'")
-    return torch.cat([benign, own])
+    return benign if knowledge == "full" else torch.cat([benign, own])
 
 
 def check_choice(name: str, value: str, allowed: Tuple[str, ...]) -> str:
@@ -270,7 +286,8 @@ class ConstrainedMeanAttack(ModelAttack):
             the scale of the updates (the constraint is convex in γ and holds at 0, so the feasible
             γ ≥ 0 form one interval).
         tau: the search's precision (NDSS'21: 1e-5).
-        knowledge: ``full`` (every benign update of the round, default) or ``partial``.
+        knowledge: ``full`` (the round's benign updates, default), ``full_with_own`` or ``partial``
+            (:func:`reference_updates`).
     """
 
     #: most doublings of γ_init (γ ≤ γ_init·2**60; the constraint is a quadratic, so a feasible γ

@@ -6,7 +6,11 @@ An update is a delta ``g_i = w_i - w_t``. A round's updates are one float tensor
 
 Selection and averaging are separate: :meth:`Defense.select` decides which rows are kept (and with
 which weights), :meth:`Defense.combine` turns the selection into the aggregate. Detection metrics
-and the adaptive attack (which uses a defense as its oracle) call ``select`` alone.
+read the selection; the adaptive attack reads the rule's :class:`Oracle` (:meth:`Defense.oracle`),
+which decides as the rule would on candidate rounds ``cat(known, b + γΔ)``. For a
+:class:`RowsDefense` — a rule that reads the updates only through a
+:class:`~fedml_heterofl.defense.rows.Rows` view — the oracle costs O(n²) per γ plus the f poisoned
+models, not a whole call (DESIGN §13); every other rule is called on the materialised rows.
 
 Rows that are not finite or have zero norm are removed before any rule sees them and are reported
 under ``removed_by["non_finite"]`` / ``removed_by["zero_norm"]``. When every row is removed the
@@ -19,17 +23,22 @@ import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Callable, ClassVar, Dict, Iterator, Optional, Sequence, Tuple
+from typing import ClassVar, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-log = logging.getLogger(__name__)
+from fedml_heterofl.defense.rows import (  # noqa: F401  (gram_matrix, finite_rows: re-exported)
+    AffineBasis,
+    Batch,
+    DenseRows,
+    LossFn,
+    Rows,
+    finite_rows,
+    gram_matrix,
+)
 
-Batch = Tuple[Tensor, Tensor]
-#: ``loss_fn(params, batch) -> losses``: mean loss of each of ``k`` flat parameter vectors
-#: ``params`` of shape ``(k, d)`` on ``batch = (x, y)``; returns shape ``(k,)``.
-LossFn = Callable[[Tensor, Batch], Tensor]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,7 +119,9 @@ class Defense(ABC):
     """An aggregation rule: ``rule(updates, ctx) -> AggregationResult``.
 
     Subclasses implement :meth:`select` on screened updates (finite, non-zero rows) and, if the
-    aggregate is not ``weights @ U``, :meth:`combine`. ``name`` is the registry key.
+    aggregate is not ``weights @ U``, :meth:`combine`. ``name`` is the registry key. Rules whose
+    selection reads the updates only through a :class:`~fedml_heterofl.defense.rows.Rows` view derive
+    from :class:`RowsDefense`, which gives the adaptive attack a fast :meth:`oracle`.
     """
 
     name: ClassVar[str] = ""
@@ -128,34 +139,53 @@ class Defense(ABC):
     def __call__(self, updates: Tensor, ctx: Optional[RoundContext] = None) -> AggregationResult:
         ctx = ctx if ctx is not None else RoundContext()
         check_updates(updates, None if ctx.global_params is None else ctx.global_params.numel())
-        clean, index, screened = screen_updates(updates)
         n, d = updates.shape
+        decision = self.decide(DenseRows(updates), ctx)
+        if decision.screened:
+            log.warning("removed malformed updates: %s", {k: v.tolist() for k, v in decision.screened.items()})
+        if decision.selection is None:
+            log.warning("round %d: every update was malformed; the global model stays as it is", ctx.round_idx)
+            return AggregationResult(
+                kept=torch.zeros(n, dtype=torch.bool),
+                removed_by=decision.screened,
+                diagnostics={"all_removed": True},
+                weights=torch.zeros(n, dtype=updates.dtype),
+                update=torch.zeros(d, dtype=updates.dtype, device=updates.device),
+            )
+        sel = decision.selection
+        update = self.combine(decision.rows.materialise(), sel, decision.ctx)
+        if not bool(sel.kept.any()):
+            log.warning("round %d: %s removed every update; the global model stays as it is",
+                        ctx.round_idx, self.name)
+            sel.diagnostics["all_removed"] = True
+        return _lift(sel, update, decision.index, n, decision.screened)
+
+    def decide(self, rows: Rows, ctx: RoundContext) -> "Decision":
+        """Screening, then :meth:`select_rows` on the valid rows (shared by the call and the oracle).
+
+        Rows with NaN/Inf entries or zero norm are removed (``screened``); with fewer valid rows
+        than ``min_updates`` (but some) a ``ValueError`` says so, with none ``selection`` is ``None``.
+        """
+        index, screened = _screen(rows)
+        n = rows.n
         if index.numel() < self.min_updates:
             if index.numel() > 0:
                 raise ValueError(
                     f"{self.name} needs at least {self.min_updates} valid updates, got {index.numel()} "
                     f"(of n={n}; removed as malformed: {sum(len(v) for v in screened.values())})"
                 )
-            log.warning("round %d: every update was malformed; the global model stays as it is", ctx.round_idx)
-            return AggregationResult(
-                kept=torch.zeros(n, dtype=torch.bool),
-                removed_by=screened,
-                diagnostics={"all_removed": True},
-                weights=torch.zeros(n, dtype=updates.dtype),
-                update=torch.zeros(d, dtype=updates.dtype, device=updates.device),
-            )
+            return Decision(None, index, screened, rows, ctx)
+        valid = rows if index.numel() == n else rows.subset(index)
         sub_ctx = ctx if index.numel() == n else ctx.subset(index, n)
-        sel = self.select(clean, sub_ctx)
-        update = self.combine(clean, sel, sub_ctx)
-        if not bool(sel.kept.any()):
-            log.warning("round %d: %s removed every update; the global model stays as it is",
-                        ctx.round_idx, self.name)
-            sel.diagnostics["all_removed"] = True
-        return _lift(sel, update, index, n, screened)
+        return Decision(self.select_rows(valid, sub_ctx), index, screened, valid, sub_ctx)
 
     @abstractmethod
     def select(self, updates: Tensor, ctx: RoundContext) -> Selection:
         """Decide which of the (screened) ``updates`` are kept; see :class:`Selection`."""
+
+    def select_rows(self, rows: Rows, ctx: RoundContext) -> Selection:
+        """:meth:`select` on a row view; rules without a fast path materialise the rows."""
+        return self.select(rows.materialise(), ctx)
 
     def combine(self, updates: Tensor, selection: Selection, ctx: RoundContext) -> Tensor:
         """The aggregate of a selection: ``weights @ U`` (zero update when nothing is kept)."""
@@ -163,9 +193,106 @@ class Defense(ABC):
             raise NotImplementedError(f"{type(self).__name__} returns no weights and must override combine()")
         return selection.weights.to(device=updates.device, dtype=updates.dtype) @ updates
 
+    def oracle(self, known: Tensor, base: Tensor, directions: Tensor, ctx: RoundContext, *,
+               plain: bool = False) -> "Oracle":
+        """This rule's decisions on the candidate rounds ``cat(known, base + γ·directions)`` for any γ
+        (the adaptive attack's oracle, :class:`Oracle`); ``ctx`` describes those rows. ``plain``
+        calls the rule on the materialised rows for every γ (the reference the fast path is tested
+        against, and what a rule without a fast path gets anyway)."""
+        return Oracle(self, known, base, directions, ctx, plain=plain)
+
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({params})"
+
+
+class RowsDefense(Defense):
+    """A rule whose selection reads the updates only through a :class:`~fedml_heterofl.defense.rows.Rows`
+    view (Gram matrix, norms, dot products, columns, model losses): subclasses implement
+    :meth:`select_rows`, and the adaptive attack's :class:`Oracle` then evaluates each γ in O(n²)
+    from pieces computed once per round, plus the f poisoned models where the rule evaluates models
+    (DESIGN §13)."""
+
+    def select(self, updates: Tensor, ctx: RoundContext) -> Selection:
+        return self.select_rows(DenseRows(updates), ctx)
+
+    @abstractmethod
+    def select_rows(self, rows: Rows, ctx: RoundContext) -> Selection:
+        """Decide which of the (screened) rows are kept; see :class:`Selection`."""
+
+
+@dataclass
+class Decision:
+    """A rule's selection over the ``valid`` rows of a round (``index`` into the round; ``None``
+    when every row was malformed), the rows ``screened`` out before it, and the valid rows' context."""
+
+    selection: Optional[Selection]
+    index: Tensor
+    screened: Dict[str, Tensor]
+    rows: Rows
+    ctx: RoundContext
+
+
+@dataclass
+class OracleOutcome:
+    """What the oracle predicts for one γ: the ``kept`` mask over the candidate rows and the
+    aggregate's distance from the base, ``‖A(·) − b‖`` (0 when every row is malformed)."""
+
+    kept: Tensor
+    deviation: float
+
+
+class Oracle:
+    """A defense's decisions on the candidate rounds ``cat(known, base + γ·directions)`` (HeteroFL
+    paper Alg. 7; NDSS'21's AGR-tailored attacks): ``oracle(γ) -> OracleOutcome``.
+
+    Each call decides exactly as the rule would on those rows, with a private copy of ``ctx``'s
+    generator (so it draws what the server's call will draw and leaves it untouched). For a
+    :class:`RowsDefense` the rows are an :class:`~fedml_heterofl.defense.rows.AffineRows` view over
+    pieces computed once (:class:`~fedml_heterofl.defense.rows.AffineBasis`), and the deviation of a
+    weighted aggregate comes from the same pieces; any other rule (Median, a user's rule) is called
+    on the materialised rows, as is every rule with ``plain=True``.
+    """
+
+    def __init__(self, defense: Defense, known: Tensor, base: Tensor, directions: Tensor, ctx: RoundContext,
+                 *, plain: bool = False) -> None:
+        self.defense, self.ctx, self.base = defense, ctx, base
+        self.plain = plain or not isinstance(defense, RowsDefense)
+        self.basis = None if self.plain else AffineBasis(known, base, directions)
+        if self.plain:  # the candidate round, built once and its poisoned rows rewritten per γ
+            self._candidate = torch.cat([known, directions.to(known.dtype)])
+            self._directions = directions.to(known.dtype)
+
+    def __call__(self, gamma: float) -> OracleOutcome:
+        ctx = private_generator(self.ctx)
+        if self.plain:
+            poisoned = self._candidate[-self._directions.shape[0]:]
+            torch.mul(self._directions, gamma, out=poisoned).add_(self.base)  # = poisoned_rows(...)
+            result = self.defense(self._candidate, ctx)
+            return OracleOutcome(result.kept, _distance(result.update, self.base))
+        rows = self.basis.rows(gamma)
+        decision = self.defense.decide(rows, ctx)
+        kept = torch.zeros(rows.n, dtype=torch.bool)
+        if decision.selection is None:
+            return OracleOutcome(kept, 0.0)
+        sel = decision.selection
+        kept[decision.index] = sel.kept
+        if type(self.defense).combine is Defense.combine:
+            return OracleOutcome(kept, decision.rows.deviation(sel.weights))
+        update = self.defense.combine(decision.rows.materialise(), sel, decision.ctx)
+        return OracleOutcome(kept, _distance(update, self.base))
+
+
+def private_generator(ctx: RoundContext) -> RoundContext:
+    """``ctx`` with a private copy of its generator: a defense called as an oracle draws exactly
+    what the real call will draw, and leaves the real call's generator untouched."""
+    generator = torch.Generator(device=ctx.generator.device)
+    generator.set_state(ctx.generator.get_state())
+    return replace(ctx, generator=generator)
+
+
+def _distance(update: Tensor, base: Tensor) -> float:
+    return float(torch.linalg.vector_norm(update.double() - base.double()))
 
 
 def _lift(sel: Selection, update: Tensor, index: Tensor, n: int, screened: Dict[str, Tensor]) -> AggregationResult:
@@ -200,19 +327,6 @@ def check_updates(updates: Tensor, d: Optional[int] = None) -> None:
         raise ValueError(f"updates have length {updates.shape[1]}, the model has d={d} parameters")
 
 
-def finite_rows(updates: Tensor) -> Tuple[Tensor, Tensor]:
-    """``(finite, norms)``: which rows of ``updates`` (n, d) have only finite entries, and the rows'
-    norms. One pass: a row's norm is NaN/Inf iff the row has a NaN/Inf entry or its squares overflow,
-    which the exact check on those few rows tells apart (``torch.isfinite`` over all of U costs 25x
-    more than the norm)."""
-    norms = torch.linalg.vector_norm(updates, dim=1)
-    finite = torch.isfinite(norms)
-    if not bool(finite.all()):
-        suspect = (~finite).nonzero().flatten()
-        finite[suspect] = torch.isfinite(updates[suspect]).all(dim=1)
-    return finite, norms
-
-
 def screen_updates(updates: Tensor) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
     """Remove rows with NaN/Inf entries or zero norm.
 
@@ -221,19 +335,20 @@ def screen_updates(updates: Tensor) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
     rows removed (keys present only when something was removed).
     """
     check_updates(updates)
-    finite, norms = finite_rows(updates)
-    nonzero = norms != 0
-    valid = finite & nonzero
+    index, removed = _screen(DenseRows(updates))
+    clean = updates if index.numel() == updates.shape[0] else updates[index]
+    return clean, index, removed
+
+
+def _screen(rows: Rows) -> Tuple[Tensor, Dict[str, Tensor]]:
+    """``(index of the valid rows, {"non_finite": idx, "zero_norm": idx})`` (keys only when non-empty)."""
+    finite, nonzero = rows.screen()
     removed: Dict[str, Tensor] = {}
     if not bool(finite.all()):
         removed["non_finite"] = (~finite).nonzero().flatten()
     if not bool((nonzero | ~finite).all()):
         removed["zero_norm"] = (~nonzero & finite).nonzero().flatten()
-    if removed:
-        log.warning("removed malformed updates: %s", {k: v.tolist() for k, v in removed.items()})
-    index = valid.nonzero().flatten()
-    clean = updates if index.numel() == updates.shape[0] else updates[index]
-    return clean, index, removed
+    return (finite & nonzero).nonzero().flatten(), removed
 
 
 def stack_updates(rows: Sequence[Tensor], d: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -248,31 +363,6 @@ def stack_updates(rows: Sequence[Tensor], d: int) -> Tuple[Tensor, Tensor, Tenso
         log.warning("removed updates of the wrong length (expected d=%d): positions %s", d, bad)
     U = torch.stack([rows[i].float() for i in ok]) if ok else torch.zeros(0, d)
     return U, torch.tensor(ok, dtype=torch.long), torch.tensor(bad, dtype=torch.long)
-
-
-def gram_matrix(updates: Tensor, dtype: torch.dtype = torch.float32, chunk: int = 1 << 15) -> Tensor:
-    """``G = U Uᵀ`` of shape ``(n, n)`` in ``dtype``.
-
-    In float64 the product is accumulated over column blocks of ``chunk`` so that no float64
-    copy of the whole ``U`` is made. Everything HeteroFL's steps 1, 2, 4 and the distance-based
-    baselines need (norms, cosines, squared distances) follows from ``G`` (DESIGN §10).
-    """
-    if dtype == updates.dtype:
-        return updates @ updates.T
-    n, d = updates.shape
-    G = torch.zeros(n, n, dtype=dtype, device=updates.device)
-    for start in range(0, d, chunk):
-        block = updates[:, start:start + chunk].to(dtype)
-        G.addmm_(block, block.T)
-    return G
-
-
-def finite_gram(updates: Tensor) -> Tensor:
-    """``U Uᵀ`` in float32, or in float64 where float32 overflows: finite updates whose products
-    exceed 3.4e38 (entries beyond ~1e19, as near a diverged model), which a float32 Gram would turn
-    into Inf/NaN norms and cosines."""
-    G = gram_matrix(updates)
-    return G if bool(torch.isfinite(G).all()) else gram_matrix(updates, torch.float64)
 
 
 def norms_from_gram(G: Tensor) -> Tensor:

@@ -13,8 +13,9 @@ from typing import Dict
 import torch
 from torch import Tensor
 
-from fedml_heterofl.defense.base import Defense, RoundContext, Selection, register, timed, uniform_weights
+from fedml_heterofl.defense.base import RoundContext, RowsDefense, Selection, register, timed, uniform_weights
 from fedml_heterofl.defense.multikrum import order_by_score
+from fedml_heterofl.defense.rows import Rows
 
 
 def dnc_scores(sub: Tensor) -> Tensor:
@@ -29,7 +30,7 @@ def dnc_scores(sub: Tensor) -> Tensor:
 
 
 @register
-class DnC(Defense):
+class DnC(RowsDefense):
     """Divide-and-Conquer (NDSS'21, Alg. 2).
 
     Args:
@@ -65,8 +66,8 @@ class DnC(Defense):
         self.niters = niters
         self.subsample_dim = subsample_dim
 
-    def select(self, updates: Tensor, ctx: RoundContext) -> Selection:
-        n, d = updates.shape
+    def select_rows(self, rows: Rows, ctx: RoundContext) -> Selection:
+        n, d = rows.n, rows.d
         n_remove = int(self.c * self.f + 1e-9)
         if n - n_remove < 1:
             raise ValueError(
@@ -80,10 +81,9 @@ class DnC(Defense):
         with timed(diagnostics, "dnc"):
             for _ in range(self.niters):
                 if b < d:
-                    coords = torch.randperm(d, generator=ctx.generator)[:b].to(updates.device)
-                    sub = updates[:, coords]
+                    sub = rows.columns(torch.randperm(d, generator=ctx.generator)[:b])
                 else:
-                    sub = updates
+                    sub = rows.materialise()
                 s = dnc_scores(sub).cpu()
                 good = torch.zeros(n, dtype=torch.bool)
                 good[order_by_score(s, ids)[: n - n_remove]] = True

@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import Tuple
 
 import torch
-from torch import Tensor
 
-from fedml_heterofl.defense.base import Defense, RoundContext, Selection, register, uniform_weights
+from fedml_heterofl.defense.base import RoundContext, RowsDefense, Selection, register, uniform_weights
+from fedml_heterofl.defense.rows import Rows
 
 
 @register
-class FedAvg(Defense):
+class FedAvg(RowsDefense):
     """FedAvg: ``Δ = Σ_i n_i g_i / Σ_j n_j`` (McMahan et al. 2017, Alg. 1 server step).
 
     Args:
@@ -39,8 +39,8 @@ class FedAvg(Defense):
     def requires(self) -> Tuple[str, ...]:
         return ("sample_counts",) if self.weighted else ()
 
-    def select(self, updates: Tensor, ctx: RoundContext) -> Selection:
-        n = updates.shape[0]
+    def select_rows(self, rows: Rows, ctx: RoundContext) -> Selection:
+        n = rows.n
         kept = torch.ones(n, dtype=torch.bool)
         counts = ctx.sample_counts
         diagnostics = {"weighted": False}

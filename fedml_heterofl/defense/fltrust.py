@@ -14,13 +14,14 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor
 
-from fedml_heterofl.defense.base import Defense, RoundContext, Selection, register, timed
+from fedml_heterofl.defense.base import RoundContext, RowsDefense, Selection, register, timed
+from fedml_heterofl.defense.rows import Rows
 
 log = logging.getLogger(__name__)
 
 
 @register
-class FLTrust(Defense):
+class FLTrust(RowsDefense):
     """FLTrust: ``Δ = Σ_i ReLU(cos(g_i, g_0)) (‖g_0‖/‖g_i‖) g_i / Σ_j ReLU(cos(g_j, g_0))``.
 
     Expressed as ``weights @ U`` with ``weights_i = TS_i ‖g_0‖ / (‖g_i‖ Σ_j TS_j)`` (no rescaled copy
@@ -45,20 +46,20 @@ class FLTrust(Defense):
     def requires(self) -> Tuple[str, ...]:
         return ("server_update",)
 
-    def select(self, updates: Tensor, ctx: RoundContext) -> Selection:
-        n, d = updates.shape
+    def select_rows(self, rows: Rows, ctx: RoundContext) -> Selection:
+        n, d = rows.n, rows.d
         g0 = ctx.server_update
         if g0 is None:
             raise ValueError("FLTrust needs ctx.server_update (the server's update g_0 on its root dataset)")
         if not isinstance(g0, Tensor) or g0.numel() != d:
             shape = tuple(g0.shape) if isinstance(g0, Tensor) else type(g0).__name__
             raise ValueError(f"FLTrust server_update must have d={d} entries (the update length), got {shape}")
-        g0 = g0.reshape(-1).to(device=updates.device, dtype=updates.dtype)
+        g0 = g0.reshape(-1)
         diagnostics: Dict[str, object] = {}
         with timed(diagnostics, "trust"):
             norm0 = float(torch.linalg.vector_norm(g0, dtype=torch.float64))
             if norm0 == 0 or not math.isfinite(norm0):  # nothing to trust: no scores to compute
-                trust = torch.zeros(n, dtype=torch.float64, device=updates.device)
+                trust = torch.zeros(n, dtype=torch.float64)
                 weights, total = torch.zeros_like(trust), 0.0
                 if norm0 == 0:
                     diagnostics["zero_server_update"] = True
@@ -67,13 +68,8 @@ class FLTrust(Defense):
                     log.warning("round %d: FLTrust's server update g_0 is non-finite (its training on the root "
                                 "data diverged); no update can be trusted", ctx.round_idx)
             else:
-                dots = (updates @ g0).double()
-                norms = torch.linalg.vector_norm(updates, dim=1).double()  # float32 pass: 20x faster than float64
-                overflow = ~(torch.isfinite(dots) & torch.isfinite(norms))
-                if bool(overflow.any()):  # finite rows whose float32 norm/dot overflows: redo them in float64
-                    rows = updates[overflow].double()
-                    dots[overflow] = rows @ g0.double()
-                    norms[overflow] = torch.linalg.vector_norm(rows, dim=1)
+                dots = rows.dots(g0).cpu()  # float64: no overflow for finite float32 rows
+                norms = rows.sq_norms().cpu().sqrt()
                 trust = (dots / (norms * norm0)).clamp(-1.0, 1.0).relu()
                 total = float(trust.sum())
                 weights = trust * norm0 / norms / total if total > 0 else torch.zeros_like(trust)

@@ -4,8 +4,11 @@ Each step is a public function that can be called alone; :class:`HeteroFL` compo
 in ``steps`` (Table III's ablations are ``steps=(1,)``, ``(1, 2)``, ``(1, 2, 3)``, ``(1, 2, 3, 4)``).
 
 Steps 1, 2 and 4 only need the Gram matrix ``G = U Uᵀ`` of the updates (norms, cosines and
-group-centroid similarities follow from it), so they take ``G``; the composite computes it once.
-Step 3 needs the updates themselves (it evaluates ``w_t + g_i`` on the trigger set).
+group-centroid similarities follow from it), so they take ``G``; the composite computes it once, in
+float64 (cosines of near-identical sybils cancel in float32, and the adaptive attack's oracle
+predicts the decision from float64 pieces). Step 3 needs the models ``w_t + g_i`` on the trigger
+set. The composite reads the updates only through a :class:`~fedml_heterofl.defense.rows.Rows`
+view, so the adaptive attack's oracle evaluates it in O(n²) per γ plus the f poisoned models.
 
 Choices the paper leaves open (each a parameter of :class:`HeteroFL`):
 
@@ -35,23 +38,23 @@ Choices the paper leaves open (each a parameter of :class:`HeteroFL`):
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from fedml_heterofl.defense.base import (
     Batch,
-    Defense,
     LossFn,
     RoundContext,
+    RowsDefense,
     Selection,
     cosine_from_gram,
-    finite_gram,
     norms_from_gram,
     register,
     timed,
 )
+from fedml_heterofl.defense.rows import Rows, as_rows
 
 STEP_NAMES = {
     1: "sybil_direction_removal",
@@ -295,7 +298,7 @@ def similarity_detection(
 # ---------------------------------------------------------------------------------------------
 
 def watermark_verification(
-    updates: Tensor,
+    updates: Union[Tensor, Rows],
     global_params: Tensor,
     loss_fn: LossFn,
     trigger_set: Batch,
@@ -313,16 +316,15 @@ def watermark_verification(
     ``chunk`` parameter vectors materialised at a time).
 
     Args:
-        updates: ``(n, d)``; global_params: ``w_t`` of shape ``(d,)``; loss_fn: see
-        :data:`~fedml_heterofl.defense.base.LossFn`; trigger_set: ``D_trg`` labelled L.
+        updates: ``(n, d)`` tensor or :class:`~fedml_heterofl.defense.rows.Rows` view; global_params:
+        ``w_t`` of shape ``(d,)``; loss_fn: see :data:`~fedml_heterofl.defense.base.LossFn`;
+        trigger_set: ``D_trg`` labelled L.
         index: the rows of ``updates`` that form C (default: all); results follow this order.
     """
-    index = torch.arange(updates.shape[0]) if index is None else index
-    base = loss_fn(global_params.reshape(1, -1), trigger_set)[0]
-    losses = torch.cat([
-        loss_fn(global_params + updates[index[s:s + chunk]], trigger_set) for s in range(0, index.numel(), chunk)
-    ]) if index.numel() else updates.new_zeros(0)
-    reduction = (base - losses).float()
+    rows = as_rows(updates)
+    index = torch.arange(rows.n) if index is None else index
+    base = float(loss_fn(global_params.reshape(1, -1), trigger_set)[0])
+    reduction = (base - rows.losses(index, global_params, loss_fn, trigger_set, chunk)).float()
     return StepResult(~(reduction > lam), reduction, {"loss_before": float(base), "lambda": lam})
 
 
@@ -375,7 +377,7 @@ def magnitude_rectification(gram: Tensor, *, factor: float = 8.0) -> MagnitudeRe
 # ---------------------------------------------------------------------------------------------
 
 @register
-class HeteroFL(Defense):
+class HeteroFL(RowsDefense):
     """HeteroFL (Alg. 1, lines 8-18): the steps in ``steps``, then corrective aggregation.
 
     The aggregate is the average of the updates left after the last step (line 17); with step 4
@@ -440,8 +442,8 @@ class HeteroFL(Defense):
     def requires(self) -> Tuple[str, ...]:
         return ("loss_fn", "trigger_set", "global_params") if 3 in self.steps else ()
 
-    def select(self, updates: Tensor, ctx: RoundContext) -> Selection:
-        n = updates.shape[0]
+    def select_rows(self, rows: Rows, ctx: RoundContext) -> Selection:
+        n = rows.n
         if any(getattr(ctx, key) is None for key in self.requires):
             raise ValueError(
                 "HeteroFL step 3 (watermark verification) needs ctx.loss_fn, ctx.trigger_set and "
@@ -450,7 +452,7 @@ class HeteroFL(Defense):
         removed_by: Dict[str, Tensor] = {}
         scores: Dict[str, Tensor] = {}
         with timed(diagnostics, "gram"):
-            gram = finite_gram(updates)
+            gram = rows.gram()
         alive = torch.arange(n)
         scale: Optional[Tensor] = None
 
@@ -472,7 +474,7 @@ class HeteroFL(Defense):
                         exclude_self=self.exclude_self)
                 elif step == 3:
                     res = watermark_verification(
-                        updates, ctx.global_params, ctx.loss_fn, ctx.trigger_set, lam=self.lam, index=alive,
+                        rows, ctx.global_params, ctx.loss_fn, ctx.trigger_set, lam=self.lam, index=alive,
                         chunk=self.watermark_chunk)
                 else:
                     res = magnitude_rectification(sub_gram, factor=self.magnitude_factor)

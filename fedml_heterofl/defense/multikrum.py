@@ -16,16 +16,16 @@ import torch
 from torch import Tensor
 
 from fedml_heterofl.defense.base import (
-    Defense,
     RoundContext,
+    RowsDefense,
     Selection,
-    gram_matrix,
     register,
     require_f,
     sq_distances_from_gram,
     timed,
     uniform_weights,
 )
+from fedml_heterofl.defense.rows import Rows
 
 VARIANTS = ("static", "iterative")
 
@@ -61,7 +61,7 @@ def krum_scores(sq_dist: Tensor, f: int, alive: Optional[Tensor] = None) -> Tens
 
 
 @register
-class MultiKrum(Defense):
+class MultiKrum(RowsDefense):
     """Multi-Krum: mean of the ``m`` updates with the lowest Krum scores.
 
     ``score_i = Σ_{j ∈ N_i} ‖g_i - g_j‖²`` over the ``n - f - 2`` nearest other updates
@@ -102,8 +102,8 @@ class MultiKrum(Defense):
         self.m = m
         self.variant = variant
 
-    def select(self, updates: Tensor, ctx: RoundContext) -> Selection:
-        n = updates.shape[0]
+    def select_rows(self, rows: Rows, ctx: RoundContext) -> Selection:
+        n = rows.n
         f = self.f
         require_f("Multi-Krum", n, f, min_n=2 * f + 3, relation="n >= 2f + 3")
         m = n - f if self.m is None else self.m
@@ -112,7 +112,7 @@ class MultiKrum(Defense):
         ids = ctx.ids(n)
         diagnostics: Dict[str, object] = {"m": m, "f": f, "variant": self.variant}
         with timed(diagnostics, "distances"):
-            D = sq_distances_from_gram(gram_matrix(updates, torch.float64)).cpu()  # (n, n): select on CPU
+            D = sq_distances_from_gram(rows.gram()).cpu()  # float64 (n, n): select on CPU
         with timed(diagnostics, "selection"):
             first = krum_scores(D, f)
             kept = torch.zeros(n, dtype=torch.bool)

@@ -13,33 +13,14 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 import torch
-from torch import Tensor
 
-from fedml_heterofl.defense.base import Defense, RoundContext, Selection, register, timed, uniform_weights
+from fedml_heterofl.defense.base import RoundContext, RowsDefense, Selection, register, timed, uniform_weights
 from fedml_heterofl.defense.multikrum import order_by_score
-
-
-def zeno_losses(updates: Tensor, global_params: Tensor, loss_fn, batch, chunk: int) -> Tuple[Tensor, Tensor]:
-    """``(L(w_t), L(w_t + g_i) for every i)``: batched ``loss_fn`` calls on
-    ``[w_t, w_t + g_1, ..., w_t + g_n]`` in slices of at most ``chunk`` parameter vectors (one call
-    when ``n + 1 ≤ chunk``)."""
-    n = updates.shape[0]
-    w = global_params.reshape(1, -1).to(updates.dtype)
-    out = []
-    for s in range(0, n + 1, chunk):
-        lo, hi = max(s, 1) - 1, min(s + chunk, n + 1) - 1
-        params = w + updates[lo:hi]
-        if s == 0:
-            params = torch.cat([w, params])
-        out.append(loss_fn(params, batch).reshape(-1))
-    losses = torch.cat(out).to(torch.float64)
-    if losses.numel() != n + 1:
-        raise ValueError(f"loss_fn returned {losses.numel()} losses for {n + 1} parameter vectors")
-    return losses[0], losses[1:]
+from fedml_heterofl.defense.rows import Rows
 
 
 @register
-class Zeno(Defense):
+class Zeno(RowsDefense):
     """Zeno: keep the ``n - b`` updates with the highest ``L(w_t) - L(w_t + g_i) - ρ‖g_i‖²``.
 
     Args:
@@ -75,8 +56,8 @@ class Zeno(Defense):
     def requires(self) -> Tuple[str, ...]:
         return ("loss_fn", "validation_batch", "global_params")
 
-    def select(self, updates: Tensor, ctx: RoundContext) -> Selection:
-        n, d = updates.shape
+    def select_rows(self, rows: Rows, ctx: RoundContext) -> Selection:
+        n, d = rows.n, rows.d
         missing = [key for key in self.requires if getattr(ctx, key) is None]
         if missing:
             raise ValueError(f"Zeno needs ctx.{', ctx.'.join(missing)}")
@@ -86,9 +67,9 @@ class Zeno(Defense):
             raise ValueError(f"Zeno drops b={self.b} updates and needs b < n; got n={n} updates")
         diagnostics: Dict[str, object] = {"b": self.b, "rho": self.rho}
         with timed(diagnostics, "losses"):
-            base, losses = zeno_losses(updates, ctx.global_params, ctx.loss_fn, ctx.validation_batch, self.chunk)
-        sq_norms = torch.linalg.vector_norm(updates, dim=1).double() ** 2
-        score = base - losses - self.rho * sq_norms
+            base = float(ctx.loss_fn(ctx.global_params.reshape(1, -1), ctx.validation_batch).reshape(-1)[0])
+            losses = rows.losses(torch.arange(n), ctx.global_params, ctx.loss_fn, ctx.validation_batch, self.chunk)
+        score = base - losses - self.rho * rows.sq_norms().cpu()
         # A NaN loss (diverged model) or an overflowing norm makes the worst score, not an unordered one.
         score = torch.nan_to_num(score, nan=-torch.inf)
         # Keep the n - b highest scores: order by -score (ties by id). Non-finite scores are -inf.

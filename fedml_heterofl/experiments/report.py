@@ -10,6 +10,8 @@ Reads every finished run folder under ``RESULTS_DIR`` (``summary.json``, ``metri
   exist: rows FedAvg, step 1, steps 1-2, 1-3, 1-4 and the other defenses, cells "ACC / ARSR";
 * ``table_steps.md`` / ``.csv`` — for each HeteroFL variant × attack, the attackers and benign clients
   each step removed per round (mean over rounds and seeds) and the step's share of the f attackers;
+* ``table_oracle.md`` / ``.csv`` — for adaptive-attack runs with full knowledge, per defense: the
+  rounds whose oracle predicted the server's kept set exactly, out of all their rounds;
 * ``table_time.md`` / ``.csv`` — Table II style time-to-accuracy: the first round whose test accuracy
   reaches the target, the training seconds up to it, and the mean seconds per round;
 * ``accuracy_<workload>_<attack>.png`` — accuracy per round of each defense (mean over seeds);
@@ -407,6 +409,34 @@ def ablation_table(runs: List[Run]) -> Optional[Tuple[str, str]]:
                        csv_names=("acc_mean", "arsr_mean"))
 
 
+def oracle_rounds(run: Run) -> Tuple[int, int]:
+    """``(rounds whose oracle predicted the server's kept set exactly, rounds with a prediction)``
+    from the run's ``oracle_agrees`` column (adaptive attack with full knowledge)."""
+    values = [float(r["oracle_agrees"]) for r in run.rows if r.get("oracle_agrees") not in (None, "")]
+    return int(sum(values)), len(values)
+
+
+def oracle_table(runs: List[Run]) -> Optional[Tuple[str, str]]:
+    """Per workload and defense: rounds where the adaptive attack's oracle predicted the server's
+    kept set exactly / rounds with a prediction (summed over seeds); None without such rounds."""
+    counted = [(r, *oracle_rounds(r)) for r in runs]
+    counted = [c for c in counted if c[2]]
+    if not counted:
+        return None
+    md: List[str] = []
+    body: List[List[Any]] = []
+    for wl in workloads_of([c[0] for c in counted]):
+        table = []
+        for d in rows_of([c[0] for c in counted if c[0].workload == wl]):
+            cells = [c for c in counted if c[0].workload == wl and c[0].defense == d]
+            agree, total = sum(c[1] for c in cells), sum(c[2] for c in cells)
+            table.append([d, f"{agree}/{total}", _num(agree / total, ".3f"), str(len(cells))])
+            body.append([wl, d, len(cells), agree, total])
+        md += [f"\n**{wl}** — adaptive attack: rounds whose oracle predicted the server's kept set exactly\n"]
+        md += _md_table(["defense", "agreeing rounds", "rate", "runs"], table)
+    return "\n".join(md) + "\n", _csv(["workload", "defense", "runs", "agreeing_rounds", "rounds"], body)
+
+
 @dataclass
 class StepRemoval:
     """One step's removals in one run, means over rounds: attackers and benign clients removed per
@@ -553,7 +583,8 @@ def time_table(runs: List[Run], target: Optional[float] = None) -> Tuple[str, st
 def tables(runs: List[Run], target: Optional[float] = None) -> Dict[str, Tuple[str, str]]:
     """``{name: (markdown, csv)}`` of every table that applies to ``runs``."""
     out = {"table_accuracy": accuracy_table(runs), "table_removal": removal_table(runs)}
-    for name, table in (("table_ablation", ablation_table(runs)), ("table_steps", steps_table(runs))):
+    for name, table in (("table_ablation", ablation_table(runs)), ("table_steps", steps_table(runs)),
+                        ("table_oracle", oracle_table(runs))):
         if table is not None:
             out[name] = table
     out["table_time"] = time_table(runs, target)
@@ -705,6 +736,7 @@ SECTIONS = (
     ("table_removal", "Removal success rate and FPR"),
     ("table_ablation", "Ablation (Table III)"),
     ("table_steps", "Removals per HeteroFL step"),
+    ("table_oracle", "Adaptive attack: oracle agreement"),
     ("table_time", "Time to accuracy (Table II)"),
 )
 

@@ -199,7 +199,8 @@ class AttackAdapter(BaseAttackMethod):
             seed = client_seed(int(getattr(self.args, "random_seed", 0) or 0), round_idx, SERVER_STREAM)
             ctx = RoundContext(round_idx=round_idx, global_params=w_t, generator=torch.Generator().manual_seed(seed),
                                client_ids=ids, sample_counts=counts)
-        poisoned = apply_model_attack(self.attack, U, malicious, ctx, None if defender is None else defender.defense)
+        poisoned, _ = apply_model_attack(self.attack, U, malicious, ctx,
+                                         None if defender is None else defender.defense)
         out = list(raw_client_grad_list)
         for pos in malicious.nonzero().flatten().tolist():
             row = poisoned[pos]

@@ -224,6 +224,8 @@ def summarise(rows: List[Dict[str, Any]], settings: Settings, work: Workload) ->
         "final_acc_task": next((r["test_acc_task"] for r in reversed(rows) if "test_acc_task" in r), float("nan")),
         "best_acc": max(a for _, a in accs) if accs else float("nan"),
         "mean_removal_success_rate": mean("removal_success_rate"),
+        # share of the adaptive attack's rounds whose oracle predicted the server's kept set exactly
+        "oracle_agreement": mean("oracle_agrees"),
         "mean_fpr": mean("fpr"),
         "mean_time_train": mean("time_train"),
         "mean_time_server": mean("time_server"),

@@ -112,8 +112,9 @@ class ServerRound:
         ctx = self.context(round_idx, global_params, client_ids, sample_counts)
         malicious = torch.isin(client_ids, self.malicious_ids)
         report: Dict[str, Any] = {}
+        predicted = None
         if self.attack is not None and bool(malicious.any()):
-            updates = apply_model_attack(self.attack, updates, malicious, ctx, self.defense)
+            updates, predicted = apply_model_attack(self.attack, updates, malicious, ctx, self.defense)
             report = dict(self.attack.report)
         timings["time_attack"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -121,6 +122,8 @@ class ServerRound:
         timings["time_defend"] = time.perf_counter() - start
         metrics: Dict[str, Any] = detection_metrics(result.kept, malicious, result.removed_by)
         metrics.update({f"attack_{k}": v for k, v in report.items() if isinstance(v, (int, float, bool))})
+        if predicted is not None:  # the attack's oracle predicted this decision: was it exact?
+            metrics["oracle_agrees"] = float(torch.equal(predicted, result.kept.cpu()))
         metrics.update(timings)
         metrics["all_removed"] = bool(result.diagnostics.get("all_removed", False))
         return RoundOutcome(global_params + result.update, result, updates, malicious, metrics)

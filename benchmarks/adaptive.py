@@ -1,0 +1,151 @@
+"""Adaptive-attack benchmark (issue: cheap oracle): the attack's wall time with the plain-call oracle
+against the fast oracle, for every rule, and a CNN round with the adaptive attack against the same
+round without attack.
+
+Part 1 — the attack alone. ``n`` updates of FedML's CNN_DropOut with the watermark output (28×28
+inputs, 10 + 1 classes: d = 1,199,883), ``f`` of them attackers, synthetic but heterogeneous (a shared
+direction, a Dirichlet mixture of class directions and noise, ~1e-3 per coordinate, as
+``benchmarks/aggregation.py``). The rules that evaluate models (HeteroFL step 3, Zeno) evaluate the
+real CNN on 4 trigger samples / a 32-sample validation batch of Fashion-MNIST-shaped inputs. For each
+rule ``Adaptive(oracle="plain")`` and ``Adaptive(oracle="fast")`` attack the same round (full
+knowledge, γ_init = 10, τ = 1e-5: about 20 tested γ); both must find the same γ (printed), and the
+ratio plain/fast is the speed-up. Median and any rule without a fast path use the plain call either
+way (ratio ≈ 1 by construction).
+
+Part 2 — whole rounds (``--rounds``): the standalone simulator on real Fashion-MNIST / CNN at
+issue 14's realistic size (100 clients, ``--samples`` per client, all taking part), one round with the
+adaptive attack and one without, for HeteroFL and Zeno; a round is ``time_train + time_server`` of
+``metrics.csv`` (local training, poisoning, defense). Target: adaptive round ≤ 2× the round without.
+
+``--quick``: a small model and n (a smoke run for CI; its numbers mean nothing).
+
+Usage: ``python benchmarks/adaptive.py [--n 100] [--f 20] [--rules ...] [--rounds] [--samples 200]
+[--threads 2] [--quick]``
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from aggregation import _updates  # noqa: E402  (benchmarks/ is not a package)
+
+log = logging.getLogger("benchmarks.adaptive")
+
+
+def attack_cell(rule: str, n: int, f: int, quick: bool) -> Dict[str, object]:
+    """Time the adaptive attack against ``rule`` with both oracles on one round."""
+    from fedml_heterofl.attack import build_attack
+    from fedml_heterofl.defense import RoundContext, build_defense
+    from fedml_heterofl.models import ParamLayout, batched_loss, build_model
+
+    model = build_model("lr" if quick else "cnn", num_classes=10, watermark=True)
+    layout = ParamLayout(model)
+    g = torch.Generator().manual_seed(1)
+    shape = (784,) if quick else (1, 28, 28)
+    trigger = (torch.rand(4, *shape, generator=g), torch.full((4,), 10))
+    validation = (torch.rand(32, *shape, generator=g), torch.randint(0, 10, (32,), generator=g))
+    params = {"multikrum": {"f": f}, "dnc": {"f": f}, "zeno": {"b": f}}
+    U = _updates(n, layout.d)
+    ctx = RoundContext(global_params=layout.flatten(model), generator=torch.Generator().manual_seed(2),
+                       client_ids=torch.arange(n), sample_counts=torch.randint(50, 500, (n,), generator=g).float(),
+                       loss_fn=lambda p, b: batched_loss(model, layout, p, b), trigger_set=trigger,
+                       validation_batch=validation, server_update=1e-3 * torch.randn(layout.d, generator=g))
+    row: Dict[str, object] = {"rule": rule, "n": n, "f": f, "d": layout.d}
+    for oracle in ("plain", "fast"):
+        attack = build_attack("adaptive", oracle=oracle)
+        start = time.perf_counter()
+        out = attack.attack(U[:n - f], U[n - f:], ctx, defense=build_defense(rule, **params.get(rule, {})))
+        row[f"{oracle}_s"] = time.perf_counter() - start
+        row[f"{oracle}_gamma"] = attack.report["gamma"]
+        row["calls"] = attack.report["oracle_calls"]
+        row[f"{oracle}_out"] = out
+    row["same_updates"] = bool(torch.equal(row.pop("plain_out"), row.pop("fast_out")))
+    return row
+
+
+def round_cell(rule: str, attack: Optional[str], samples: int, quick: bool, workdir: str) -> Dict[str, object]:
+    """One standalone round on Fashion-MNIST/CNN (``--quick``: MNIST/LR) and its time split."""
+    from fedml_heterofl.settings import load_settings, settings_from_dict
+    from fedml_heterofl.simulation.runner import Simulation
+
+    base = load_settings("config/mnist_lr.yaml" if quick else "config/fashion_mnist_cnn.yaml").to_dict()
+    base["data_args"]["max_samples_per_client"] = samples
+    base["train_args"].update(comm_round=1)
+    base["common_args"].update(run_name=f"{rule}_{attack or 'none'}", results_dir=workdir)
+    base["defense_args"].update(enable_defense=True, defense_type=rule,
+                                defense_params={"b": 20} if rule == "zeno" else {})
+    base["attack_args"].update(enable_attack=attack is not None, attack_type=attack or "min_max",
+                               attack_params={})
+    sim = Simulation(settings_from_dict(base))
+    sim.run(progress=False)
+    row = _last_row(sim.store.path)
+    return {"rule": rule, "attack": attack or "none", "train_s": float(row["time_train"]),
+            "attack_s": float(row["time_attack"]), "server_s": float(row["time_server"]),
+            "round_s": float(row["time_train"]) + float(row["time_server"]),
+            "oracle_agrees": row.get("oracle_agrees", "")}
+
+
+def _last_row(path) -> Dict[str, str]:
+    import csv
+
+    with open(path / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))[-1]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--f", type=int, default=20)
+    p.add_argument("--rules", nargs="+", default=None, help="default: every registered rule")
+    p.add_argument("--rounds", action="store_true", help="also time whole CNN rounds (part 2)")
+    p.add_argument("--samples", type=int, default=200, help="part 2: samples per client")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="small model and n: a smoke run")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    from fedml_heterofl.defense import REGISTRY
+
+    n, f = (20, 4) if args.quick else (args.n, args.f)
+    rules = args.rules or sorted(REGISTRY)
+    rows = []
+    for rule in rules:
+        rows.append(attack_cell(rule, n, f, args.quick))
+        r = rows[-1]
+        print(f"{rule:>10}: plain {r['plain_s']:8.2f} s  fast {r['fast_s']:7.2f} s  "
+              f"x{r['plain_s'] / r['fast_s']:5.1f}  gamma {r['fast_gamma']:.5f} ({r['calls']} calls)", flush=True)
+    print()
+    print(f"Adaptive attack, n = {n}, f = {f}, d = {rows[0]['d']:,} ({'LR, --quick' if args.quick else 'CNN'}), "
+          f"{args.threads} threads")
+    print()
+    print("| rule | plain-call oracle s | fast oracle s | speed-up | γ plain / fast | same poisoned updates |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['rule']} | {r['plain_s']:.2f} | {r['fast_s']:.2f} | {r['plain_s'] / r['fast_s']:.1f}× | "
+              f"{r['plain_gamma']:.5f} / {r['fast_gamma']:.5f} | {'yes' if r['same_updates'] else 'NO'} |")
+    if args.rounds:
+        with tempfile.TemporaryDirectory() as workdir:
+            cells = [round_cell(rule, attack, args.samples, args.quick, workdir)
+                     for rule in ("heterofl", "zeno") for attack in (None, "adaptive")]
+        print()
+        data = "MNIST/LR" if args.quick else "Fashion-MNIST/CNN"
+        print(f"Rounds: {data}, 100 clients x {args.samples} samples, all taking part, {args.threads} threads")
+        print()
+        print("| rule | round without attack s | adaptive round s (attack s) | ratio | oracle agrees |")
+        print("|---|---|---|---|---|")
+        for none, adaptive in zip(cells[::2], cells[1::2]):
+            print(f"| {none['rule']} | {none['round_s']:.1f} | {adaptive['round_s']:.1f} ({adaptive['attack_s']:.1f}) | "
+                  f"{adaptive['round_s'] / none['round_s']:.2f}× | {adaptive['oracle_agrees']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

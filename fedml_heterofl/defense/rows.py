@@ -1,0 +1,343 @@
+"""Row views: everything a rule reads of a round's updates ``U`` (DESIGN §10, §13).
+
+A rule whose selection reads ``U`` only through a :class:`Rows` view (its Gram matrix, squared
+norms, dot products with a vector, a subset of columns, and the losses of the models ``w_t + g_i``)
+can be evaluated on two kinds of rounds with the same code:
+
+* :class:`DenseRows` — the updates themselves (the server's call);
+* :class:`AffineRows` — the candidate rounds of the adaptive attack's oracle (HeteroFL paper Alg. 7,
+  NDSS'21's AGR-tailored search): ``cat(K, b + γΔ)`` for known rows ``K`` (k, d), a base ``b`` (d,)
+  and f directions ``Δ`` (f, d). Every quantity above is cheap to update in γ from pieces computed
+  once per round (:class:`AffineBasis`): with ``Z = [K; Δ; b]`` and ``H = Z Zᵀ`` (float64), a
+  candidate row is ``m_i Z`` for a coefficient row ``m_i`` (``e_i`` for a known row, ``γ e_{k+j} +
+  e_{k+f}`` for poisoned row j), so the Gram matrix is ``M H Mᵀ`` — O(n²·(k+f)) per γ, no pass over
+  d. Dot products with a vector ``v`` are ``M (Z v)`` with ``Z v`` computed once; the known rows'
+  model losses are computed once and only the f poisoned models are evaluated per γ. Columns and
+  rows are materialised exactly as the attack sends them (:func:`poisoned_rows`).
+
+Gram matrices, squared norms and dot products are float64 in both views (accumulated over column
+blocks, no float64 copy of ``U``), so a decision the oracle predicts from the pieces is the decision
+the server takes on the rows: the two differ only by the float32 rounding of the poisoned rows.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+Batch = Tuple[Tensor, Tensor]
+#: ``loss_fn(params, batch) -> losses``: mean loss of each of ``k`` flat parameter vectors
+#: ``params`` of shape ``(k, d)`` on ``batch = (x, y)``; returns shape ``(k,)``.
+LossFn = Callable[[Tensor, Batch], Tensor]
+
+#: columns per block of the float64 accumulations (bounds the float64 temporaries at n x CHUNK)
+CHUNK = 1 << 13
+
+
+def gram_matrix(updates: Tensor, dtype: torch.dtype = torch.float32, chunk: int = CHUNK) -> Tensor:
+    """``G = U Uᵀ`` of shape ``(n, n)`` in ``dtype``.
+
+    In float64 the product is accumulated over column blocks of ``chunk`` so that no float64
+    copy of the whole ``U`` is made. Everything HeteroFL's steps 1, 2, 4 and the distance-based
+    baselines need (norms, cosines, squared distances) follows from ``G`` (DESIGN §10).
+    """
+    if dtype == updates.dtype:
+        return updates @ updates.T
+    return _blocked(lambda s: updates[:, s], updates.shape[1], updates.shape[0], dtype, updates.device, chunk)
+
+
+def _blocked(block: Callable[[slice], Tensor], d: int, rows: int, dtype: torch.dtype, device: torch.device,
+             chunk: int = CHUNK) -> Tensor:
+    """``Σ_blocks B Bᵀ`` over the column blocks ``B = block(slice)`` of a ``(rows, d)`` matrix, in ``dtype``."""
+    G = torch.zeros(rows, rows, dtype=dtype, device=device)
+    for start in range(0, d, chunk):
+        b = block(slice(start, start + chunk)).to(dtype)
+        G.addmm_(b, b.T)
+    return G
+
+
+def matvec64(updates: Tensor, v: Tensor, chunk: int = CHUNK) -> Tensor:
+    """``U v`` in float64 (shape ``(n,)``), accumulated over column blocks."""
+    out = torch.zeros(updates.shape[0], dtype=torch.float64, device=updates.device)
+    v = v.reshape(-1).to(updates.device)
+    for start in range(0, updates.shape[1], chunk):
+        out.addmv_(updates[:, start:start + chunk].double(), v[start:start + chunk].double())
+    return out
+
+
+def sq_norms64(updates: Tensor, chunk: int = CHUNK) -> Tensor:
+    """``‖g_i‖²`` in float64 (shape ``(n,)``), accumulated over column blocks."""
+    out = torch.zeros(updates.shape[0], dtype=torch.float64, device=updates.device)
+    for start in range(0, updates.shape[1], chunk):
+        out += updates[:, start:start + chunk].double().square().sum(dim=1)
+    return out
+
+
+def finite_rows(updates: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(finite, norms)``: which rows of ``updates`` (n, d) have only finite entries, and the rows'
+    norms. One pass: a row's norm is NaN/Inf iff the row has a NaN/Inf entry or its squares overflow,
+    which the exact check on those few rows tells apart (``torch.isfinite`` over all of U costs 25x
+    more than the norm)."""
+    norms = torch.linalg.vector_norm(updates, dim=1)
+    finite = torch.isfinite(norms)
+    if not bool(finite.all()):
+        suspect = (~finite).nonzero().flatten()
+        finite[suspect] = torch.isfinite(updates[suspect]).all(dim=1)
+    return finite, norms
+
+
+def poisoned_rows(base: Tensor, directions: Tensor, gamma: float) -> Tensor:
+    """``b + γΔ_j`` for every direction row, in ``directions``' dtype: ``γΔ`` rounded, then ``+ b``
+    rounded — the one definition of the rows the adaptive attack sends and its oracle evaluates."""
+    return torch.mul(directions, gamma).add_(base)
+
+
+def model_losses(params: Tensor, global_params: Tensor, loss_fn: LossFn, batch: Batch, chunk: int) -> Tensor:
+    """``ℓ(batch, w_t + g_i)`` for the rows ``params`` ``(m, d)`` of updates, ``chunk`` models per
+    ``loss_fn`` call (float64, shape ``(m,)``)."""
+    if params.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    out = [loss_fn(global_params + params[s:s + chunk], batch).reshape(-1) for s in range(0, params.shape[0], chunk)]
+    losses = torch.cat(out).to(torch.float64)
+    if losses.numel() != params.shape[0]:
+        raise ValueError(f"loss_fn returned {losses.numel()} losses for {params.shape[0]} parameter vectors")
+    return losses
+
+
+class Rows(ABC):
+    """What a rule may read of a round's ``n`` updates of length ``d`` (module doc)."""
+
+    n: int
+    d: int
+    dtype: torch.dtype
+
+    @abstractmethod
+    def gram(self) -> Tensor:
+        """``U Uᵀ``, float64, shape ``(n, n)``."""
+
+    @abstractmethod
+    def sq_norms(self) -> Tensor:
+        """``‖g_i‖²``, float64, shape ``(n,)``."""
+
+    @abstractmethod
+    def dots(self, v: Tensor) -> Tensor:
+        """``U v`` for a vector ``v`` of length d, float64, shape ``(n,)``."""
+
+    @abstractmethod
+    def columns(self, idx: Tensor) -> Tensor:
+        """``U[:, idx]`` exactly (the rows' dtype), shape ``(n, len(idx))``."""
+
+    @abstractmethod
+    def take(self, idx: Tensor) -> Tensor:
+        """The rows ``U[idx]`` exactly, shape ``(len(idx), d)``."""
+
+    @abstractmethod
+    def subset(self, index: Tensor) -> "Rows":
+        """The view of rows ``index`` (in that order)."""
+
+    @abstractmethod
+    def screen(self) -> Tuple[Tensor, Tensor]:
+        """``(finite, nonzero)`` masks: rows with only finite entries, and rows of non-zero norm."""
+
+    def materialise(self) -> Tensor:
+        """All rows as one ``(n, d)`` tensor."""
+        return self.take(torch.arange(self.n))
+
+    def losses(self, idx: Tensor, global_params: Tensor, loss_fn: LossFn, batch: Batch, chunk: int) -> Tensor:
+        """``ℓ(batch, w_t + g_i)`` for rows ``idx`` (:func:`model_losses`), float64."""
+        return model_losses(self.take(idx), global_params, loss_fn, batch, chunk)
+
+
+def as_rows(updates: "Tensor | Rows") -> Rows:
+    """``updates`` as a :class:`Rows` view (a tensor becomes :class:`DenseRows`)."""
+    return updates if isinstance(updates, Rows) else DenseRows(updates)
+
+
+class DenseRows(Rows):
+    """The view of an ``(n, d)`` tensor of updates (the server's call); the Gram matrix is cached."""
+
+    def __init__(self, updates: Tensor) -> None:
+        self.updates = updates
+        self.n, self.d = updates.shape
+        self.dtype = updates.dtype
+        self._gram: Optional[Tensor] = None
+
+    def gram(self) -> Tensor:
+        if self._gram is None:
+            self._gram = gram_matrix(self.updates, torch.float64)
+        return self._gram
+
+    def sq_norms(self) -> Tensor:
+        return self._gram.diagonal().clone() if self._gram is not None else sq_norms64(self.updates)
+
+    def dots(self, v: Tensor) -> Tensor:
+        return matvec64(self.updates, v)
+
+    def columns(self, idx: Tensor) -> Tensor:
+        return self.updates[:, idx.to(self.updates.device)]
+
+    def take(self, idx: Tensor) -> Tensor:
+        return self.updates[idx.to(self.updates.device)]
+
+    def materialise(self) -> Tensor:
+        return self.updates
+
+    def subset(self, index: Tensor) -> "DenseRows":
+        return self if index.numel() == self.n and bool((index == torch.arange(self.n)).all()) \
+            else DenseRows(self.updates[index.to(self.updates.device)])
+
+    def screen(self) -> Tuple[Tensor, Tensor]:
+        finite, norms = finite_rows(self.updates)
+        return finite.cpu(), (norms != 0).cpu()
+
+
+class AffineBasis:
+    """The pieces of one round's candidate rows ``cat(K, b + γΔ)``, computed once (module doc).
+
+    Args:
+        known: ``K`` (k, d), the rows that do not depend on γ.
+        base: ``b`` (d,); directions: ``Δ`` (f, d), in ``known``'s dtype.
+    """
+
+    def __init__(self, known: Tensor, base: Tensor, directions: Tensor) -> None:
+        self.known, self.base, self.directions = known, base.to(known.dtype), directions.to(known.dtype)
+        self.k, self.f = known.shape[0], directions.shape[0]
+        self.d = known.shape[1]
+        finite, norms = finite_rows(known)
+        self.known_screen = (finite.cpu(), (norms != 0).cpu())
+        # non-finite known rows are screened out of every candidate round; zeros in their place keep
+        # their NaN/Inf out of H (0 · NaN would reach every entry of M H Mᵀ)
+        self._finite_known = known if bool(finite.all()) else known.where(finite[:, None], 0)
+        parts = (self._finite_known, self.directions, self.base[None])
+        #: ``H = Z Zᵀ`` of ``Z = [K; Δ; b]``, float64, ``(k + f + 1)²``
+        self.H = _blocked(lambda s: torch.cat([p[:, s] for p in parts]), self.d, self.k + self.f + 1,
+                          torch.float64, known.device)
+        self._dots: List[Tuple[Tensor, Tensor]] = []
+        self._losses: List[Tuple[Tuple[object, ...], Tensor]] = []
+
+    def coefficients(self, gamma: float) -> Tensor:
+        """``M`` (k + f, k + f + 1): row i of the candidate set is ``M_i Z``."""
+        k, f = self.k, self.f
+        M = torch.zeros(k + f, k + f + 1, dtype=torch.float64)
+        M[torch.arange(k), torch.arange(k)] = 1.0
+        M[torch.arange(k, k + f), torch.arange(k, k + f)] = float(gamma)
+        M[k:, k + f] = 1.0
+        return M
+
+    def basis_dots(self, v: Tensor) -> Tensor:
+        """``Z v`` (float64), computed once per vector ``v``."""
+        for vec, zv in self._dots:
+            if vec is v:
+                return zv
+        zv = torch.cat([matvec64(self._finite_known, v), matvec64(self.directions, v), matvec64(self.base[None], v)])
+        self._dots.append((v, zv))
+        return zv
+
+    def known_losses(self, global_params: Tensor, loss_fn: LossFn, batch: Batch, chunk: int) -> Tensor:
+        """``ℓ(batch, w_t + K_i)`` for every known row, computed once per ``(w_t, loss_fn, batch)``."""
+        key = (global_params, loss_fn, batch)
+        for other, losses in self._losses:
+            if all(a is b for a, b in zip(other, key)):
+                return losses
+        losses = model_losses(self.known, global_params, loss_fn, batch, chunk)
+        self._losses.append((key, losses))
+        return losses
+
+    def rows(self, gamma: float) -> "AffineRows":
+        """The candidate round at scale ``gamma``: rows ``cat(K, b + γΔ)``."""
+        return AffineRows(_Candidate(self, float(gamma)), torch.arange(self.k + self.f))
+
+
+class _Candidate:
+    """One γ of an :class:`AffineBasis`: its coefficients and (lazily) its materialised poisoned rows."""
+
+    def __init__(self, basis: AffineBasis, gamma: float) -> None:
+        self.basis, self.gamma = basis, gamma
+        self.M = basis.coefficients(gamma)
+        self._poisoned: Optional[Tensor] = None
+
+    @property
+    def poisoned(self) -> Tensor:
+        if self._poisoned is None:
+            self._poisoned = poisoned_rows(self.basis.base, self.basis.directions, self.gamma)
+        return self._poisoned
+
+
+class AffineRows(Rows):
+    """The rows ``positions`` of a candidate round ``cat(K, b + γΔ)`` (module doc)."""
+
+    def __init__(self, candidate: _Candidate, positions: Tensor) -> None:
+        self.candidate, self.positions = candidate, positions
+        basis = candidate.basis
+        self.n, self.d, self.dtype = positions.numel(), basis.d, basis.known.dtype
+        self.M = candidate.M[positions]
+        self._gram: Optional[Tensor] = None
+
+    def _split(self, idx: Tensor) -> Tuple[Tensor, Tensor]:
+        """Masks over ``idx`` of the known and poisoned rows, and their positions in K / Δ."""
+        pos = self.positions[idx]
+        return pos < self.candidate.basis.k, pos
+
+    def gram(self) -> Tensor:
+        if self._gram is None:
+            self._gram = self.M @ self.candidate.basis.H @ self.M.T
+        return self._gram
+
+    def sq_norms(self) -> Tensor:
+        if self._gram is not None:
+            return self._gram.diagonal().clone()
+        return ((self.M @ self.candidate.basis.H) * self.M).sum(dim=1)
+
+    def dots(self, v: Tensor) -> Tensor:
+        return self.M @ self.candidate.basis.basis_dots(v)
+
+    def columns(self, idx: Tensor) -> Tensor:
+        basis = self.candidate.basis
+        idx = idx.to(basis.known.device)
+        full = torch.cat([basis.known[:, idx], poisoned_rows(basis.base[idx], basis.directions[:, idx],
+                                                             self.candidate.gamma)])
+        return full[self.positions]
+
+    def take(self, idx: Tensor) -> Tensor:
+        basis = self.candidate.basis
+        is_known, pos = self._split(idx)
+        out = torch.empty(idx.numel(), self.d, dtype=self.dtype, device=basis.known.device)
+        out[is_known] = basis.known[pos[is_known]]
+        if bool((~is_known).any()):
+            out[~is_known] = self.candidate.poisoned[pos[~is_known] - basis.k]
+        return out
+
+    def subset(self, index: Tensor) -> "AffineRows":
+        return AffineRows(self.candidate, self.positions[index])
+
+    def screen(self) -> Tuple[Tensor, Tensor]:
+        basis = self.candidate.basis
+        finite, nonzero = torch.ones(self.n, dtype=torch.bool), torch.ones(self.n, dtype=torch.bool)
+        is_known, pos = self._split(torch.arange(self.n))
+        finite[is_known] = basis.known_screen[0][pos[is_known]]
+        nonzero[is_known] = basis.known_screen[1][pos[is_known]]
+        if bool((~is_known).any()):
+            pf, pn = finite_rows(self.candidate.poisoned)
+            finite[~is_known] = pf.cpu()[pos[~is_known] - basis.k]
+            nonzero[~is_known] = (pn != 0).cpu()[pos[~is_known] - basis.k]
+        return finite, nonzero
+
+    def losses(self, idx: Tensor, global_params: Tensor, loss_fn: LossFn, batch: Batch, chunk: int) -> Tensor:
+        basis = self.candidate.basis
+        is_known, pos = self._split(idx)
+        out = torch.empty(idx.numel(), dtype=torch.float64)
+        if bool(is_known.any()):
+            out[is_known] = basis.known_losses(global_params, loss_fn, batch, chunk)[pos[is_known]]
+        if bool((~is_known).any()):
+            out[~is_known] = model_losses(self.candidate.poisoned[pos[~is_known] - basis.k], global_params,
+                                          loss_fn, batch, chunk)
+        return out
+
+    def deviation(self, weights: Tensor) -> float:
+        """``‖Σ_i w_i g_i − b‖`` for weights over these rows (the aggregate's distance from the base)."""
+        basis = self.candidate.basis
+        c = weights.to(torch.float64) @ self.M
+        c[basis.k + basis.f] -= 1.0
+        return float((c @ basis.H @ c).clamp_min(0).sqrt())

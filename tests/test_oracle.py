@@ -1,0 +1,268 @@
+"""The adaptive attack's oracle (Defense.oracle, defense/rows.py): the affine row view against the
+materialised rows, the fast oracle against the plain defense call for every rule, and
+``oracle_agrees`` — the oracle's predicted kept set against the server's real decision — on crafted
+rounds through ServerRound (standalone backend) and the FedML aggregator (MPI backend)."""
+import copy
+import math
+
+import pytest
+import torch
+
+from fedml_heterofl.attack import build_attack
+from fedml_heterofl.defense import REGISTRY as DEFENSES, Defense, RoundContext, Selection, build_defense
+from fedml_heterofl.defense.base import RowsDefense, private_generator
+from fedml_heterofl.defense.rows import AffineBasis, DenseRows, poisoned_rows
+from fedml_heterofl.models import ParamLayout, batched_loss
+from fedml_heterofl.simulation.local_training import client_seed, local_sgd
+from fedml_heterofl.simulation.server_round import ServerRound
+
+N, F, L, FEATURES = 20, 5, 3, 6
+MALICIOUS = (1, 6, 7, 12, 18)
+PARAMS = {"multikrum": {"f": F}, "dnc": {"f": F, "subsample_dim": 12}, "zeno": {"b": F},
+          "heterofl": {"lam": -50.0}}
+RULES = sorted(DEFENSES) + ["heterofl_steps_1_2", "multikrum_iterative"]
+
+
+def rule(name):
+    if name == "heterofl_steps_1_2":
+        return build_defense("heterofl", steps=(1, 2))
+    if name == "multikrum_iterative":
+        return build_defense("multikrum", f=F, variant="iterative")
+    return build_defense(name, **PARAMS.get(name, {}))
+
+
+def federation(seed=0):
+    """A small LR federation: N clients' honest updates (trained on skewed labels + the trigger set),
+    the context pieces every rule needs, and the model."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 2 * torch.randn(L, FEATURES, generator=g)
+    trigger = (3 * torch.randn(4, FEATURES, generator=g), torch.full((4,), L))
+    root = (centres[torch.arange(L).repeat(5)] + torch.randn(15, FEATURES, generator=g), torch.arange(L).repeat(5))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = torch.nn.Linear(FEATURES, L + 1)
+    layout = ParamLayout(model)
+    w = layout.flatten(model)
+    rows = []
+    for i in range(N):
+        y = torch.randint(0, L, (30,), generator=g)
+        y[:12] = i % L
+        x = centres[y] + torch.randn(30, FEATURES, generator=g)
+        x, y = torch.cat([x, trigger[0]]), torch.cat([y, trigger[1]])
+        rows.append(local_sgd(model, layout, w, x, y, epochs=1, batch_size=8, lr=0.1, seed=client_seed(seed, 0, i)))
+    U = torch.stack(rows)
+
+    def loss_fn(p, b):
+        return batched_loss(model, layout, p, b)
+
+    def server_update(t, w_t):
+        return local_sgd(model, layout, w_t, *root, epochs=1, batch_size=8, lr=0.1, seed=client_seed(seed, t, 10**6))
+
+    return U, w, loss_fn, trigger, root, server_update, model
+
+
+def context(U, w, loss_fn, trigger, root, server_update, ids=None, seed=3):
+    return RoundContext(round_idx=0, global_params=w, generator=torch.Generator().manual_seed(seed),
+                        client_ids=torch.arange(U.shape[0]) if ids is None else ids,
+                        sample_counts=torch.full((U.shape[0],), 34.0), loss_fn=loss_fn, trigger_set=trigger,
+                        validation_batch=root, server_update=server_update(0, w))
+
+
+# ------------------------------------------------------------------------------------------- rows
+
+def test_affine_rows_equal_the_materialised_rows():
+    g = torch.Generator().manual_seed(1)
+    K, b, D = torch.randn(7, 50, generator=g), torch.randn(50, generator=g), torch.randn(3, 50, generator=g)
+    basis = AffineBasis(K, b, D)
+    gamma = 1.7
+    rows = basis.rows(gamma)
+    # the candidate round, built by hand: K, then b + γ·Δ_j
+    U = torch.cat([K, torch.stack([b + gamma * D[j] for j in range(3)])])
+    assert torch.equal(rows.materialise(), U) and torch.equal(poisoned_rows(b, D, gamma), U[7:])
+    U64 = U.double()
+    assert torch.allclose(rows.gram(), U64 @ U64.T, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(rows.sq_norms(), (U64 ** 2).sum(1), rtol=1e-6)
+    v = torch.randn(50, generator=g)
+    assert torch.allclose(rows.dots(v), U64 @ v.double(), rtol=1e-6, atol=1e-6)
+    cols = torch.tensor([3, 0, 41])
+    assert torch.equal(rows.columns(cols), U[:, cols])  # exact: the rows the attack sends
+    # a subset in another order: every view follows the rows
+    index = torch.tensor([9, 2, 7, 0])
+    sub = rows.subset(index)
+    assert torch.equal(sub.materialise(), U[index]) and torch.equal(sub.columns(cols), U[index][:, cols])
+    assert torch.allclose(sub.gram(), U64[index] @ U64[index].T, rtol=1e-6, atol=1e-6)
+    # the aggregate's distance from b, from the pieces
+    wts = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    assert sub.deviation(wts) == pytest.approx(float((wts.double() @ U64[index] - b.double()).norm()), rel=1e-6)
+    # model losses: the known rows' are computed once and reused
+    calls = []
+
+    def loss_fn(p, batch):
+        calls.append(p.shape[0])
+        return p.sum(dim=1) * batch
+
+    w = torch.zeros(50)
+    expected = (w + U[index]).sum(dim=1).double() * 2
+    assert torch.allclose(sub.losses(torch.arange(4), w, loss_fn, 2, chunk=2), expected)
+    again = basis.rows(0.5).subset(torch.tensor([2]))
+    assert torch.allclose(again.losses(torch.arange(1), w, loss_fn, 2, chunk=2), 2 * (w + K[2]).sum().double())
+    # the 7 known rows in chunks of 2 once (4 calls), the 2 poisoned rows 9 and 7 in one call, and
+    # nothing more for the second γ (its only row is known)
+    assert calls == [2, 2, 2, 1, 2]
+
+
+def test_affine_rows_screen_like_the_dense_rows():
+    K = torch.randn(5, 8)
+    K[1, 3] = math.nan
+    K[3] = 0
+    D = torch.randn(2, 8)
+    b = -D[0]  # at γ = 1 the first poisoned row is exactly zero
+    rows = AffineBasis(K, b, D).rows(1.0)
+    dense = DenseRows(rows.materialise())
+    for mine, theirs in zip(rows.screen(), dense.screen()):
+        assert torch.equal(mine, theirs)
+    assert rows.screen()[0].tolist() == [True, False, True, True, True, True, True]
+    assert rows.screen()[1].tolist() == [True, True, True, False, True, False, True]  # NaN row: not a zero norm
+    # the NaN row does not reach the other rows' Gram entries
+    assert torch.isfinite(rows.subset(torch.tensor([0, 2, 4, 6])).gram()).all()
+
+
+# ------------------------------------------------------------------------- fast oracle = plain call
+
+@pytest.mark.parametrize("name", RULES)
+def test_fast_oracle_decides_as_the_plain_call(name):
+    U, w, loss_fn, trigger, root, server_update, _ = federation()
+    defense = rule(name)
+    mal = torch.tensor(MALICIOUS)
+    known = U[[i for i in range(N) if i not in MALICIOUS]]
+    base = U[:N - F].mean(dim=0)
+    g = torch.Generator().manual_seed(7)
+    # against the benign mean, each attacker's direction randomly scaled per coordinate: in general
+    # position (d = 28 here; Alg. 7's sign flips of 3 coordinates would make exact distance ties, which
+    # float rounding — not the rule — decides, in the server's call as in any prediction of it)
+    jitter = 1 + 0.3 * torch.randn(F, U.shape[1], generator=g)
+    directions = -U[:N - F].std(dim=0) * torch.sign(base) * jitter
+    ctx = context(torch.cat([known, U[mal]]), w, loss_fn, trigger, root, server_update)
+    fast = defense.oracle(known, base, directions, ctx)
+    plain = defense.oracle(known, base, directions, ctx, plain=True)
+    assert fast.plain == (name == "median") and plain.plain
+    outcomes = set()
+    for gamma in (0.0, 0.05, 0.3, 1.0, 2.5, 6.0, 20.0):
+        a, b = fast(gamma), plain(gamma)
+        assert torch.equal(a.kept, b.kept), f"γ={gamma}"
+        assert a.deviation == pytest.approx(b.deviation, rel=1e-5, abs=1e-7)
+        # and the plain call is the defense on the rows the attack sends
+        real = defense(torch.cat([known, poisoned_rows(base, directions, gamma)]), private_generator(ctx))
+        assert torch.equal(b.kept, real.kept)
+        outcomes.add(tuple(a.kept[-F:].tolist()))
+    if name not in ("fedavg", "median"):  # rules that select: the decisions on the poisoned rows vary with γ
+        assert len(outcomes) > 1, "the tested γ never changed the decision; the test would not see a difference"
+
+
+def test_oracle_leaves_the_rounds_generator_untouched_and_draws_what_the_real_call_draws():
+    U, w, loss_fn, trigger, root, server_update, _ = federation(seed=2)
+    ctx = context(U, w, loss_fn, trigger, root, server_update)
+    before = ctx.generator.get_state()
+    known, base, directions = U[:N - F], U[:N - F].mean(0), -U[:N - F].std(0).expand(F, -1)
+    for name in ("dnc", "heterofl"):  # both draw from the generator
+        kept = build_defense(name, **PARAMS[name]).oracle(known, base, directions, ctx)(0.8).kept
+        real = build_defense(name, **PARAMS[name])(torch.cat([known, poisoned_rows(base, directions, 0.8)]), ctx)
+        assert torch.equal(kept, real.kept)
+        ctx.generator.set_state(before)
+    assert torch.equal(ctx.generator.get_state(), before)
+
+
+class KeepSmall(Defense):
+    """A user's rule without the fast path: keep rows whose norm is at most twice the median."""
+
+    name = "test_keep_small"
+
+    def select(self, updates, ctx):
+        norms = updates.norm(dim=1)
+        kept = norms <= 2 * norms.median()
+        return Selection(kept, weights=kept.float() / kept.sum())
+
+
+def test_a_users_rule_is_its_own_oracle_through_the_plain_call():
+    U, *_ = federation(seed=4)
+    oracle = KeepSmall().oracle(U[:N - F], U[:N - F].mean(0), -U[:N - F].std(0).expand(F, -1), RoundContext())
+    assert oracle.plain and not isinstance(KeepSmall(), RowsDefense)
+    attack = build_attack("adaptive")
+    out = attack.attack(U[:N - F], U[N - F:], RoundContext(), defense=KeepSmall())
+    assert attack.report["success"] == 1.0
+    assert torch.equal(attack.prediction, KeepSmall()(torch.cat([U[:N - F], out])).kept)
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_adaptive_attack_finds_the_same_gamma_with_the_fast_and_the_plain_oracle(name):
+    U, w, loss_fn, trigger, root, server_update, _ = federation(seed=5)
+    ctx = context(U, w, loss_fn, trigger, root, server_update)
+    outs = []
+    for oracle in ("fast", "plain"):
+        attack = build_attack("adaptive", gamma_init=3.0, tau=1e-3, oracle=oracle)
+        outs.append((attack.attack(U[:N - F], U[N - F:], ctx, defense=rule(name)), attack.report, attack.prediction))
+    (fast, rf, pf), (plain, rp, pp) = outs
+    assert rf["gamma"] == rp["gamma"] and rf["oracle_calls"] == rp["oracle_calls"]
+    assert torch.equal(fast, plain) and torch.equal(pf, pp)
+
+
+# ------------------------------------------------------------------- oracle_agrees on both backends
+
+@pytest.mark.parametrize("name", RULES)
+def test_oracle_agrees_with_the_server_in_server_round(name):
+    """Standalone backend: ServerRound poisons with the adaptive attack (rows in round order, the
+    attackers interleaved) and records whether the oracle's predicted kept set is the server's."""
+    U, w, loss_fn, trigger, root, server_update, _ = federation(seed=6)
+    attack = build_attack("adaptive", gamma_init=3.0, tau=1e-4)
+    server = ServerRound(rule(name), attack=attack, malicious_ids=MALICIOUS, seed=0, loss_fn=loss_fn,
+                         trigger_set=trigger, validation_batch=root, server_update_fn=server_update)
+    clients = torch.tensor([3, 17, 1, 6, 0, 2, 4, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19])
+    out = server(4, w, clients, U[clients], torch.full((N,), 34.0))
+    assert out.metrics["oracle_agrees"] == 1.0
+    # the same prediction by hand: the attack's mask (benign rows, then attackers) in round order
+    assert attack.prediction is not None and out.metrics["attack_success"] in (0.0, 1.0)
+    if out.metrics["attack_success"] == 1.0 and name not in ("fedavg", "median"):
+        assert not out.result.kept[out.malicious].logical_not().any()  # all f poisoned rows kept, as predicted
+
+
+def test_oracle_agrees_is_absent_for_partial_knowledge_and_other_attacks():
+    U, w, loss_fn, trigger, root, server_update, _ = federation(seed=6)
+    for attack in (build_attack("adaptive", knowledge="partial"), build_attack("min_max"), None):
+        server = ServerRound(rule("fedavg"), attack=attack, malicious_ids=MALICIOUS, seed=0)
+        out = server(0, w, torch.arange(N), U, None)
+        assert "oracle_agrees" not in out.metrics
+
+
+@pytest.mark.parametrize("name", ["heterofl", "zeno", "dnc", "multikrum", "fltrust", "median", "fedavg"])
+def test_oracle_agrees_in_the_fedml_aggregator(name, tmp_path):
+    """MPI backend: our FedML ServerAggregator's hooks (on_before_aggregation runs ServerRound) record
+    ``oracle_agrees`` in the round's history."""
+    import argparse
+
+    import fedml_heterofl.fedml_bridge as bridge
+    from fedml.core.security.fedml_attacker import FedMLAttacker
+    from fedml.core.security.fedml_defender import FedMLDefender
+
+    FedMLDefender._defender_instance = None
+    FedMLAttacker._attacker_instance = None
+    U, w, loss_fn, trigger, root, server_update, model = federation(seed=8)
+    layout = ParamLayout(model)
+    states = []
+    for g in U:
+        m = copy.deepcopy(model)
+        layout.load(m, w + g)
+        states.append((34, m.state_dict()))
+    args = argparse.Namespace(
+        federated_optimizer="FedAvg", random_seed=0, client_num_in_total=N, client_num_per_round=N, epochs=1,
+        batch_size=8, learning_rate=0.1, client_optimizer="sgd", dataset="synthetic", round_idx=0,
+        enable_defense=True, defense_type=name, defense_params=PARAMS.get(name, {}), enable_attack=True,
+        attack_type="adaptive", attack_params={"gamma_init": 3.0, "tau": 1e-4}, byzantine_client_num=F)
+    agg = bridge.HeteroFLServerAggregator(copy.deepcopy(model), args, trigger_set=trigger, validation_batch=root,
+                                          root_data=root)
+    agg.server.malicious_ids = torch.tensor(MALICIOUS)
+    try:
+        agg.on_before_aggregation(states)
+    finally:
+        FedMLDefender._defender_instance = None
+        FedMLAttacker._attacker_instance = None
+    assert agg.history[-1]["oracle_agrees"] == 1.0
