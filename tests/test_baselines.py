@@ -15,7 +15,7 @@ from fedml_heterofl.defense.dnc import DnC
 from fedml_heterofl.defense.fedavg import FedAvg
 from fedml_heterofl.defense.fltrust import FLTrust
 from fedml_heterofl.defense.median import Median, coordinate_median
-from fedml_heterofl.defense.multikrum import MultiKrum
+from fedml_heterofl.defense.multikrum import MultiKrum, order_by_score
 from fedml_heterofl.defense.zeno import Zeno
 
 RULES = ("fedavg", "multikrum", "median", "zeno", "fltrust", "dnc")
@@ -409,6 +409,44 @@ def test_dnc_matches_reference(seed, near_dup):
     assert res.kept.nonzero().flatten().tolist() == expected
     ref = torch.tensor(scores, dtype=torch.float64).max(dim=0).values
     assert torch.allclose(res.scores["dnc"].double(), ref, rtol=1e-4, atol=1e-4 * float(ref.max()))
+
+
+def test_order_by_score_compares_at_a_resolution():
+    one = 1.0
+    ulps = math.nextafter(math.nextafter(one, 2.0), 2.0)  # 1 + 2 ulps
+    scores = torch.tensor([ulps, one, 0.5, math.inf], dtype=torch.float64)
+    ids = torch.tensor([2, 5, 9, 0])
+    # 1 and 1 + 2 ulps tie and go by client id (2 before 5); +inf stays last
+    assert order_by_score(scores, ids).tolist() == [2, 0, 1, 3]
+    # without the resolution the ulps would decide: rows 1 (id 5) then 0 (id 2)
+    assert order_by_score(scores, ids, resolution=0.0 + 1e-300).tolist() == [2, 1, 0, 3]
+    # a real difference (1e-6 relative) is kept
+    assert order_by_score(torch.tensor([1.000001, 1.0], dtype=torch.float64), torch.tensor([0, 1])).tolist() == [1, 0]
+
+
+def test_dnc_identical_rows_tie_by_client_id(monkeypatch):
+    """The issue's case: 6 identical attacker rows among n = 30 (d = 2000, no sub-sampling), DnC
+    removing 3 (f = 3): which duplicates go is decided by client id (the highest ids among the tied
+    highest scores), also when the scores of the identical rows come out a few ulps apart (as a matrix
+    product may return them; injected here)."""
+    import fedml_heterofl.defense.dnc as dnc_module
+
+    g = torch.Generator().manual_seed(0)
+    U = (0.3 + torch.randn(30, 2000, generator=g)) * torch.rand(30, 1, generator=g)
+    dup = torch.tensor([3, 8, 11, 17, 22, 29])
+    U[dup] = -3 * U.mean(0)
+    ids = torch.randperm(30, generator=g) + 100
+    real = dnc_module.dnc_scores
+
+    def noisy(sub):
+        s = real(sub)
+        return s * (1 + torch.arange(30, dtype=torch.float64).flip(0) * 2.3e-16)  # a few ulps, against the ids
+
+    monkeypatch.setattr(dnc_module, "dnc_scores", noisy)
+    res = DnC(f=3, subsample_dim=2000)(U, RoundContext(client_ids=ids))
+    # the 6 duplicates have the highest scores; the 3 with the highest client ids are removed
+    expected = dup[torch.argsort(ids[dup])][3:]
+    assert sorted(res.removed_by["dnc"].tolist()) == sorted(expected.tolist())
 
 
 def test_dnc_bad_input():

@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from fedml_heterofl.defense.base import RoundContext, gram_matrix
@@ -173,6 +173,44 @@ def test_score_bandwidth_floor():
     t = torch.tensor([0.0, 1.0, 3.0, 6.0, 10.0])
     assert score_bandwidth(t, None, 0.5) == pytest.approx(2.2)
     assert score_bandwidth(t, 0.25, 0.3) == 0.25 and score_bandwidth(t[:1], None, 0.3) is None
+
+
+def test_score_bandwidth_counts_the_nearest_other_score_when_few():
+    # n = 5, quantile 0.3: scikit-learn's k = floor(1.5) = 1 counts each value itself: estimate 0 for
+    # any values. Step 2 counts the nearest other value (k = 2): distances 1, 1, 2, 3, 4 -> mean 2.2.
+    t = torch.tensor([0.0, 1.0, 3.0, 6.0, 10.0])
+    assert estimate_bandwidth(t.double(), 0.3) == 0.0
+    assert score_bandwidth(t, None, 0.3) == pytest.approx(2.2)
+    # from 7 scores on (floor(7 * 0.3) = 2) both rules agree
+    u = torch.tensor([0.0, 1.0, 3.0, 6.0, 10.0, 15.0, 21.0])
+    assert score_bandwidth(u, None, 0.3) == pytest.approx(estimate_bandwidth(u.double(), 0.3))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.floats(-5, 5, allow_nan=False, width=32), min_size=2, max_size=6))
+def test_few_scores_never_all_become_singletons(values):
+    s = torch.tensor(values, dtype=torch.float64)
+    assume(len(set(values)) >= 2)
+    labels, _ = mean_shift_labels(s, bandwidth=score_bandwidth(s, None, 0.3))
+    # the closest pair lies within the bandwidth (the mean nearest-other distance): fewer clusters than scores
+    assert int(labels.max()) + 1 < len(values)
+
+
+def test_step2_with_few_groups_without_attackers():
+    """10 benign updates: the largest first-level cluster has few members, so the second mean shift
+    runs over 6 or fewer group centroids; they no longer become one cluster each (which made all
+    groups but one suspicious and removed ⌈β·|C_2|⌉ honest updates in every such round)."""
+    few = 0
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        U = (0.3 + torch.randn(10, 40, generator=g, dtype=torch.float64)) * torch.rand(10, 1, generator=g,
+                                                                                       dtype=torch.float64)
+        res = similarity_detection(gram_matrix(U, torch.float64), torch.rand(10, generator=g, dtype=torch.float64))
+        groups = res.diagnostics["groups"]
+        if 2 <= groups <= 6:
+            few += 1
+            assert res.diagnostics["group_clusters"] < groups
+    assert few >= 15  # most of these rounds have 6 or fewer groups
 
 
 def test_similarity_detection_hand_computed():

@@ -45,7 +45,9 @@ class DnC(RowsDefense):
 
     Coordinates are drawn with ``torch.randperm(d, generator=ctx.generator)[:b]``, independent of
     the client order. ``scores["dnc"]`` holds, per update, the maximum over iterations of its score
-    (paper-silent; one iteration: the score itself). Ties are broken by client id.
+    (paper-silent; one iteration: the score itself). Ties — scores equal at a relative resolution
+    of 1e-12, as identical rows give — are broken by client id
+    (:func:`~fedml_heterofl.defense.multikrum.order_by_score`).
     """
 
     name = "dnc"

@@ -20,7 +20,15 @@ Choices the paper leaves open (each a parameter of :class:`HeteroFL`):
   no bandwidth is given) on the scalar scores; a fixed float can be given instead. Seeding as
   scikit-learn's ``bin_seeding=True``. :func:`mean_shift_labels` is that algorithm in torch (the
   tests compare it with scikit-learn): ~5 ms instead of ~80 ms per call at n = 100. Scores that are
-  all equal (zero bandwidth) form one cluster.
+  all equal (zero bandwidth) form one cluster. Two departures from scikit-learn's estimate
+  (:func:`score_bandwidth`): the bandwidth is at least the scores' float resolution
+  (``SCORE_RESOLUTION`` relative: identical updates, whose scores differ only by rounding, form one
+  cluster), and the nearest *other* score is always counted (``k ≥ 2``). With fewer than
+  ``2/quantile`` scores (6 or fewer at 0.3, as in step 2's second mean shift when the largest
+  cluster has few members) scikit-learn's ``k = ⌊n·q⌋ = 1`` counts only the score itself: its
+  estimate is 0 whatever the scores, and every group would become its own cluster, making all but
+  one suspicious even without attackers. With ``k = 2`` the bandwidth is the mean distance to the
+  nearest other score.
 * **Size of the removed share in Alg. 4 line 24** (``beta=0.2``): ``⌈β·|C_2|⌉`` updates; rounding up
   so that a suspicious group always loses at least one member. 0.2 matches the paper's 20 %
   attackers among n = 100 clients ("a small value to select the minorities", §VII-E).
@@ -133,13 +141,14 @@ def sybil_direction_removal(gram: Tensor, *, factor: float = 2.0, exclude_self: 
 # Step 2, Alg. 4
 # ---------------------------------------------------------------------------------------------
 
-def estimate_bandwidth(values: Tensor, quantile: float = 0.3) -> float:
-    """Mean distance of each value to its k-th nearest value (itself counted), ``k = max(1, ⌊n·quantile⌋)``.
+def estimate_bandwidth(values: Tensor, quantile: float = 0.3, min_neighbours: int = 1) -> float:
+    """Mean distance of each value to its k-th nearest value (itself counted),
+    ``k = max(min_neighbours, ⌊n·quantile⌋)`` (at most n).
 
-    scikit-learn's ``estimate_bandwidth`` for scalars (the mean-shift bandwidth of Alg. 4 lines 3 and
-    17), from the ``(n, n)`` matrix of absolute differences.
+    scikit-learn's ``estimate_bandwidth`` for scalars with ``min_neighbours = 1`` (the mean-shift
+    bandwidth of Alg. 4 lines 3 and 17), from the ``(n, n)`` matrix of absolute differences.
     """
-    k = max(1, int(values.numel() * quantile))
+    k = min(values.numel(), max(min_neighbours, int(values.numel() * quantile)))
     return float((values[:, None] - values[None, :]).abs().kthvalue(k, dim=1).values.mean())
 
 
@@ -220,13 +229,20 @@ SCORE_RESOLUTION = 1e-5
 
 
 def score_bandwidth(scores: Tensor, bandwidth: Optional[float], quantile: float) -> Optional[float]:
-    """The mean-shift bandwidth of step 2: the configured one, else :func:`estimate_bandwidth`'s, but
-    at least ``SCORE_RESOLUTION · max(1, max|s|)`` (paper-silent: identical updates give RCS scores
-    that differ only by float rounding, and must form one cluster). ``None`` for fewer than 2 scores."""
+    """The mean-shift bandwidth of step 2: the configured one, else :func:`estimate_bandwidth`'s with
+    at least one other score counted (``min_neighbours = 2``), and at least
+    ``SCORE_RESOLUTION · max(1, max|s|)``. ``None`` for fewer than 2 scores.
+
+    Two paper-silent choices (module doc): identical updates give RCS scores that differ only by float
+    rounding, and must form one cluster (the floor); and with fewer than ``2/quantile`` scores (6 or
+    fewer at 0.3, e.g. step 2's second mean shift over few groups) scikit-learn's rule counts only the
+    score itself, so its estimate is 0 for any scores and every score would become its own cluster.
+    The nearest *other* score is counted instead: the bandwidth is then the mean distance to the
+    nearest other score, so at least the closest pair shares a cluster."""
     if bandwidth is not None or scores.numel() < 2:
         return bandwidth
     floor = SCORE_RESOLUTION * max(1.0, float(scores.abs().max()))
-    return max(estimate_bandwidth(scores.double(), quantile), floor)
+    return max(estimate_bandwidth(scores.double(), quantile, min_neighbours=2), floor)
 
 
 def similarity_detection(
@@ -287,6 +303,7 @@ def similarity_detection(
     diagnostics = {
         "clusters": int(labels.max()) + 1 if n else 0,
         "groups": r,
+        "group_clusters": int(g_labels.max()) + 1 if r else 0,
         "suspicious_groups": int(suspicious_groups.sum()),
         "candidates": int(candidates.sum()),
     }

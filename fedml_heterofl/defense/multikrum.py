@@ -28,13 +28,27 @@ from fedml_heterofl.defense.base import (
 from fedml_heterofl.defense.rows import Rows
 
 VARIANTS = ("static", "iterative")
+#: relative resolution at which ranked scores are compared (:func:`order_by_score`)
+RANK_RESOLUTION = 1e-12
 
 
-def order_by_score(scores: Tensor, ids: Tensor) -> Tensor:
+def order_by_score(scores: Tensor, ids: Tensor, resolution: float = RANK_RESOLUTION) -> Tensor:
     """Row indices sorted by ascending ``scores``, ties broken by client id (so permuting the
-    clients permutes the outcome)."""
+    clients permutes the outcome).
+
+    Scores are compared at a resolution of ``resolution · max|s|`` (over the finite scores; infinite
+    ones keep their place at either end): identical rows, whose scores a matrix product can return a
+    few ulps apart, tie and go by client id. Scores are rounded to that grid (the largest score is a
+    grid point, so scores next to it tie with it), so two scores closer than the resolution may still
+    fall on both sides of a half-way line (probability ~ their distance / the resolution: ~1e-4 for
+    float64 ulps)."""
+    s = scores.double()
+    finite = torch.isfinite(s)
+    scale = float(s[finite].abs().max()) if bool(finite.any()) else 0.0
+    if scale > 0:
+        s = torch.where(finite, torch.round(s / (resolution * scale)), s)
     order = torch.argsort(ids, stable=True)
-    return order[torch.argsort(scores[order], stable=True)]
+    return order[torch.argsort(s[order], stable=True)]
 
 
 def krum_scores(sq_dist: Tensor, f: int, alive: Optional[Tensor] = None) -> Tensor:
@@ -83,8 +97,9 @@ class MultiKrum(RowsDefense):
             default ``m = n - f`` the neighbour count falls to ``min(1, r - 1)`` once
             ``r - f - 2 < 1``.
 
-    Ties in score are broken by client id. Scores are reported under ``scores["krum"]`` (first
-    scoring pass), the removed rows under ``removed_by["multikrum"]``.
+    Ties in score (at a relative resolution of 1e-12, :func:`order_by_score`) are broken by client
+    id. Scores are reported under ``scores["krum"]`` (first scoring pass), the removed rows under
+    ``removed_by["multikrum"]``.
     """
 
     name = "multikrum"

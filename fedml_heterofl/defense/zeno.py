@@ -33,8 +33,9 @@ class Zeno(RowsDefense):
         chunk: parameter vectors per ``loss_fn`` call (bounds memory at ``chunk`` model copies).
 
     Reads ``ctx.loss_fn``, ``ctx.validation_batch`` and ``ctx.global_params``. Scores are under
-    ``scores["zeno"]``; ties are broken by client id. Zeno assumes at least one honest update
-    (not an honest majority).
+    ``scores["zeno"]``; ties (at :func:`~fedml_heterofl.defense.multikrum.order_by_score`'s
+    resolution) are broken by client id. Zeno assumes at least one honest update (not an honest
+    majority).
     """
 
     name = "zeno"
