@@ -1,4 +1,4 @@
-"""The ``fedml-heterofl`` command: ``run | grid | report | data`` (benchmarks: ``benchmarks/*.py``).
+"""The ``fedml-heterofl`` command: ``run | grid | report | archive | data`` (benchmarks: ``benchmarks/*.py``).
 
 Each subcommand lives in the module that owns its work and exposes ``add_arguments(parser)`` and
 ``main(args) -> int``; this file only dispatches, importing the module lazily (``import fedml``
@@ -18,6 +18,7 @@ COMMANDS = {
     "run": ("fedml_heterofl.simulation.cli", "run one experiment from a FedML YAML (--cf)"),
     "grid": ("fedml_heterofl.experiments.grid", "run a grid of experiments, resumable"),
     "report": ("fedml_heterofl.experiments.report", "tables and plots from result folders"),
+    "archive": ("fedml_heterofl.experiments.archive", "copy finished runs' small files to a tracked folder"),
     "data": ("fedml_heterofl.data.cli", "fetch and inspect datasets"),
 }
 

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from fedml_heterofl.cli import main as cli_main
+from fedml_heterofl.experiments.archive import ARCHIVED_FILES
 from fedml_heterofl.experiments.grid import load_grid, parse_set
 from fedml_heterofl.experiments.report import write_report
 from fedml_heterofl.settings import SettingsError, settings_from_dict
@@ -129,19 +130,25 @@ def test_grid_and_report_smoke(tmp_path):
     base.write_text(yaml.safe_dump(tiny(tmp_path, train_args={"comm_round": 2})))
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({
-        "base": "base.yaml", "results_dir": str(tmp_path / "grid"),
+        "base": "base.yaml", "results_dir": str(tmp_path / "grid"), "archive_dir": str(tmp_path / "runs"),
         "axes": {"defense": {"fedavg": {"defense_args.enable_defense": False},
                              "heterofl": {"defense_args.enable_defense": True}},
                  "attack": {"sign_flip": {}}}}, sort_keys=False))
     assert cli_main(["grid", "--cf", str(grid), "--no-progress"]) == 0
     folders = sorted(p.name for p in (tmp_path / "grid").iterdir())
     assert folders == ["defense=fedavg,attack=sign_flip", "defense=heterofl,attack=sign_flip"]
+    # each finished cell's small files were archived, nothing else (no checkpoint, no log)
+    for folder in folders:
+        archived = sorted(p.name for p in (tmp_path / "runs" / folder).iterdir())
+        assert archived == sorted(ARCHIVED_FILES)
+        assert (tmp_path / "runs" / folder / "metrics.csv").read_text() == \
+            (tmp_path / "grid" / folder / "metrics.csv").read_text()
     mtime = (tmp_path / "grid" / folders[0] / "summary.json").stat().st_mtime
     assert cli_main(["grid", "--cf", str(grid), "--no-progress"]) == 0  # finished cells are skipped
     assert (tmp_path / "grid" / folders[0] / "summary.json").stat().st_mtime == mtime
     # Two cells at a time, each in its own process: the same numbers as one after the other.
     spec = yaml.safe_load(grid.read_text())
-    spec["results_dir"] = str(tmp_path / "grid_jobs")
+    spec["results_dir"], spec["archive_dir"] = str(tmp_path / "grid_jobs"), str(tmp_path / "runs_jobs")
     grid.write_text(yaml.safe_dump(spec, sort_keys=False))
     assert cli_main(["grid", "--cf", str(grid), "--no-progress", "--jobs", "2"]) == 0
     for folder in folders:
@@ -151,6 +158,13 @@ def test_grid_and_report_smoke(tmp_path):
     out, table = write_report(tmp_path / "grid")
     assert "| fedavg |" in table and "| heterofl |" in table and "sign_flip" in table
     assert (out / "table_accuracy.csv").exists() and list(out.glob("accuracy_*.png"))
+    # the archive alone regenerates the same tables
+    archived_out, _ = write_report(tmp_path / "runs")
+    for csv_file in out.glob("table_*.csv"):
+        assert (archived_out / csv_file.name).read_text() == csv_file.read_text()
+    # the archive command copies finished runs (here again, into a new folder)
+    assert cli_main(["archive", str(tmp_path / "grid"), str(tmp_path / "runs2")]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs2").iterdir()) == folders
 
 
 def test_a_failing_cell_does_not_stop_the_grid(tmp_path, capsys):

@@ -6,6 +6,7 @@ the cells::
 
     base: ../mnist_lr.yaml             # relative to the grid file
     results_dir: results/demo          # relative to the working directory
+    archive_dir: runs/demo             # optional: each finished cell's small files are copied here
     overrides: {train_args.comm_round: 30}
     axes:
       defense:                         # label -> overrides ("section.key": value)
@@ -21,7 +22,9 @@ cell's name and the offending key). A cell's folder is named by its labels
 (``defense=heterofl,attack=min_max,seed=0``); finished cells are skipped and an interrupted cell
 resumes from its checkpoint, so the grid is safe to kill and restart. A cell that fails while running
 does not stop the others: its error is logged, the remaining cells run, and the grid then fails
-with every failed cell's name and error (:class:`GridError`). ``--jobs N`` runs N cells at a
+with every failed cell's name and error (:class:`GridError`). With ``archive_dir``, each cell's
+config, metrics and summary are copied there as soon as it finishes
+(:func:`~fedml_heterofl.experiments.archive.archive_run`), ready to be committed. ``--jobs N`` runs N cells at a
 time in separate processes (the numbers do not depend on it); ``--set section.key=VALUE`` overrides a
 key in every cell (e.g. ``device_args.using_gpu=true``).
 """
@@ -52,6 +55,8 @@ class GridError(RuntimeError):
 
 #: the axis whose list values set the seed
 SEED_AXIS = "seed"
+#: the keys of a grid file
+GRID_KEYS = ("base", "results_dir", "archive_dir", "overrides", "axes")
 
 
 def _set(config: Dict[str, Any], dotted: str, value: Any) -> None:
@@ -91,9 +96,9 @@ def load_grid(path: str, extra: Optional[Mapping[str, Any]] = None) -> Tuple[Pat
     ``extra`` overrides (``{"section.key": value}``) apply to every cell after the grid's own."""
     with open(path) as fh:
         grid = yaml.safe_load(fh) or {}
-    unknown = sorted(set(grid) - {"base", "results_dir", "overrides", "axes"})
+    unknown = sorted(set(grid) - set(GRID_KEYS))
     if unknown:
-        raise SettingsError(f"grid {path}: unknown key {unknown[0]!r}; allowed: base, results_dir, overrides, axes")
+        raise SettingsError(f"grid {path}: unknown key {unknown[0]!r}; allowed: {', '.join(GRID_KEYS)}")
     if "base" not in grid:
         raise SettingsError(f"grid {path}: 'base' (the base config file) is required")
     with open(Path(path).parent / grid["base"]) as fh:
@@ -117,6 +122,13 @@ def load_grid(path: str, extra: Optional[Mapping[str, Any]] = None) -> Tuple[Pat
     return results, cells
 
 
+def archive_dir(path: str) -> Optional[Path]:
+    """The grid file's ``archive_dir`` (None when it has none)."""
+    with open(path) as fh:
+        value = (yaml.safe_load(fh) or {}).get("archive_dir")
+    return Path(value) if value else None
+
+
 def _run_cell(settings: Settings, results: Path, progress: bool, threads: Optional[int] = None) -> Dict[str, Any]:
     """One cell's run (in a worker process when ``threads`` is given: torch gets that many threads)."""
     from fedml_heterofl.simulation.runner import Simulation
@@ -137,8 +149,15 @@ def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    from fedml_heterofl.experiments.archive import archive_run
+
     results, cells = load_grid(path, extra)
+    archive = archive_dir(path)
     todo = [(name, s) for name, s in cells if not RunStore(results, name).finished]
+    if archive is not None:  # cells that finished before (e.g. before archive_dir was set)
+        for name, _ in cells:
+            if (results / name).is_dir():
+                archive_run(results / name, archive)
     log.info("grid %s: %d cells, %d to run, results in %s", path, len(cells), len(todo), results)
     quiet = not progress or bool(os.environ.get("FEDML_HETEROFL_QUIET"))
     bar = tqdm(total=len(todo), desc="grid cells", disable=quiet)
@@ -147,6 +166,8 @@ def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional
     def done(name: str, run: Callable[[], Dict[str, Any]]) -> None:
         try:
             log.info("%s: final accuracy %.4f", name, run()["final_acc"])
+            if archive is not None:
+                archive_run(results / name, archive)
         except Exception as exc:  # one broken cell must not stop the independent others
             log.exception("grid cell %s failed: %s", name, exc)
             failed.append(f"{name}: {exc}")

@@ -1,0 +1,62 @@
+"""``fedml-heterofl archive RESULTS_DIR [DEST]``: the small files of finished runs, kept under version
+control so that every published table can be regenerated from them alone (DESIGN §13: a grid that
+runs for hours spans working days and machines, and work trees are laid anew between them).
+
+A finished run folder (``summary.json`` with ``finished: true``) is copied as its
+:data:`ARCHIVED_FILES` — the resolved config, the per-round metrics, the summary and the partition
+statistics, a few kilobytes per run — to ``DEST/<run name>/`` (default ``runs/<name of RESULTS_DIR>``);
+checkpoints and logs stay behind. ``fedml-heterofl report DEST`` reads an archive like a results
+folder. A grid file's ``archive_dir`` archives each cell as soon as it finishes.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import List, Optional, Union
+
+from fedml_heterofl.experiments.store import RunStore
+
+#: what a run's archive holds (everything the report reads, nothing large)
+ARCHIVED_FILES = ("config.yaml", "metrics.csv", "summary.json", "partition.json")
+
+
+def archive_run(run: Union[str, Path], dest_root: Union[str, Path]) -> Optional[Path]:
+    """Copy a finished run's :data:`ARCHIVED_FILES` to ``dest_root/<run name>/``; ``None`` (nothing
+    copied) when the run has not finished."""
+    run = Path(run)
+    if not RunStore(run.parent, run.name).finished:
+        return None
+    dest = Path(dest_root) / run.name
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ARCHIVED_FILES:
+        if (run / name).exists():
+            shutil.copy2(run / name, dest / name)
+    return dest
+
+
+def archive_results(results: Union[str, Path], dest_root: Union[str, Path]) -> List[Path]:
+    """:func:`archive_run` for every run folder directly under ``results``; the archived folders."""
+    out = []
+    for folder in sorted(p for p in Path(results).iterdir() if (p / "summary.json").exists()):
+        archived = archive_run(folder, dest_root)
+        if archived is not None:
+            out.append(archived)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", help="a results folder (a grid's results_dir)")
+    parser.add_argument("dest", nargs="?", help="archive folder (default: runs/<name of RESULTS>)")
+
+
+def main(args: argparse.Namespace) -> int:
+    results = Path(args.results)
+    if not results.is_dir():
+        print(f"fedml-heterofl archive: {results} is not a folder of runs", file=sys.stderr)
+        return 2
+    dest = Path(args.dest) if args.dest else Path("runs") / results.resolve().name
+    done = archive_results(results, dest)
+    print(f"archived {len(done)} finished runs to {dest}")
+    return 0
