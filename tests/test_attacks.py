@@ -81,6 +81,10 @@ def test_min_sum_min_bound_is_stricter_than_max():
     lo.attack(U[:25], U[25:])
     hi.attack(U[:25], U[25:])
     assert lo.report["gamma"] < hi.report["gamma"]
+    # the default is NDSS'21's released code's min bound
+    default = build_attack("min_sum")
+    default.attack(U[:25], U[25:])
+    assert default.bound == "min" and default.report["gamma"] == lo.report["gamma"]
 
 
 @pytest.mark.parametrize("name", ["min_max", "min_sum", "adaptive"])

@@ -95,6 +95,41 @@ def test_sybil_direction_removal_hand_computed():
     assert torch.allclose(res.scores, torch.tensor([3.0] * 4 + [0.5] * 6), atol=1e-6)
 
 
+def test_sybil_bound_is_strict():
+    # Unit vectors with this cosine matrix (positive semi-definite: blocks {0, 1, 4} and {2, 3}):
+    # RCS (k = 2, self excluded): rows 0-3 -> 0.5 + 0 = 0.5, row 4 -> 0.5 + 0.5 = 1.
+    # median 0.5, MAD median(0, 0, 0, 0, 0.5) = 0, bound 2 (0.5 + 0) = 1: s_4 = 1 is not > 1, kept.
+    C = torch.tensor([[1, 0, 0, 0, .5], [0, 1, 0, 0, .5], [0, 0, 1, .5, 0], [0, 0, .5, 1, 0], [.5, .5, 0, 0, 1]],
+                     dtype=torch.float64)
+    res = sybil_direction_removal(C)
+    assert res.scores.tolist() == [0.5, 0.5, 0.5, 0.5, 1.0] and res.diagnostics["threshold"] == 1.0
+    assert not res.malicious.any()
+    # a factor a hair below 2 puts the bound (0.9995) below s_4: removed
+    assert sybil_direction_removal(C, factor=1.999).malicious.tolist() == [False] * 4 + [True]
+
+
+def test_sybil_bound_adds_the_mad_loop_reference():
+    """Step 1 against plain loops on a round with MAD > 0 where some score lies between 2(s̃ − r̃)
+    and 2(s̃ + r̃): only the + bound keeps it (Alg. 2 line 5)."""
+    g = torch.Generator().manual_seed(3)
+    shared = torch.randn(30, generator=g)
+    U = shared + 1.5 * torch.randn(12, 30, generator=g)
+    U[:3] = shared + 0.3 * torch.randn(3, 30, generator=g)  # three close to the common direction
+    s = rcs_loop(U).tolist()
+    med = sorted(s)[5:7]
+    med = (med[0] + med[1]) / 2
+    dev = sorted(abs(x - med) for x in s)
+    mad = (dev[5] + dev[6]) / 2
+    assert mad > 0
+    between = [i for i, x in enumerate(s) if 2 * (med - mad) < x <= 2 * (med + mad)]
+    assert between, "the case must tell the two bounds apart"
+    expected = [x > 2 * (med + mad) for x in s]
+    res = sybil_direction_removal(gram_matrix(U, torch.float64))
+    assert res.malicious.tolist() == expected
+    assert res.diagnostics["median"] == pytest.approx(med) and res.diagnostics["mad"] == pytest.approx(mad)
+    assert res.diagnostics["threshold"] == pytest.approx(2 * (med + mad))
+
+
 def test_sybil_guard_when_similarities_are_not_positive():
     # Three mutually opposed directions: all RCS < 0, so s~ + r~ < 0 and the bound 2(s~+r~)
     # would lie below the median; the guard keeps everything.
@@ -232,6 +267,12 @@ def test_similarity_detection_hand_computed():
         assert res.malicious.tolist() == [False] * 4 + [True, True]
         assert res.diagnostics["groups"] == 4 and res.diagnostics["candidates"] == 4
         assert torch.allclose(res.scores, torch.tensor([2.4] * 4 + [-0.8] * 2), atol=1e-6)
+        # ⌈β·|C_2|⌉ rounds up: β = 0.3 -> ⌈1.2⌉ = 2 (both attackers); β = 0.2 -> ⌈0.8⌉ = 1 (the first of the
+        # two equal lowest scores)
+        assert similarity_detection(gram_matrix(U), keys, beta=0.3, bandwidth=0.5).malicious.tolist() == \
+            [False] * 4 + [True, True]
+        assert similarity_detection(gram_matrix(U), keys, beta=0.2, bandwidth=0.5).malicious.tolist() == \
+            [False] * 4 + [True, False]
 
 
 def test_similarity_detection_single_cluster_removes_nothing():
@@ -334,6 +375,15 @@ def test_watermark_nan_loss_counts_as_no_trigger_learning():
     res = watermark_verification(U, torch.tensor([10.0, 0.0]), lambda p, b: p[:, 0], None, lam=-5.0)
     assert res.scores[:2].tolist() == [1.0, -6.0] and math.isnan(res.scores[2])
     assert res.malicious.tolist() == [False, True, True]
+
+
+def test_watermark_reduction_equal_to_lambda_is_removed():
+    # Alg. 5 keeps only reductions > λ: loss 10 -> 15 is a reduction of exactly -5 = λ, removed;
+    # 10 -> 14.5 (-4.5) is kept.
+    U = torch.tensor([[5.0, 0.0], [4.5, 0.0]])
+    res = watermark_verification(U, torch.tensor([10.0, 0.0]), lambda p, b: p[:, 0], None, lam=-5.0)
+    assert res.scores.tolist() == [-5.0, -4.5]
+    assert res.malicious.tolist() == [True, False]
 
 
 # ------------------------------------------------------------------------------ Step 4, Alg. 6
