@@ -2,7 +2,8 @@
 
 Each subcommand lives in the module that owns its work and exposes ``add_arguments(parser)`` and
 ``main(args) -> int``; this file only dispatches, importing the module lazily (``import fedml``
-alone takes seconds, and ``data`` or ``report`` never need it).
+alone takes seconds, and ``data`` or ``report`` never need it). A subcommand reports a problem the
+user can fix with :func:`report_error`: one line on stderr, exit status 2, no traceback.
 """
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ COMMANDS = {
     "report": ("fedml_heterofl.experiments.report", "tables and plots from result folders"),
     "data": ("fedml_heterofl.data.cli", "fetch and inspect datasets"),
 }
+
+
+def report_error(command: str, exc: BaseException) -> int:
+    """Print ``exc`` as one line on stderr (``fedml-heterofl COMMAND: message``); returns 2."""
+    message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    print(f"fedml-heterofl {command}: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -43,7 +51,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     level = logging.DEBUG if args.verbose else (
         logging.WARNING if os.environ.get("FEDML_HETEROFL_QUIET") else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(modules[args.command].main(args) or 0)
+    try:
+        return int(modules[args.command].main(args) or 0)
+    except KeyboardInterrupt:
+        print(f"fedml-heterofl {args.command}: interrupted (a standalone run resumes after its last completed "
+              "round when started again)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ def test_round_trip(tmp_path):
     store = RunStore(tmp_path, "run")
     assert store.load_checkpoint() is None and not store.finished
     gen = torch.Generator().manual_seed(3)
-    state = {"round": 4, "global_params": torch.arange(5.0), "generator": gen.get_state()}
     rows = [{"round": 0, "test_acc": 0.5}, {"round": 1, "test_acc": 0.75, "removed": 3}]
+    state = {"round": 1, "params": torch.arange(5.0), "metrics": rows, "generator": gen.get_state()}
     store.save_round(state, rows)
     back = store.load_checkpoint()
-    assert back["round"] == 4 and torch.equal(back["global_params"], torch.arange(5.0))
+    assert back["round"] == 1 and torch.equal(back["params"], torch.arange(5.0)) and back["metrics"] == rows
     g2 = torch.Generator()
     g2.set_state(back["generator"])
     assert torch.equal(torch.rand(3, generator=g2), torch.rand(3, generator=gen))
