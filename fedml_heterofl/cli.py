@@ -23,9 +23,10 @@ COMMANDS = {
 }
 
 
-def report_error(command: str, exc: BaseException) -> int:
-    """Print ``exc`` as one line on stderr (``fedml-heterofl COMMAND: message``); returns 2."""
-    message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+def report_error(command: str, problem: object) -> int:
+    """Print ``problem`` (an exception or a message) as one line on stderr (``fedml-heterofl COMMAND:
+    message``); returns 2, the exit status of a problem the user can fix."""
+    message = "; ".join(line.strip() for line in str(problem).splitlines() if line.strip()) or type(problem).__name__
     print(f"fedml-heterofl {command}: {message}", file=sys.stderr)
     return 2
 

@@ -179,11 +179,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from fedml_heterofl.data import DataError
 
+    from fedml_heterofl.cli import report_error
+
     try:
         results = run_grid(args.cf, progress=not args.no_progress, jobs=args.jobs, extra=parse_set(args.set))
-    except (SettingsError, DataError, ValueError, FileNotFoundError) as exc:
-        print(f"fedml-heterofl grid: {exc}", file=sys.stderr)
-        return 2
+    except (SettingsError, DataError, ValueError, OSError, yaml.YAMLError) as exc:
+        return report_error("grid", exc)
     except GridError as exc:
         print(f"fedml-heterofl grid: {exc}", file=sys.stderr)
         return 1
