@@ -23,11 +23,15 @@ COMMANDS = {
 }
 
 
+def one_line(text: str) -> str:
+    """``text`` with its lines joined by ``; `` (YAML and torch errors span several lines)."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def report_error(command: str, problem: object) -> int:
     """Print ``problem`` (an exception or a message) as one line on stderr (``fedml-heterofl COMMAND:
     message``); returns 2, the exit status of a problem the user can fix."""
-    message = "; ".join(line.strip() for line in str(problem).splitlines() if line.strip()) or type(problem).__name__
-    print(f"fedml-heterofl {command}: {message}", file=sys.stderr)
+    print(f"fedml-heterofl {command}: {one_line(str(problem)) or type(problem).__name__}", file=sys.stderr)
     return 2
 
 

@@ -136,9 +136,11 @@ def attack_from_args(args: Any) -> Any:
         return None
     params = _params(args, "attack_params")
     cls = ATTACKS.get(name)
-    if cls is not None and "num_classes" in inspect.signature(cls.__init__).parameters and "num_classes" not in params:
-        params["num_classes"] = num_classes(args)
     _check_parameters(name, cls, params)
+    if cls is not None and "num_classes" in inspect.signature(cls.__init__).parameters:
+        if params.setdefault("num_classes", num_classes(args)) != num_classes(args):
+            raise ValueError(f"num_classes is the dataset's number of classes, {num_classes(args)}; got "
+                             f"{params['num_classes']!r} (leave it out)")
     return build_attack(name, **params)
 
 
@@ -147,28 +149,30 @@ DRY_ROUND_D = 8
 
 
 def dry_round(args: Any) -> None:
-    """Run the configured model attack and defense once on synthetic updates of the run's shape:
-    ``client_num_per_round`` seeded random rows of :data:`DRY_ROUND_D` coordinates, the first
-    ``min(f, n)`` of them the attackers', with a stand-in for every context field a rule reads (a
-    quadratic loss, one-sample trigger and validation sets, a random server update). A rule or attack
-    that cannot work with the run's n and f (Multi-Krum's n >= 2f + 3, Zeno's b < n, DnC's c·f < n, the
-    adaptive attack's oracle on the attackers' own rows under partial knowledge, ...) raises its own
-    ``ValueError`` here, at start-up, instead of after the data is loaded and round 1 is trained."""
+    """Run the configured model attack and defense on synthetic updates of the run's shape:
+    ``client_num_per_round`` seeded random rows of :data:`DRY_ROUND_D` coordinates, with a stand-in for
+    every context field a rule reads (a quadratic loss, one-sample trigger and validation sets, a random
+    server update), once for the fewest and once for the most attackers a round can hold (all f with
+    every client taking part; with a sampled subset, ``max(1, f - (N - n))`` to ``min(f, n)``). A rule
+    or attack that cannot work with the run's n and f (Multi-Krum's n >= 2f + 3, Zeno's b < n, DnC's
+    c·f < n, an oracle on the attackers' own rows under partial knowledge, ...) raises its own
+    ``ValueError`` here, at start-up, instead of after the data is loaded and a round is trained."""
     from fedml_heterofl.attack import ModelAttack
     from fedml_heterofl.attack.base import apply_model_attack
 
-    n, d = int(args.client_num_per_round), DRY_ROUND_D
+    n, total, f, d = int(args.client_num_per_round), int(args.client_num_in_total), attacker_count(args), DRY_ROUND_D
     generator = torch.Generator().manual_seed(0)
-    updates = torch.randn(n, d, generator=generator)
     sample = (torch.zeros(1, d), torch.zeros(1, dtype=torch.long))
     ctx = RoundContext(global_params=torch.zeros(d), client_ids=torch.arange(n), sample_counts=torch.ones(n),
                        loss_fn=lambda params, batch: params.square().mean(dim=1), trigger_set=sample,
                        validation_batch=sample, server_update=torch.randn(d, generator=generator))
+    updates = torch.randn(n, d, generator=generator)
     defense, attack = defense_from_args(args), attack_from_args(args)
-    malicious = torch.arange(n) < min(attacker_count(args), n)
-    if isinstance(attack, ModelAttack) and bool(malicious.any()):
-        updates = apply_model_attack(attack, updates, malicious, ctx, defense)
-    defense(updates, ctx)
+    for attackers in sorted({min(f, n), max(1, f - (total - n))} if f and n < total else {min(f, n)}):
+        poisoned = updates
+        if isinstance(attack, ModelAttack) and attackers > 0:
+            poisoned = apply_model_attack(attack, updates, torch.arange(n) < attackers, ctx, defense)
+        defense(poisoned, ctx)
 
 
 def num_classes(args: Any) -> int:

@@ -17,6 +17,7 @@ count is FedML's ``byzantine_client_num``; rules that take ``f`` get it from the
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import hashlib
 import math
@@ -452,7 +453,7 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
         if not isinstance(value, str):
             raise SettingsError(f"{section}.{key}: expected a string, got {value!r}")
         return value
-    if origin in (Mapping, dict, typing.Mapping) or hint in (Mapping, dict):
+    if origin in (collections.abc.Mapping, dict) or hint in (Mapping, dict):
         if not isinstance(value, Mapping):
             raise SettingsError(f"{section}.{key}: expected a mapping of parameter names to values, got {value!r}")
         for name, param in value.items():

@@ -50,6 +50,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import yaml
 
+from fedml_heterofl.cli import one_line, report_error
 from fedml_heterofl.defense.heterofl import STEP_NAMES, HeteroFL
 from fedml_heterofl.experiments.store import StoreError, atomic_write
 from fedml_heterofl.settings import DataArgs
@@ -174,7 +175,7 @@ def _load(path: Path, parse: Callable[[str], Any], kind: type) -> Any:
     try:
         value = parse(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError, csv.Error) as exc:
-        raise DamagedRunFile(f"{path}: {exc}") from None
+        raise DamagedRunFile(f"{path}: {one_line(str(exc)) or type(exc).__name__}") from None
     if not isinstance(value, kind):
         raise DamagedRunFile(f"{path}: expected a {kind.__name__}, got {type(value).__name__}")
     return value
@@ -793,8 +794,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from fedml_heterofl.cli import report_error
-
     try:
         out, table = write_report(Path(args.results), target=args.target)
     except (ValueError, StoreError) as exc:
