@@ -6,12 +6,22 @@ The YAML uses FedML's section names (``common_args``, ``data_args``, ``model_arg
 as typed dataclasses, check every key at start-up and fail with one message that names the key and
 the allowed values. :meth:`Settings.to_fedml_args` gives FedML its flat namespace back.
 
+What is refused: an empty file or one that is not a mapping of sections; a configuration without
+``data_args.dataset`` and ``model_args.model`` (:data:`REQUIRED`); a model that does not take the
+dataset's inputs (:data:`MODEL_DATASETS`); any number that is not finite or does not fit a 64-bit
+integer, anywhere (attack and defense parameters included); numbers out of their range (seed,
+Dirichlet q, learning rate > 0, momentum in [0, 1), counts >= 1, ...); a ``run_name`` that is not a
+plain folder name. :func:`check_dry_round` (called by a run's start-up, not here) checks that the
+attack and defense work with the run's n and f. :attr:`Settings.identity` is the run's identity for
+resuming (:func:`fingerprint` of every setting that can change a number).
+
 Keys FedML reads but the standalone simulator does not use (e.g. ``using_mlops``) are accepted in
 their usual section and passed through to FedML unchanged (``FEDML_PASSTHROUGH``).
 
 Attack and defense parameters are the keyword arguments of the attack/defense classes, given as a
-mapping (``attack_params`` / ``defense_params``); they are checked by building the object once at
-start-up by :mod:`fedml_heterofl.components` (the same code FedML's processes use): the attacker
+mapping (``attack_params`` / ``defense_params``); they are checked against the class's signature and
+by building the object once at start-up by :mod:`fedml_heterofl.components` (the same code FedML's
+processes use; an unknown name is listed with the accepted ones): the attacker
 count is FedML's ``byzantine_client_num``; rules that take ``f`` get it from there unless
 ``defense_params`` sets ``f``.
 """
