@@ -59,9 +59,10 @@ SMALL = {("train_args", "comm_round"): [1, 0, -1, 1.5, "1", None, math.nan, True
          ("train_args", "epochs"): [1, 2, 0, -1, 1.5, "1", None, math.inf]}
 #: every key of every section and an unknown one per section (not the folders: results_dir is the
 #: test's, and a data_cache_dir of garbage would be another machine's missing data)
+FOLDERS = {("common_args", "results_dir"), ("data_args", "data_cache_dir")}
 KEYS = sorted(({(s, f.name) for s, cls in SECTIONS.items() for f in fields(cls)}
                | {(s, k) for s, keys in FEDML_PASSTHROUGH.items() for k in keys}
-               | {(s, "bogus_key") for s in SECTIONS}) - {("common_args", "results_dir"), ("data_args", "data_cache_dir")})
+               | {(s, "bogus_key") for s in SECTIONS}) - FOLDERS)
 PARAMETER_NAMES = sorted({p for cls in [*ATTACKS.values(), *DEFENSES.values()]
                           for p in components.accepted_parameters(cls)} | {"betta", "bond"})
 PARAMETER_VALUES = [0, 1, 2, 0.5, -1.0, 1e308, math.nan, "x", "std", "partial", [1, 2], [3], [5], True, None]

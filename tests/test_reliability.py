@@ -304,7 +304,8 @@ def test_mpi_without_mpirun_is_one_line(tmp_path, capsys, monkeypatch):
     path = write(tmp_path, tiny(tmp_path, common_args={"training_type": "cross_silo"}, comm_args={"backend": "MPI"}))
     status, err = cli(capsys, "--cf", path)
     assert status == 2
-    one_line(err, "comm_args.backend: 'MPI'", "was not started by mpirun", f"mpirun -np 4 fedml-heterofl run --cf {path}")
+    one_line(err, "comm_args.backend: 'MPI'", "was not started by mpirun",
+             f"mpirun -np 4 fedml-heterofl run --cf {path}")
     settings = settings_from_dict(yaml.safe_load(path.read_text()))
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "1")
     with pytest.raises(SettingsError, match=r"only process of its MPI job \(size 1\)"):
