@@ -24,7 +24,6 @@ from fedml_heterofl.attack.base import perturbation
 from fedml_heterofl.attack.min_sum import MinSum
 from fedml_heterofl.cli import main as cli_main
 from fedml_heterofl.defense import build_defense
-from fedml_heterofl.experiments.store import StoreError
 from fedml_heterofl.settings import IDENTITY_EXCLUDED, SettingsError, fingerprint, settings_from_dict
 from fedml_heterofl.simulation.cli import check_mpi_launch
 from fedml_heterofl.simulation.runner import Simulation

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 
 from fedml_heterofl.cli import report_error
 from fedml_heterofl.settings import Settings, SettingsError, check_dry_round, load_settings
