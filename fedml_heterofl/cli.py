@@ -55,7 +55,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else (
         logging.WARNING if os.environ.get("FEDML_HETEROFL_QUIET") else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not logging.getLogger().handlers:  # the console shows `level`; a run's run.log at least INFO
+        console = logging.StreamHandler()
+        console.setLevel(level)
+        console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(console)
+        logging.getLogger().setLevel(level)
+        logging.getLogger("fedml_heterofl").setLevel(min(level, logging.INFO))
     try:
         return int(modules[args.command].main(args) or 0)
     except KeyboardInterrupt:

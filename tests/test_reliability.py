@@ -337,7 +337,7 @@ def test_a_failing_start_leaves_no_folder_and_run_log_holds_the_run(tmp_path, ca
     assert status == 2
     one_line(err, "fedml-heterofl data fetch mnist")
     assert not (tmp_path / "results").exists()
-    caplog.set_level("INFO", logger="fedml_heterofl")  # the CLI's default level
+    caplog.set_level("INFO", logger="fedml_heterofl")  # as the CLI sets it up (pytest owns the root logger)
     assert cli(capsys, "--cf", write(tmp_path, tiny(tmp_path)))[0] == 0
     log = (tmp_path / "results" / "tiny" / "run.log").read_text()
     assert "INFO" in log and "mnist/lr, fedavg vs no attack, 3 clients" in log and "finished: final accuracy" in log
