@@ -121,10 +121,11 @@ def _run_cell(settings: Settings, results: Path, progress: bool, threads: Option
     """One cell's run (in a worker process when ``threads`` is given: torch gets that many threads)."""
     from fedml_heterofl.simulation.runner import Simulation
 
-    if threads is not None:
+    if threads is not None:  # a worker process: its share of the threads; run.log at INFO as in the CLI
         import torch
 
         torch.set_num_threads(threads)
+        logging.getLogger("fedml_heterofl").setLevel(logging.INFO)
     return Simulation(settings, results_dir=str(results)).run(progress=progress)
 
 
