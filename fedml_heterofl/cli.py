@@ -2,7 +2,8 @@
 
 Each subcommand lives in the module that owns its work and exposes ``add_arguments(parser)`` and
 ``main(args) -> int``; this file only dispatches, importing the module lazily (``import fedml``
-alone takes seconds, and ``data`` or ``report`` never need it).
+alone takes seconds, and ``data`` or ``report`` never need it). A subcommand reports a problem the
+user can fix with :func:`report_error`: one line on stderr, exit status 2, no traceback.
 """
 from __future__ import annotations
 
@@ -21,6 +22,18 @@ COMMANDS = {
     "archive": ("fedml_heterofl.experiments.archive", "copy finished runs' small files to a tracked folder"),
     "data": ("fedml_heterofl.data.cli", "fetch and inspect datasets"),
 }
+
+
+def one_line(text: str) -> str:
+    """``text`` with its lines joined by ``; `` (YAML and torch errors span several lines)."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def report_error(command: str, problem: object) -> int:
+    """Print ``problem`` (an exception or a message) as one line on stderr (``fedml-heterofl COMMAND:
+    message``); returns 2, the exit status of a problem the user can fix."""
+    print(f"fedml-heterofl {command}: {one_line(str(problem)) or type(problem).__name__}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -43,8 +56,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else (
         logging.WARNING if os.environ.get("FEDML_HETEROFL_QUIET") else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(modules[args.command].main(args) or 0)
+    if not logging.getLogger().handlers:  # the console shows `level`; a run's run.log at least INFO
+        console = logging.StreamHandler()
+        console.setLevel(level)
+        console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(console)
+        logging.getLogger().setLevel(level)
+        logging.getLogger("fedml_heterofl").setLevel(min(level, logging.INFO))
+    try:
+        return int(modules[args.command].main(args) or 0)
+    except KeyboardInterrupt:
+        print(f"fedml-heterofl {args.command}: interrupted (a standalone run resumes after its last completed "
+              "round when started again)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -22,10 +22,12 @@ Keys read (FedML's names, flattened from any YAML section):
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
 
 from fedml_heterofl.defense import build_defense
-from fedml_heterofl.defense.base import REGISTRY as DEFENSES, Defense
+from fedml_heterofl.defense.base import REGISTRY as DEFENSES, Defense, RoundContext
 
 #: defense parameters that default to the attacker count f (Multi-Krum's and DnC's f, Zeno's b)
 ATTACKER_COUNT_PARAMS = ("f", "b")
@@ -67,6 +69,30 @@ def _params(args: Any, key: str) -> Dict[str, Any]:
     return dict(value)
 
 
+def accepted_parameters(cls: type) -> Tuple[str, ...]:
+    """The keyword arguments ``cls(...)`` takes: the named parameters of its ``__init__`` and, when that
+    passes ``**kwargs`` on, of the base classes' (e.g. Min-Sum's ``bound`` and the Min-Max template's)."""
+    names: List[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = list(inspect.signature(vars(klass)["__init__"]).parameters.values())[1:]  # without self
+        names += [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in names]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return tuple(names)
+
+
+def _check_parameters(name: str, cls: Optional[type], params: Dict[str, Any]) -> None:
+    """``ValueError`` naming the first key of ``params`` that ``cls`` does not take, and those it takes."""
+    if cls is None:  # an unknown name: build_defense/build_attack say so with the allowed names
+        return
+    accepted = accepted_parameters(cls)
+    for key in params:
+        if key not in accepted:
+            raise ValueError(f"{name} has no parameter {key!r}; allowed: {', '.join(accepted) or 'none'}")
+
+
 def defense_name(args: Any) -> str:
     """The aggregation rule in force: ``defense_type`` (stripped, lower case), ``fedavg`` when disabled."""
     if not getattr(args, "enable_defense", False):
@@ -97,6 +123,7 @@ def defense_from_args(args: Any) -> Defense:
     for key in ATTACKER_COUNT_PARAMS:
         if key in accepted and key not in params:
             params[key] = attacker_count(args)
+    _check_parameters(name, cls, params)
     return build_defense(name, **params)
 
 
@@ -109,9 +136,43 @@ def attack_from_args(args: Any) -> Any:
         return None
     params = _params(args, "attack_params")
     cls = ATTACKS.get(name)
-    if cls is not None and "num_classes" in inspect.signature(cls.__init__).parameters and "num_classes" not in params:
-        params["num_classes"] = num_classes(args)
+    _check_parameters(name, cls, params)
+    if cls is not None and "num_classes" in inspect.signature(cls.__init__).parameters:
+        if params.setdefault("num_classes", num_classes(args)) != num_classes(args):
+            raise ValueError(f"num_classes is the dataset's number of classes, {num_classes(args)}; got "
+                             f"{params['num_classes']!r} (leave it out)")
     return build_attack(name, **params)
+
+
+#: coordinates of the synthetic updates of :func:`dry_round`
+DRY_ROUND_D = 8
+
+
+def dry_round(args: Any) -> None:
+    """Run the configured model attack and defense on synthetic updates of the run's shape:
+    ``client_num_per_round`` seeded random rows of :data:`DRY_ROUND_D` coordinates, with a stand-in for
+    every context field a rule reads (a quadratic loss, one-sample trigger and validation sets, a random
+    server update), once for the fewest and once for the most attackers a round can hold (all f with
+    every client taking part; with a sampled subset, ``max(1, f - (N - n))`` to ``min(f, n)``). A rule
+    or attack that cannot work with the run's n and f (Multi-Krum's n >= 2f + 3, Zeno's b < n, DnC's
+    c·f < n, an oracle on the attackers' own rows under partial knowledge, ...) raises its own
+    ``ValueError`` here, at start-up, instead of after the data is loaded and a round is trained."""
+    from fedml_heterofl.attack import ModelAttack
+    from fedml_heterofl.attack.base import apply_model_attack
+
+    n, total, f, d = int(args.client_num_per_round), int(args.client_num_in_total), attacker_count(args), DRY_ROUND_D
+    generator = torch.Generator().manual_seed(0)
+    sample = (torch.zeros(1, d), torch.zeros(1, dtype=torch.long))
+    ctx = RoundContext(global_params=torch.zeros(d), client_ids=torch.arange(n), sample_counts=torch.ones(n),
+                       loss_fn=lambda params, batch: params.square().mean(dim=1), trigger_set=sample,
+                       validation_batch=sample, server_update=torch.randn(d, generator=generator))
+    updates = torch.randn(n, d, generator=generator)
+    defense, attack = defense_from_args(args), attack_from_args(args)
+    for attackers in sorted({min(f, n), max(1, f - (total - n))} if f and n < total else {min(f, n)}):
+        poisoned = updates
+        if isinstance(attack, ModelAttack) and attackers > 0:
+            poisoned = apply_model_attack(attack, updates, torch.arange(n) < attackers, ctx, defense).updates
+        defense(poisoned, ctx)
 
 
 def num_classes(args: Any) -> int:

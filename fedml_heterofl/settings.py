@@ -6,34 +6,96 @@ The YAML uses FedML's section names (``common_args``, ``data_args``, ``model_arg
 as typed dataclasses, check every key at start-up and fail with one message that names the key and
 the allowed values. :meth:`Settings.to_fedml_args` gives FedML its flat namespace back.
 
+What is refused: an empty file or one that is not a mapping of sections; a configuration without
+``data_args.dataset`` and ``model_args.model`` (:data:`REQUIRED`); a model that does not take the
+dataset's inputs (:data:`MODEL_DATASETS`); any number that is not finite or does not fit a 64-bit
+integer, anywhere (attack and defense parameters included); numbers out of their range (seed,
+Dirichlet q, learning rate > 0, momentum in [0, 1), counts >= 1, ...); a ``run_name`` that is not a
+plain folder name. :func:`check_dry_round` (called by a run's start-up, not here) checks that the
+attack and defense work with the run's n and f. :attr:`Settings.identity` is the run's identity for
+resuming (:func:`fingerprint` of every setting that can change a number).
+
 Keys FedML reads but the standalone simulator does not use (e.g. ``using_mlops``) are accepted in
 their usual section and passed through to FedML unchanged (``FEDML_PASSTHROUGH``).
 
 Attack and defense parameters are the keyword arguments of the attack/defense classes, given as a
-mapping (``attack_params`` / ``defense_params``); they are checked by building the object once at
-start-up by :mod:`fedml_heterofl.components` (the same code FedML's processes use): the attacker
+mapping (``attack_params`` / ``defense_params``); they are checked against the class's signature and
+by building the object once at start-up by :mod:`fedml_heterofl.components` (the same code FedML's
+processes use; an unknown name is listed with the accepted ones): the attacker
 count is FedML's ``byzantine_client_num``; rules that take ``f`` get it from there unless
 ``defense_params`` sets ``f``.
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import hashlib
+import math
+import operator
 import os
 import typing
 from argparse import Namespace
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
+import torch
 import yaml
 
 from fedml_heterofl import components
 
 #: L, the number of real classes of each dataset (EMNIST: the 62-class ``byclass`` split)
 NUM_CLASSES: Dict[str, int] = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "emnist": 62, "shakespeare": 80}
+#: the datasets whose inputs each model takes (LR and the CNN: 28x28 grey images; ResNet20: 32x32 colour
+#: images; the RNN: character windows)
+MODEL_DATASETS: Dict[str, Tuple[str, ...]] = {
+    "lr": ("mnist", "fashion_mnist", "emnist"),
+    "cnn": ("mnist", "fashion_mnist", "emnist"),
+    "resnet20": ("cifar10",),
+    "rnn": ("shakespeare",),
+}
+#: the largest run seed: FedML seeds numpy's legacy generator with it (``np.random.seed`` takes < 2**32)
+MAX_SEED = 2**32 - 1
+#: the smallest Dirichlet concentration: below it numpy's sampler underflows for few clients (every share
+#: 0, i.e. NaN proportions; seen at 0.002 with 2 clients) and the partition is no longer a Dirichlet draw
+MIN_PARTITION_ALPHA = 0.01
+#: the largest trigger set |D_trg| (paper: 4): its rows join every client's training data
+MAX_TRIGGER_SIZE = 10_000
+
+
+def fingerprint(value: Any) -> str:
+    """SHA-256 (hex) of a canonical text of ``value``: mappings by sorted key, every number exactly
+    (floats by ``repr``, so NaN, inf, -0.0 and a float's last bit count, and ``1`` differs from
+    ``1.0``), tensors by dtype, shape and bytes. Equal fingerprints mean equal values."""
+    digest = hashlib.sha256()
+
+    def feed(v: Any) -> None:
+        if isinstance(v, Mapping):
+            digest.update(b"{")
+            for key in sorted(v, key=str):
+                feed(str(key))
+                feed(v[key])
+            digest.update(b"}")
+        elif isinstance(v, (list, tuple)):
+            digest.update(b"[")
+            for item in v:
+                feed(item)
+            digest.update(b"]")
+        elif isinstance(v, torch.Tensor):
+            t = v.detach().cpu().contiguous()
+            digest.update(f"tensor:{t.dtype}:{tuple(t.shape)}:".encode())
+            digest.update(t.flatten().view(torch.uint8).numpy().tobytes())
+        else:  # str, int, float, bool, None: type and repr
+            digest.update(f"{type(v).__name__}:{v!r};".encode())
+
+    feed(value)
+    return digest.hexdigest()
 
 
 class SettingsError(ValueError):
     """A configuration error; the message names the key and what is allowed."""
+
+
+_COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
 def _choice(section: str, key: str, value: Any, allowed: typing.Iterable[str]) -> None:
@@ -42,9 +104,22 @@ def _choice(section: str, key: str, value: Any, allowed: typing.Iterable[str]) -
         raise SettingsError(f"{section}.{key}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
 
 
-def _positive(section: str, key: str, value: Union[int, float], *, zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not zero):
-        raise SettingsError(f"{section}.{key}: must be {'>= 0' if zero else '> 0'}, got {value}")
+def _bounds(section: str, key: str, value: Union[int, float], *, gt: Optional[float] = None,
+            ge: Optional[float] = None, lt: Optional[float] = None, le: Optional[float] = None) -> None:
+    """``SettingsError`` unless ``value`` is within every given bound (the message lists them)."""
+    limits = [(op, bound) for op, bound in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if bound is not None]
+    if not all(_COMPARE[op](value, bound) for op, bound in limits):
+        raise SettingsError(f"{section}.{key}: must be {' and '.join(f'{op} {b}' for op, b in limits)}, got {value!r}")
+
+
+def _plain_name(section: str, key: str, name: str) -> None:
+    """``SettingsError`` unless ``name`` is one folder name (no path separators, not ``.``/``..``, no
+    control characters, at most 255 bytes, no surrounding blanks): the run folder stays inside
+    ``results_dir``."""
+    if (name in (".", "..") or any(sep in name for sep in ("/", "\\")) or name != name.strip()
+            or any(ord(c) < 32 or ord(c) == 127 for c in name) or len(name.encode("utf-8", "replace")) > 255):
+        raise SettingsError(f"{section}.{key}: {name!r} is not a plain folder name; allowed: one name of at most "
+                            "255 bytes without '/', '\\', control characters or surrounding blanks, not '.' or '..'")
 
 
 @dataclass(frozen=True)
@@ -60,6 +135,11 @@ class CommonArgs:
     def __post_init__(self) -> None:
         _choice("common_args", "training_type", self.training_type, ("simulation", "cross_silo"))
         _choice("common_args", "scenario", self.scenario, ("horizontal",))
+        _bounds("common_args", "random_seed", self.random_seed, ge=0, le=MAX_SEED)
+        if self.run_name:
+            _plain_name("common_args", "run_name", self.run_name)
+        if not self.results_dir:
+            raise SettingsError("common_args.results_dir: must be a folder path, got an empty string")
 
 
 @dataclass(frozen=True)
@@ -93,13 +173,16 @@ class DataArgs:
     def __post_init__(self) -> None:
         _choice("data_args", "dataset", self.dataset, NUM_CLASSES)
         _choice("data_args", "partition_method", self.partition_method, ("hetero", "homo", "natural"))
-        _positive("data_args", "partition_alpha", self.partition_alpha)
-        _positive("data_args", "trigger_size", self.trigger_size)
-        _positive("data_args", "root_size", self.root_size)
-        _positive("data_args", "validation_size", self.validation_size)
+        if self.partition_method == "natural" and self.dataset != "shakespeare":
+            raise SettingsError(f"data_args.partition_method: 'natural' needs a dataset with natural clients, "
+                                f"which {self.dataset} has not; allowed for it: hetero, homo")
+        _bounds("data_args", "partition_alpha", self.partition_alpha, ge=MIN_PARTITION_ALPHA)
+        _bounds("data_args", "trigger_size", self.trigger_size, ge=1, le=MAX_TRIGGER_SIZE)
+        _bounds("data_args", "root_size", self.root_size, ge=1)
+        _bounds("data_args", "validation_size", self.validation_size, ge=1)
         for key in ("max_clients", "max_samples_per_client"):
             if getattr(self, key) is not None:
-                _positive("data_args", key, getattr(self, key))
+                _bounds("data_args", key, getattr(self, key), ge=1)
                 if key == "max_clients" and self.dataset != "shakespeare":
                     raise SettingsError(f"data_args.{key}: only for dataset shakespeare, not {self.dataset!r}")
 
@@ -109,6 +192,9 @@ class ModelArgs:
     """``model_args``: architecture; the watermark output is added whenever the defense is HeteroFL."""
 
     model: str = "lr"
+
+    def __post_init__(self) -> None:
+        _choice("model_args", "model", self.model, MODEL_DATASETS)
 
 
 @dataclass(frozen=True)
@@ -132,13 +218,13 @@ class TrainArgs:
 
     def __post_init__(self) -> None:
         _choice("train_args", "federated_optimizer", self.federated_optimizer, ("FedAvg",))
-        _choice("train_args", "client_optimizer", self.client_optimizer, ("sgd", "adam"))
+        _choice("train_args", "client_optimizer", self.client_optimizer, ("sgd",))
         for key in ("client_num_in_total", "client_num_per_round", "comm_round", "epochs", "batch_size",
                     "vectorised_chunk"):
-            _positive("train_args", key, getattr(self, key))
-        _positive("train_args", "learning_rate", self.learning_rate)
-        _positive("train_args", "weight_decay", self.weight_decay, zero=True)
-        _positive("train_args", "momentum", self.momentum, zero=True)
+            _bounds("train_args", key, getattr(self, key), ge=1)
+        _bounds("train_args", "learning_rate", self.learning_rate, gt=0)
+        _bounds("train_args", "weight_decay", self.weight_decay, ge=0)
+        _bounds("train_args", "momentum", self.momentum, ge=0, lt=1)
         if self.client_num_per_round > self.client_num_in_total:
             raise SettingsError(
                 f"train_args.client_num_per_round: {self.client_num_per_round} exceeds "
@@ -152,7 +238,7 @@ class ValidationArgs:
     frequency_of_the_test: int = 1
 
     def __post_init__(self) -> None:
-        _positive("validation_args", "frequency_of_the_test", self.frequency_of_the_test)
+        _bounds("validation_args", "frequency_of_the_test", self.frequency_of_the_test, ge=1)
 
 
 @dataclass(frozen=True)
@@ -163,6 +249,9 @@ class DeviceArgs:
     gpu_id: int = 0
     gpu_mapping_file: Optional[str] = None
     gpu_mapping_key: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _bounds("device_args", "gpu_id", self.gpu_id, ge=0)
 
 
 @dataclass(frozen=True)
@@ -200,7 +289,7 @@ class AttackArgs:
     attack_params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _positive("attack_args", "byzantine_client_num", self.byzantine_client_num, zero=True)
+        _bounds("attack_args", "byzantine_client_num", self.byzantine_client_num, ge=0)
         if self.enable_attack and not self.attack_type:
             raise SettingsError("attack_args.attack_type: required when enable_attack is true")
         if self.enable_attack and self.byzantine_client_num == 0:
@@ -232,6 +321,19 @@ SECTIONS: Dict[str, type] = {
     "attack_args": AttackArgs,
     "defense_args": DefenseArgs,
 }
+
+#: keys every configuration sets (an empty or near-empty file is a mistake, not a run of defaults):
+#: (section, key) -> allowed values
+REQUIRED: Dict[Tuple[str, str], Tuple[str, ...]] = {
+    ("data_args", "dataset"): tuple(NUM_CLASSES),
+    ("model_args", "model"): tuple(MODEL_DATASETS),
+}
+
+#: settings that place or name a run, or set its console verbosity, but change none of its numbers: left
+#: out of :attr:`Settings.identity` (a run folder moved to another results_dir still resumes)
+IDENTITY_EXCLUDED: Tuple[Tuple[str, str], ...] = (
+    ("common_args", "results_dir"), ("common_args", "run_name"), ("data_args", "data_cache_dir"),
+    ("tracking_args", "log_level"))
 
 #: FedML keys accepted in each section and handed to FedML unchanged (the simulator ignores them).
 FEDML_PASSTHROUGH: Dict[str, Tuple[str, ...]] = {
@@ -285,6 +387,16 @@ class Settings:
         return NUM_CLASSES[self.data_args.dataset]
 
     @property
+    def identity(self) -> str:
+        """The run's identity: :func:`fingerprint` of every setting (:meth:`to_dict`) except those
+        that only place or name the run (:data:`IDENTITY_EXCLUDED`). Two settings that differ in any
+        value that can change a number have different identities, so they never share a checkpoint."""
+        config = self.to_dict()
+        for section, key in IDENTITY_EXCLUDED:
+            config[section].pop(key)
+        return fingerprint(config)
+
+    @property
     def watermark(self) -> bool:
         """Whether the model carries HeteroFL's (L+1)-th output: iff the defense is HeteroFL."""
         return self.defense_name == "heterofl"
@@ -308,6 +420,21 @@ class Settings:
         return Namespace(**flat)
 
 
+def _check_number(where: str, value: Any) -> None:
+    """``SettingsError`` for a number that is not finite or does not fit a 64-bit integer, also inside
+    lists and mappings (attack and defense parameters)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SettingsError(f"{where}: must be a finite number, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+        raise SettingsError(f"{where}: {value} does not fit a 64-bit integer; allowed: -2**63 to 2**63 - 1")
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            _check_number(f"{where}.{name}", item)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_number(f"{where}[{i}]", item)
+
+
 def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
     """Check ``value`` against a field's type (ints are accepted for floats)."""
     hint = typing.get_type_hints(SECTIONS[section])[key] if isinstance(annotation, str) else annotation
@@ -325,18 +452,24 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise SettingsError(f"{section}.{key}: expected an integer, got {value!r}")
+        _check_number(f"{section}.{key}", value)
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SettingsError(f"{section}.{key}: expected a number, got {value!r}")
+        _check_number(f"{section}.{key}", value)
         return float(value)
     if hint is str:
         if not isinstance(value, str):
             raise SettingsError(f"{section}.{key}: expected a string, got {value!r}")
         return value
-    if origin in (Mapping, dict, typing.Mapping) or hint in (Mapping, dict):
+    if origin in (collections.abc.Mapping, dict) or hint in (Mapping, dict):
         if not isinstance(value, Mapping):
             raise SettingsError(f"{section}.{key}: expected a mapping of parameter names to values, got {value!r}")
+        for name, param in value.items():
+            if not isinstance(name, str):
+                raise SettingsError(f"{section}.{key}: parameter names must be strings, got {name!r}")
+            _check_number(f"{section}.{key}.{name}", param)
         return dict(value)
     return value
 
@@ -347,8 +480,9 @@ def settings_from_dict(config: Mapping[str, Any]) -> Settings:
     Raises :class:`SettingsError` naming the first offending key and the allowed values.
     """
     if not isinstance(config, Mapping):
-        raise SettingsError(f"the configuration must be a mapping of sections, got {type(config).__name__}")
-    unknown = sorted(set(config) - set(SECTIONS) - set(FEDML_PLATFORM_SECTIONS))
+        raise SettingsError(f"the configuration must be a mapping of sections ({', '.join(SECTIONS)}), "
+                            f"got {type(config).__name__}")
+    unknown = sorted(set(config) - set(SECTIONS) - set(FEDML_PLATFORM_SECTIONS), key=str)
     if unknown:
         raise SettingsError(f"unknown section {unknown[0]!r}; allowed: {', '.join([*SECTIONS, *FEDML_PLATFORM_SECTIONS])}")
     sections: Dict[str, Any] = {}
@@ -359,7 +493,7 @@ def settings_from_dict(config: Mapping[str, Any]) -> Settings:
                 raise SettingsError(f"{name}: must be a mapping of keys to values, got {config[name]!r}")
             passthrough[name] = dict(config[name])
     for name, cls in SECTIONS.items():
-        body = config.get(name) or {}
+        body = {} if config.get(name) is None else config[name]  # an empty section in YAML is null
         if not isinstance(body, Mapping):
             raise SettingsError(f"{name}: must be a mapping of keys to values, got {body!r}")
         known = {f.name: f for f in fields(cls)}
@@ -376,6 +510,10 @@ def settings_from_dict(config: Mapping[str, Any]) -> Settings:
             sections[name] = cls(**kwargs)
         except TypeError as exc:  # pragma: no cover - every key was checked above
             raise SettingsError(f"{name}: {exc}") from exc
+    for (name, key), allowed in REQUIRED.items():
+        if key not in (config.get(name) or {}):
+            raise SettingsError(f"{name}.{key}: required (a configuration names at least "
+                                f"{' and '.join(map('.'.join, REQUIRED))}); allowed: {', '.join(allowed)}")
     settings = Settings(**sections, passthrough=passthrough)
     _validate_cross(settings)
     return settings
@@ -392,6 +530,10 @@ def _validate_cross(s: Settings) -> None:
     if s.attack_name is not None and s.attack_name not in ATTACKS:
         raise SettingsError(f"attack_args.attack_type: {s.attack_args.attack_type!r} is not allowed; "
                             f"allowed: {', '.join(sorted(ATTACKS))}")
+    model, dataset = s.model_args.model, s.data_args.dataset
+    if dataset not in MODEL_DATASETS[model]:
+        raise SettingsError(f"model_args.model: {model!r} does not take {dataset} inputs; allowed for "
+                            f"{dataset}: {', '.join(m for m, sets in MODEL_DATASETS.items() if dataset in sets)}")
     n, f = s.train_args.client_num_per_round, s.f
     if f >= s.train_args.client_num_in_total:
         raise SettingsError(f"attack_args.byzantine_client_num: f={f} must be below "
@@ -409,13 +551,38 @@ def _validate_cross(s: Settings) -> None:
             raise SettingsError(f"{section}: {exc}") from exc
 
 
-def load_settings(path: Union[str, os.PathLike]) -> Settings:
-    """Read a FedML-style YAML file (``yaml.safe_load``) into :class:`Settings`."""
+def check_dry_round(s: Settings) -> None:
+    """:func:`components.dry_round` for ``s``: a run's start-up check that its attack and defense work
+    with its n and f (not part of :func:`settings_from_dict`: the adaptive attack's oracle search costs
+    up to a second, too much for validating every cell of a grid). Raises :class:`SettingsError`."""
     try:
-        with open(path) as fh:
+        components.dry_round(s.to_fedml_args())
+    except ValueError as exc:
+        raise SettingsError(f"defense_args/attack_args with n={s.train_args.client_num_per_round} clients per "
+                            f"round and f={s.f} attackers: {exc}") from exc
+
+
+def load_settings(path: Union[str, os.PathLike]) -> Settings:
+    """Read a FedML-style YAML file (``yaml.safe_load``) into :class:`Settings`; an empty file or one
+    that is not a mapping of sections is refused."""
+    try:
+        with open(path, encoding="utf-8") as fh:
             config = yaml.safe_load(fh)
     except FileNotFoundError:
         raise SettingsError(f"configuration file not found: {path}") from None
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read the configuration: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{path}: not a text file (a FedML-style YAML configuration is UTF-8 text)") from None
     except yaml.YAMLError as exc:
         raise SettingsError(f"{path}: not valid YAML: {exc}") from None
-    return settings_from_dict(config or {})
+    if config is None:
+        raise SettingsError(f"{path}: the file is empty; a configuration is a mapping of sections "
+                            f"({', '.join(SECTIONS)}) that names at least {' and '.join(map('.'.join, REQUIRED))}")
+    if not isinstance(config, Mapping):
+        raise SettingsError(f"{path}: must be a mapping of sections ({', '.join(SECTIONS)}), "
+                            f"got {type(config).__name__}")
+    try:
+        return settings_from_dict(config)
+    except SettingsError as exc:
+        raise SettingsError(f"{path}: {exc}") from None

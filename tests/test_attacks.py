@@ -187,6 +187,17 @@ def test_adaptive_finds_the_largest_gamma_the_oracle_accepts():
     assert attack.report["flipped_coordinates"] == 4 and attack.report["oracle_calls"] >= 15
 
 
+def test_gamma_search_ends_at_starts_beyond_float64_resolution_of_tau():
+    # at γ ~ 1e15 a step of 1e-5 is below float64's resolution (~0.1 there): the precision becomes
+    # 2^-40 · γ_init (~900), and the search ends in about 40 steps, within that of the true boundary
+    boundary = 1.234e15
+    gamma, calls = gamma_search(lambda g: g <= boundary, 1e15, 1e-5)
+    assert calls <= 45 and boundary - 1e15 * 2.0**-39 <= gamma <= boundary
+    # ordinary scales keep τ itself: γ_init = 10, τ = 1e-5 -> within 1e-5 of a boundary at 3
+    gamma, _ = gamma_search(lambda g: g <= 3.0, 10.0, 1e-5)
+    assert 3.0 - 2e-5 <= gamma <= 3.0
+
+
 def test_adaptive_terminates_when_no_gamma_succeeds():
     U = benign_set(10, seed=8).float()
     attack = build_attack("adaptive", gamma_init=1.0, tau=1e-4)

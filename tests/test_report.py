@@ -402,3 +402,28 @@ def test_oracle_agreement_table(tmp_path):
     out, _ = write_report(root)
     assert not (out / "table_oracle.md").exists()
 
+
+@pytest.mark.parametrize("damage", {
+    "summary_json": lambda run: (run / "summary.json").write_text('{"finished": true, "defense": '),
+    "summary_binary": lambda run: (run / "summary.json").write_bytes(b"\xff\xfe\x00garbage"),
+    "summary_list": lambda run: (run / "summary.json").write_text("[1, 2]"),
+    "summary_fields": lambda run: (run / "summary.json").write_text('{"finished": true, "defense": 3}'),
+    "metrics_missing": lambda run: (run / "metrics.csv").unlink(),
+    "metrics_rounds": lambda run: (run / "metrics.csv").write_text("round,test_acc\nzero,0.5\n"),
+    "config_yaml": lambda run: (run / "config.yaml").write_text("a: [1, 2\n"),
+    "config_values": lambda run: (run / "config.yaml").write_text(
+        "attack_args: {byzantine_client_num: many}\ntrain_args: {client_num_in_total: 100}\n"),
+}.items(), ids=lambda item: item[0] if isinstance(item, tuple) else "")
+def test_a_damaged_run_is_skipped_with_a_warning_naming_the_file(tmp_path, capsys, caplog, damage):
+    name, spoil = damage
+    root = tmp_path / "res"
+    write_run(root, "seed=0", no_attack(fedavg(common_args__random_seed=0)), acc_rows(final=0.80, best=0.82))
+    write_run(root, "seed=1", no_attack(fedavg(common_args__random_seed=1)), acc_rows(final=0.90, best=0.94))
+    spoil(root / "seed=1")
+    assert cli_main(["report", str(root)]) == 0
+    file = {"summary": "summary.json", "metrics": "metrics.csv", "config": "config.yaml"}[name.split("_")[0]]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(root / "seed=1" / file) in warnings[0] and "\n" not in warnings[0]
+    # the rest is reported: FedAvg's one intact seed, final 0.80, best 0.82
+    assert "| fedavg | 0.8000 |" in capsys.readouterr().out
+    assert find(read_csv(root / "report" / "table_accuracy.csv"), defense="fedavg")["seeds"] == "1"

@@ -54,7 +54,7 @@ def test_label_flip_gets_the_datasets_class_count():
     (with_("attack_args", byzantine_client_num=5), r"heterofl needs f < n/2; got f=5 with n=10"),
     (with_("attack_args", byzantine_client_num=10), r"f=10 must be below client_num_in_total=10"),
     (with_("train_args", learning_rate=-0.1), r"train_args.learning_rate: must be > 0, got -0.1"),
-    (with_("data_args", partition_alpha=0), r"data_args.partition_alpha: must be > 0"),
+    (with_("data_args", partition_alpha=0), r"data_args.partition_alpha: must be >= 0.01, got 0"),
     (with_("train_args", comm_round="ten"), r"train_args.comm_round: expected an integer, got 'ten'"),
     (with_("comm_args", backend="sp"), r"comm_args.backend: 'sp' is not allowed; allowed: single_process, MPI"),
     (with_("defense_args", defense_params={"beta": 2.0}), r"defense_params: beta must be in \[0, 1\]"),
@@ -65,7 +65,7 @@ def test_label_flip_gets_the_datasets_class_count():
     ({"train_args": [1, 2]}, r"train_args: must be a mapping"),
     ({**BASE, "environment_args": "x"}, r"environment_args: must be a mapping"),
     (with_("data_args", max_clients=5), r"data_args.max_clients: only for dataset shakespeare, not 'mnist'"),
-    (with_("data_args", max_samples_per_client=0), r"data_args.max_samples_per_client: must be > 0"),
+    (with_("data_args", max_samples_per_client=0), r"data_args.max_samples_per_client: must be >= 1, got 0"),
 ])
 def test_bad_configs_fail_with_the_key_and_allowed_values(cfg, message):
     with pytest.raises(SettingsError, match=message):
@@ -76,6 +76,8 @@ def test_fedml_passthrough_keys_are_accepted(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(textwrap.dedent("""
         common_args: {training_type: simulation, using_mlops: false}
+        data_args: {dataset: mnist}
+        model_args: {model: lr}
         tracking_args: {enable_tracking: false, log_file_dir: ./log}
         defense_args: {enable_defense: false}
     """))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -204,24 +204,69 @@ def check_positive(**values: float) -> None:
 PERTURBATIONS = ("unit_vec", "std", "sign")
 
 
+def _column_scale(reference: Tensor) -> Tensor:
+    """Per coordinate, a power of two (1 to 2**127) at least its largest magnitude over the rows:
+    dividing by it is exact and brings the column into [-2, 2], where float32 sums of squares over the
+    rows cannot overflow; each coordinate keeps its own scale (the statistics are per coordinate)."""
+    exponent = torch.log2(reference.abs().amax(dim=0)).ceil_().clamp_(0, 127)
+    return torch.exp2(exponent)
+
+
+def _mean(reference: Tensor) -> Tensor:
+    """``ḡ``, the mean of the rows; on the rows scaled by :func:`_column_scale` where the float32 sum
+    overflows (finite rows with entries beyond ~1e36)."""
+    mean = reference.mean(dim=0)
+    if bool(torch.isfinite(mean).all()):
+        return mean
+    scale = _column_scale(reference)
+    return (reference / scale).mean(dim=0).mul_(scale)
+
+
+def _largest_rows(reference: Tensor) -> List[int]:
+    """Rows holding an entry of at least half the largest magnitude (to name them in an error)."""
+    peak = reference.abs().amax(dim=1)
+    return (peak >= peak.max() / 2).nonzero().flatten().tolist()
+
+
 def perturbation(reference: Tensor, kind: str) -> Tensor:
     """The malicious direction ``Δ̃`` (paper §VI-A; NDSS'21 §4.1) for the reference updates:
 
     * ``unit_vec``: inverse unit vector ``-ḡ/‖ḡ‖`` of the mean ``ḡ``;
     * ``std``: inverse coordinate-wise standard deviation ``-σ(g)`` (unbiased, as ``torch.std``);
     * ``sign``: inverse sign ``-sign(ḡ)``.
+
+    Finite for finite references: where float32 overflows (entries beyond ~1e19, whose squares pass
+    3.4e38, as near a diverged model) the norm is taken in float64 and the deviations on the rows
+    scaled by a power of two (exact), then scaled back. A standard deviation beyond float32's range
+    (entries near 3.4e38 of both signs) is a ``ValueError`` naming the rows.
     """
     check_choice("perturbation", kind, PERTURBATIONS)
-    mean = reference.mean(dim=0)
+    mean = _mean(reference)
     if kind == "unit_vec":
-        return -mean / torch.linalg.vector_norm(mean).clamp_min(torch.finfo(mean.dtype).tiny)
+        norm = torch.linalg.vector_norm(mean)
+        if not 0 < float(norm) < math.inf:  # the squares over- or underflow float32: norm in float64
+            return (-mean.double() / torch.linalg.vector_norm(mean, dtype=torch.float64).clamp_min(
+                torch.finfo(torch.float64).tiny)).to(mean.dtype)
+        return -mean / norm
     if kind == "std":
-        if reference.shape[0] < 2:
-            raise ValueError("the 'std' perturbation needs at least 2 known benign updates, got "
-                             f"{reference.shape[0]}")
+        k = reference.shape[0]
+        if k < 2:
+            raise ValueError(f"the 'std' perturbation needs at least 2 known benign updates, got {k}")
         # two passes, in place: ~3x faster than torch.std(dim=0) at d = 1.6M (same unbiased value)
-        return -((reference - mean).square_().sum(dim=0) / (reference.shape[0] - 1)).sqrt_()
+        std = ((reference - mean).square_().sum(dim=0) / (k - 1)).sqrt_()
+        if not bool(torch.isfinite(std).all()):
+            scale = _column_scale(reference)
+            scaled = reference / scale
+            std = ((scaled - scaled.mean(dim=0)).square_().sum(dim=0) / (k - 1)).sqrt_().mul_(scale)
+            if not bool(torch.isfinite(std).all()):
+                raise ValueError(f"the 'std' perturbation exceeds float32's range: rows {_largest_rows(reference)} "
+                                 f"of the known updates hold entries up to {float(reference.abs().amax()):.3g}")
+        return -std
     return -torch.sign(mean)
+
+
+#: the scale search's precision relative to its start, where τ would be below float64's resolution of γ
+RELATIVE_TAU = 2.0**-40
 
 
 def gamma_search(succeeds: Callable[[float], bool], gamma_init: float, tau: float) -> Tuple[float, int]:
@@ -232,10 +277,12 @@ def gamma_search(succeeds: Callable[[float], bool], gamma_init: float, tau: floa
     stop when the candidate is within ``τ`` of the last success. Explores ``[0, 2·γ_init]`` and
     always terminates (after about ``log2(γ_init/τ)`` tests): when nothing succeeds it returns 0.
     Alg. 7 as printed (step ``γ_init/2``) only reaches ``[0.5, 1.5]·γ_init`` and loops forever when
-    nothing there succeeds.
+    nothing there succeeds. Where ``τ`` is below float64's resolution near ``γ_init`` (a search started
+    at 1e15 with τ = 1e-5), the precision is ``RELATIVE_TAU · γ_init`` instead, so the search still ends.
 
     Returns ``(γ_succ, number of calls of succeeds)``.
     """
+    tau = max(float(tau), RELATIVE_TAU * float(gamma_init))
     gamma, step, gamma_succ, calls = float(gamma_init), float(gamma_init), 0.0, 0
     while abs(gamma_succ - gamma) > tau:
         calls += 1
@@ -285,9 +332,13 @@ class ConstrainedMeanAttack(ModelAttack):
             constraint, so the returned γ is within ``τ`` of the largest feasible scale whatever
             the scale of the updates (the constraint is convex in γ and holds at 0, so the feasible
             γ ≥ 0 form one interval).
-        tau: the search's precision (NDSS'21: 1e-5).
+        tau: the search's precision (NDSS'21: 1e-5; relative at huge starts, :func:`gamma_search`).
         knowledge: ``full`` (the round's benign updates, default), ``full_with_own`` or ``partial``
             (:func:`reference_updates`).
+
+    The poisoned update is finite for finite inputs (:func:`perturbation`; the distance profile is
+    float64); one that still overflows float32 (known updates near float32's limit) is a
+    ``ValueError`` naming the rows.
     """
 
     #: most doublings of γ_init (γ ≤ γ_init·2**60; the constraint is a quadratic, so a feasible γ
@@ -323,7 +374,11 @@ class ConstrainedMeanAttack(ModelAttack):
         value, bound = self.constraint(profile, gamma)
         self.report.update(gamma=gamma, gamma_start=start, search_steps=calls + doublings,
                            constraint_value=value, constraint_bound=bound)
-        poisoned = reference.mean(dim=0) + gamma * delta
+        poisoned = _mean(reference) + gamma * delta
+        if not bool(torch.isfinite(poisoned).all()):
+            raise ValueError(f"{self.name}: the poisoned update (mean + {gamma:.3g}·Δ) overflows float32: rows "
+                             f"{_largest_rows(reference)} of the known updates (reference_updates: benign, then "
+                             f"the attackers' own) hold entries up to {float(reference.abs().amax()):.3g}")
         return poisoned.expand_as(own).clone()
 
 

@@ -133,10 +133,11 @@ def _run_cell(settings: Settings, results: Path, progress: bool, threads: Option
     """One cell's run (in a worker process when ``threads`` is given: torch gets that many threads)."""
     from fedml_heterofl.simulation.runner import Simulation
 
-    if threads is not None:
+    if threads is not None:  # a worker process: its share of the threads; run.log at INFO as in the CLI
         import torch
 
         torch.set_num_threads(threads)
+        logging.getLogger("fedml_heterofl").setLevel(logging.INFO)
     return Simulation(settings, results_dir=str(results)).run(progress=progress)
 
 
@@ -200,11 +201,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from fedml_heterofl.data import DataError
 
+    from fedml_heterofl.cli import report_error
+
     try:
         results = run_grid(args.cf, progress=not args.no_progress, jobs=args.jobs, extra=parse_set(args.set))
-    except (SettingsError, DataError, ValueError, FileNotFoundError) as exc:
-        print(f"fedml-heterofl grid: {exc}", file=sys.stderr)
-        return 2
+    except (SettingsError, DataError, ValueError, OSError, yaml.YAMLError) as exc:
+        return report_error("grid", exc)
     except GridError as exc:
         print(f"fedml-heterofl grid: {exc}", file=sys.stderr)
         return 1

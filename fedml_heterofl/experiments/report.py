@@ -1,7 +1,8 @@
 """``fedml-heterofl report RESULTS_DIR``: tables and plots from result folders.
 
 Reads every finished run folder under ``RESULTS_DIR`` (``summary.json``, ``metrics.csv``,
-``config.yaml``; unfinished runs are left out) and writes, into ``RESULTS_DIR/report/``:
+``config.yaml``; unfinished runs are left out; a run whose files cannot be read is skipped with a
+warning naming the file) and writes, into ``RESULTS_DIR/report/``:
 
 * ``table_accuracy.md`` / ``.csv`` — Table I style: rows defense, columns attack, final test accuracy
   as mean ± std over seeds, and the best accuracy of each run (mean ± std over seeds) beside it;
@@ -40,10 +41,10 @@ import csv
 import inspect
 import io
 import json
+import logging
 import math
 import re
 import statistics
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +52,15 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import yaml
 
+from fedml_heterofl.cli import one_line, report_error
 from fedml_heterofl.defense.heterofl import STEP_NAMES, HeteroFL
-from fedml_heterofl.experiments.store import atomic_write
+from fedml_heterofl.experiments.store import StoreError, atomic_write
 from fedml_heterofl.settings import DataArgs
 
+log = logging.getLogger(__name__)
+
+#: summary.json fields every run writes and the report reads as labels
+SUMMARY_LABELS = ("defense", "attack", "dataset", "model")
 #: column order of attacks (Table I) and row order of defenses
 ATTACK_ORDER = ("none", "adaptive", "min_max", "min_sum", "label_flip", "sign_flip")
 DEFENSE_ORDER = ("fedavg", "multikrum", "median", "zeno", "fltrust", "dnc", "heterofl")
@@ -162,31 +168,57 @@ def _heterofl_steps(config: Mapping[str, Any]) -> Tuple[int, ...]:
     return tuple(sorted(int(s) for s in _config_get(config, "defense_args.defense_params.steps", ALL_STEPS)))
 
 
+class DamagedRunFile(ValueError):
+    """A run folder's file cannot be read or lacks what the report needs (the message names the file)."""
+
+
+def _load(path: Path, parse: Callable[[str], Any], kind: type) -> Any:
+    """``parse`` of the text of ``path``, checked to be a ``kind``; :class:`DamagedRunFile` otherwise."""
+    try:
+        value = parse(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError, csv.Error) as exc:
+        raise DamagedRunFile(f"{path}: {one_line(str(exc)) or type(exc).__name__}") from None
+    if not isinstance(value, kind):
+        raise DamagedRunFile(f"{path}: expected a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
 def read_run(folder: Path) -> Optional[Run]:
-    """The run in ``folder``, or None when it has not finished (no ``summary.json`` with ``finished``)."""
+    """The run in ``folder``, or None when it has not finished (no ``summary.json`` with ``finished``).
+
+    Raises :class:`DamagedRunFile` when one of its files cannot be read or lacks what the report reads.
+    """
     summary_path = folder / "summary.json"
     if not summary_path.exists():
         return None
-    summary = json.loads(summary_path.read_text())
+    summary = _load(summary_path, json.loads, dict)
     if not summary.get("finished"):
         return None
-    with open(folder / "metrics.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    missing = [key for key in SUMMARY_LABELS if not isinstance(summary.get(key), str)]
+    if missing:
+        raise DamagedRunFile(f"{summary_path}: no {', '.join(missing)} (text)")
+    metrics_path = folder / "metrics.csv"
+    rows = _load(metrics_path, lambda text: list(csv.DictReader(io.StringIO(text))), list)
+    if not all(str(row.get("round")).isdigit() for row in rows):
+        raise DamagedRunFile(f"{metrics_path}: a row without a round number")
     config_path = folder / "config.yaml"
-    config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.exists() else {}
-    label = defense_label(summary["defense"], config)
-    heterofl = summary["defense"] == "heterofl"
-    f = int(_config_get(config, "attack_args.byzantine_client_num", len(summary.get("malicious") or [])))
-    attacked = summary["attack"] != "none" and f > 0
-    n = int(_config_get(config, "train_args.client_num_in_total", 0))
-    return Run(
-        name=folder.name, summary=summary, rows=rows, config=config,
-        workload=f"{summary['dataset']}/{summary['model']}", defense=label, attack=summary["attack"],
-        steps=_heterofl_steps(config) if heterofl else (),
-        fraction=f / n if attacked and n else None,
-        lam=float(_config_get(config, "defense_args.defense_params.lam", DEFAULT_LAM)) if heterofl else None,
-        trigger_size=int(_config_get(config, "data_args.trigger_size", DEFAULT_TRIGGER_SIZE)) if heterofl else None,
-    )
+    config = _load(config_path, lambda text: yaml.safe_load(text) or {}, dict) if config_path.exists() else {}
+    try:
+        label = defense_label(summary["defense"], config)
+        heterofl = summary["defense"] == "heterofl"
+        f = int(_config_get(config, "attack_args.byzantine_client_num", len(summary.get("malicious") or [])))
+        attacked = summary["attack"] != "none" and f > 0
+        n = int(_config_get(config, "train_args.client_num_in_total", 0))
+        return Run(
+            name=folder.name, summary=summary, rows=rows, config=config,
+            workload=f"{summary['dataset']}/{summary['model']}", defense=label, attack=summary["attack"],
+            steps=_heterofl_steps(config) if heterofl else (),
+            fraction=f / n if attacked and n else None,
+            lam=float(_config_get(config, "defense_args.defense_params.lam", DEFAULT_LAM)) if heterofl else None,
+            trigger_size=int(_config_get(config, "data_args.trigger_size", DEFAULT_TRIGGER_SIZE)) if heterofl else None,
+        )
+    except (TypeError, ValueError) as exc:
+        raise DamagedRunFile(f"{config_path}: {exc}") from None
 
 
 def swept(runs: Iterable[Run]) -> List[str]:
@@ -211,8 +243,17 @@ def labels(run: Run, sweeps: Iterable[str]) -> Tuple[str, str]:
 
 
 def load_runs(results: Path) -> List[Run]:
-    """Every finished run under ``results``, with its table labels (:func:`labels`)."""
-    runs = [r for r in (read_run(p.parent) for p in sorted(results.glob("*/summary.json"))) if r is not None]
+    """Every finished run under ``results``, with its table labels (:func:`labels`); a damaged run is
+    skipped with a warning naming its file."""
+    runs = []
+    for path in sorted(results.glob("*/summary.json")):
+        try:
+            run = read_run(path.parent)
+        except DamagedRunFile as exc:
+            log.warning("skipping a damaged run: %s", exc)
+            continue
+        if run is not None:
+            runs.append(run)
     sweeps = swept(runs)
     for run in runs:
         run.row, run.column = labels(run, sweeps)
@@ -787,9 +828,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         out, table = write_report(Path(args.results), target=args.target)
-    except ValueError as exc:
-        print(f"fedml-heterofl report: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, StoreError) as exc:
+        return report_error("report", exc)
+    except OSError as exc:
+        return report_error("report", f"cannot write the report into {exc.filename or args.results}: "
+                                      f"{exc.strerror or exc}")
     print(table)
     print(f"report written to {out}")
     return 0

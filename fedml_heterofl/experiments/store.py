@@ -2,11 +2,19 @@
 
 A run folder holds ``config.yaml`` (the resolved settings), ``metrics.csv`` (one row per completed
 round), ``summary.json`` (written when the run ends; ``finished: true``), ``checkpoint.pt`` (the state
-after the last completed round) and ``run.log``. Every file except the log is replaced atomically
-(write to a temporary file in the same folder, flush, ``os.replace``), so a killed run leaves either
-the old or the new version of each file, never half of one. The checkpoint and the metrics are
-written together after each round: on resume the run restarts after the round in the checkpoint,
-so no round is lost or repeated.
+after the last completed round), ``checkpoint.prev.pt`` (the one before it) and ``run.log``. Every
+file except the log is replaced atomically (write to a temporary file in the same folder, flush,
+``os.replace``), so a killed run leaves either the old or the new version of each file, never half of
+one. The checkpoint and the metrics are written together after each round: on resume the run
+restarts after the round in the checkpoint, so no round is lost or repeated.
+
+The folder is made by the first write, so a run that fails at start-up leaves nothing behind;
+:meth:`RunStore.check_writable` tells before any work whether it can be made. A checkpoint carries
+the run's identity (:attr:`~fedml_heterofl.settings.Settings.identity`) and a digest of its own
+contents; one that cannot be read or whose digest does not match is damaged: the previous checkpoint
+is used when it is intact, otherwise :class:`StoreError` names the file and offers ``--fresh``.
+Problems with the folder itself (a file in its place, no write permission, a read-only or full
+disk) are :class:`StoreError` naming the path, never a traceback of the OS error.
 """
 from __future__ import annotations
 
@@ -16,24 +24,46 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 import yaml
 
+from fedml_heterofl.settings import fingerprint
+
 log = logging.getLogger(__name__)
 
+class StoreError(RuntimeError):
+    """A result folder cannot be made or written, or holds a damaged file; the message names the path."""
 
-def atomic_write(path: Union[str, os.PathLike], data: Union[str, bytes]) -> None:
-    """Replace ``path`` with ``data`` atomically."""
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def atomic_write(path: Union[str, os.PathLike], data: Union[str, bytes], *,
+                 previous: Optional[Union[str, os.PathLike]] = None) -> None:
+    """Replace ``path`` with ``data`` atomically; with ``previous``, the file ``path`` held is kept
+    there (renamed just before the new one takes its place). Raises :class:`StoreError`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # the folder itself is unwritable; the StoreError below says so
+        raise StoreError(f"cannot write {path}: {_reason(exc)}") from None
 
 
 def _jsonable(value: Any) -> Any:
@@ -46,43 +76,133 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _damage(exc: BaseException) -> str:
+    """Why ``torch.load`` could not read a file (never torch's advice to load it unsafely)."""
+    if isinstance(exc, EOFError):
+        return "it ends early (empty or truncated)"
+    if isinstance(exc, RuntimeError) and "zip archive" in str(exc):
+        return "it is truncated or not a checkpoint file"
+    if isinstance(exc, OSError):
+        return f"it cannot be read: {_reason(exc)}"
+    return f"it holds data other than tensors and plain values, or is corrupt ({type(exc).__name__})"
+
+
 class RunStore:
-    """One run's result folder."""
+    """One run's result folder, ``root/name`` (made by the first write)."""
 
     def __init__(self, root: Union[str, os.PathLike], name: str) -> None:
         self.path = Path(root) / name
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.checkpoint = self.path / "checkpoint.pt"
+        self.previous = self.path / "checkpoint.prev.pt"
 
     @property
     def finished(self) -> bool:
         """Whether ``summary.json`` says the run completed."""
-        summary = self.read_summary()
-        return bool(summary and summary.get("finished"))
+        try:
+            summary = self.read_summary()
+        except (OSError, ValueError):  # an unreadable summary: not finished (the run rewrites it)
+            return False
+        return isinstance(summary, dict) and bool(summary.get("finished"))
+
+    def check_writable(self) -> None:
+        """:class:`StoreError` unless the run folder exists as a writable folder or can be made:
+        probed with a temporary file in the run folder or its nearest existing parent (nothing is
+        left behind)."""
+        probe = self.path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise StoreError(f"cannot make the run folder {self.path}: {probe} is a file, not a folder "
+                             "(common_args.results_dir or --results-dir)")
+        try:
+            with tempfile.TemporaryFile(dir=probe):
+                pass
+        except OSError as exc:
+            raise StoreError(f"cannot write into {probe} (for the run folder {self.path}): {_reason(exc)}; "
+                             "choose a writable common_args.results_dir or --results-dir") from None
+
+    def clear(self) -> None:
+        """Remove the run folder and everything in it (``--fresh``)."""
+        if self.path.exists():
+            try:
+                shutil.rmtree(self.path)
+            except OSError as exc:
+                raise StoreError(f"cannot remove {self.path} for --fresh: {_reason(exc)}") from None
+
+    def write_file(self, name: str, data: Union[str, bytes], *, previous: Optional[Path] = None) -> None:
+        """Write the file ``name`` of the run folder atomically (:func:`atomic_write`), making the folder."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot make the run folder {self.path}: {_reason(exc)}") from None
+        atomic_write(self.path / name, data, previous=previous)
 
     def write_config(self, config: Mapping[str, Any]) -> None:
-        atomic_write(self.path / "config.yaml", yaml.safe_dump(_jsonable(dict(config)), sort_keys=False))
+        self.write_file("config.yaml", yaml.safe_dump(_jsonable(dict(config)), sort_keys=False))
 
     def config_matches(self, config: Mapping[str, Any]) -> bool:
-        """Whether ``config.yaml`` holds ``config`` (as :meth:`write_config` would write it)."""
+        """Whether ``config.yaml`` holds ``config`` (as :meth:`write_config` would write it); the
+        identity check of checkpoints written before they carried an identity."""
         path = self.path / "config.yaml"
-        if not path.exists():
+        try:
+            stored = yaml.safe_load(path.read_text())
+        except (OSError, ValueError, yaml.YAMLError):
             return False
-        return yaml.safe_load(path.read_text()) == yaml.safe_load(yaml.safe_dump(_jsonable(dict(config)),
-                                                                                sort_keys=False))
+        return stored == yaml.safe_load(yaml.safe_dump(_jsonable(dict(config)), sort_keys=False))
 
     def save_round(self, state: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]) -> None:
-        """Write the checkpoint, then the metrics of every completed round."""
+        """Write the checkpoint (with its digest; the one it replaces becomes the previous
+        checkpoint), then the metrics of every completed round."""
+        state = dict(state)
+        state["digest"] = fingerprint({k: v for k, v in state.items() if k != "digest"})
         buf = io.BytesIO()
-        torch.save(dict(state), buf)
-        atomic_write(self.path / "checkpoint.pt", buf.getvalue())
+        torch.save(state, buf)
+        self.write_file(self.checkpoint.name, buf.getvalue(), previous=self.previous)
         self.write_metrics(metrics)
 
+    def read_checkpoint(self, path: Path) -> Dict[str, Any]:
+        """The checkpoint in ``path`` (``weights_only=True``: tensors and plain containers only),
+        checked: a mapping with ``round``, ``params`` and one metrics row per round, whose digest
+        matches. Raises :class:`StoreError` saying what is wrong."""
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as exc:  # a damaged file can make torch.load raise almost anything
+            raise StoreError(f"{path} is damaged: {_damage(exc)}") from None
+        problem = None
+        if not isinstance(state, dict) or not {"round", "params", "metrics"} <= set(state):
+            problem = "it is not a checkpoint of this package (round, params, metrics)"
+        elif not (isinstance(state["round"], int) and isinstance(state["params"], torch.Tensor)
+                  and state["params"].dim() == 1 and isinstance(state["metrics"], list)
+                  and len(state["metrics"]) == state["round"] + 1):
+            problem = "its round, parameters and metrics do not fit together"
+        elif "digest" in state and state["digest"] != fingerprint({k: v for k, v in state.items() if k != "digest"}):
+            problem = "its contents do not match their digest"
+        if problem:
+            raise StoreError(f"{path} is damaged: {problem}")
+        return state
+
     def load_checkpoint(self) -> Optional[Dict[str, Any]]:
-        """The last checkpoint (``weights_only=True``: tensors and plain containers only), or None."""
-        path = self.path / "checkpoint.pt"
-        if not path.exists():
+        """The last intact checkpoint, or None when the run has none.
+
+        A damaged ``checkpoint.pt`` is reported (a warning naming it) and the previous checkpoint is
+        used when it is intact; when neither is, :class:`StoreError` names the files and offers
+        ``--fresh``."""
+        if not self.checkpoint.exists() and not self.previous.exists():
             return None
-        return torch.load(path, weights_only=True)
+        try:
+            return self.read_checkpoint(self.checkpoint)
+        except StoreError as exc:
+            damage = str(exc) if self.checkpoint.exists() else f"{self.checkpoint} is missing"
+        if self.previous.exists():
+            try:
+                state = self.read_checkpoint(self.previous)
+            except StoreError as exc:
+                damage += f"; the previous checkpoint {exc}"
+            else:
+                log.warning("%s; resuming from the previous checkpoint %s (after round %d)", damage,
+                            self.previous, state["round"])
+                return state
+        raise StoreError(f"{damage}; start the run over with --fresh (or move {self.path} away to keep it)")
 
     def write_metrics(self, rows: Sequence[Mapping[str, Any]]) -> None:
         keys: List[str] = []
@@ -92,7 +212,7 @@ class RunStore:
         writer = csv.DictWriter(out, fieldnames=keys, restval="")
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write(self.path / "metrics.csv", out.getvalue())
+        self.write_file("metrics.csv", out.getvalue())
 
     def read_metrics(self) -> List[Dict[str, str]]:
         path = self.path / "metrics.csv"
@@ -102,14 +222,19 @@ class RunStore:
             return list(csv.DictReader(fh))
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
-        atomic_write(self.path / "summary.json", json.dumps(_jsonable(dict(summary)), indent=1))
+        self.write_file("summary.json", json.dumps(_jsonable(dict(summary)), indent=1))
 
     def read_summary(self) -> Optional[Dict[str, Any]]:
         path = self.path / "summary.json"
         return json.loads(path.read_text()) if path.exists() else None
 
     def log_handler(self) -> logging.Handler:
-        """A handler appending to ``run.log`` (attach it to the package logger for the run)."""
-        handler = logging.FileHandler(self.path / "run.log")
+        """A handler appending to ``run.log`` (attach it to the package logger for the run); makes
+        the folder."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(self.path / "run.log")
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path / 'run.log'}: {_reason(exc)}") from None
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         return handler

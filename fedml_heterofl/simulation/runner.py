@@ -16,9 +16,19 @@ once (:func:`~fedml_heterofl.simulation.local_training.local_sgd_vectorised`).
 
 Results (:class:`~fedml_heterofl.experiments.store.RunStore`): ``partition.json`` holds each
 client's load and label diversity (paper §IV); after every round the checkpoint
-(``w_{t+1}``, buffers and every metrics row so far) and ``metrics.csv`` are replaced atomically; a
-killed run started again with the same settings continues after the last completed round and ends
-with the same numbers as an uninterrupted run.
+(``w_{t+1}``, every metrics row so far and the settings' identity) and ``metrics.csv`` are replaced
+atomically, the checkpoint before it kept as the previous one; ``run.log`` holds the run's log lines.
+A killed run started again with the same settings continues after the last completed round and ends
+with the same numbers as an uninterrupted run; with settings of another identity
+(:attr:`~fedml_heterofl.settings.Settings.identity`: any value that can change a number) it refuses
+to start rather than resume, and ``fresh=True`` (``--fresh``) starts over.
+
+Start-up does every check before the data is loaded and before the run folder is made — the
+results folder can be written, the attack and defense work with the run's n and f
+(:func:`~fedml_heterofl.settings.check_dry_round`), an existing checkpoint is intact and belongs
+to these settings — so a start that fails leaves nothing behind. A first round in which every
+client's local training overflows (from ``w_0``, so the training settings and not an attack are the
+cause) stops the run with a :class:`~fedml_heterofl.settings.SettingsError` naming the learning rate.
 """
 from __future__ import annotations
 
@@ -37,9 +47,10 @@ from tqdm.auto import tqdm
 from fedml_heterofl import components
 from fedml_heterofl.attack import ModelAttack
 from fedml_heterofl.experiments.metrics import EVAL_COLUMNS, evaluate_model
-from fedml_heterofl.experiments.store import RunStore, atomic_write
+from fedml_heterofl.defense.base import finite_rows
+from fedml_heterofl.experiments.store import RunStore, StoreError
 from fedml_heterofl.models import batched_loss
-from fedml_heterofl.settings import Settings
+from fedml_heterofl.settings import Settings, SettingsError, check_dry_round
 from fedml_heterofl.simulation.local_training import client_seed, local_sgd, local_sgd_vectorised, server_update
 from fedml_heterofl.simulation.server_round import ServerRound
 from fedml_heterofl.simulation.workload import Workload, build_workload
@@ -77,8 +88,12 @@ def can_vectorise(model: nn.Module) -> bool:
 
 def _device(settings: Settings) -> torch.device:
     if settings.device_args.using_gpu:
-        if not torch.cuda.is_available():
-            raise ValueError("device_args.using_gpu: true, but no CUDA device is available; allowed here: false")
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise SettingsError("device_args.using_gpu: true, but no CUDA device is available; allowed here: false")
+        if settings.device_args.gpu_id >= count:
+            raise SettingsError(f"device_args.gpu_id: {settings.device_args.gpu_id}, but this machine has {count} "
+                                f"CUDA device(s); allowed: 0 to {count - 1}")
         return torch.device(f"cuda:{settings.device_args.gpu_id}")
     return torch.device("cpu")
 
@@ -90,16 +105,26 @@ class Simulation:
         settings: the validated run settings.
         results_dir: where the run folder goes (default ``common_args.results_dir``).
         workload: a prepared :class:`Workload` (built from ``settings`` when omitted).
+        fresh: start over: ignore an existing checkpoint and replace the run folder when the run starts.
+
+    Raises (at construction, before the data is loaded): :class:`SettingsError`, or
+    :class:`~fedml_heterofl.experiments.store.StoreError` for a results folder that cannot be written
+    or a checkpoint that is damaged (with no intact previous one) or belongs to other settings.
     """
 
     def __init__(self, settings: Settings, *, results_dir: Optional[str] = None,
-                 workload: Optional[Workload] = None) -> None:
+                 workload: Optional[Workload] = None, fresh: bool = False) -> None:
         if settings.comm_args.backend != "single_process":
-            raise ValueError(f"comm_args.backend: the standalone simulator runs 'single_process', got "
-                             f"{settings.comm_args.backend!r}; use mpirun for 'MPI'")
+            raise SettingsError(f"comm_args.backend: the standalone simulator runs 'single_process', got "
+                                f"{settings.comm_args.backend!r}; start 'MPI' runs with mpirun")
         self.settings = settings
+        self.identity = settings.identity
         self.store = RunStore(results_dir or settings.common_args.results_dir, run_name(settings))
+        self.store.check_writable()
         self.device = _device(settings)
+        check_dry_round(settings)
+        self.fresh = fresh
+        self.checkpoint = None if fresh else self._checkpoint()
         self.work = workload if workload is not None else build_workload(settings)
         self.args = settings.to_fedml_args()
         self.seed = settings.common_args.random_seed
@@ -109,8 +134,8 @@ class Simulation:
         vectorise = settings.train_args.vectorised_training
         self.vectorise = can_vectorise(self.model) if vectorise is None else vectorise
         if self.vectorise and not can_vectorise(self.model):
-            raise ValueError(f"train_args.vectorised_training: {settings.model_args.model} has dropout or batch "
-                             "norm and cannot be trained vectorised; allowed: false or null (auto)")
+            raise SettingsError(f"train_args.vectorised_training: {settings.model_args.model} has dropout, batch "
+                                "norm or an LSTM and cannot be trained vectorised; allowed: false or null (auto)")
         attack = components.attack_from_args(self.args)
         defense = components.defense_from_args(self.args)
         self.server = ServerRound(
@@ -128,9 +153,12 @@ class Simulation:
         index = [self.work.client_index[int(c)].to(self.device) for c in clients]
         if self.vectorise:
             chunk = self.settings.train_args.vectorised_chunk
+            # a batch larger than every client's data is that data (the same batch plan): capped, so the
+            # vectorised pass does not pad each client to batch_size rows
             return torch.cat([
                 local_sgd_vectorised(self.model, self.work.layout, w, self.x, self.y, index[s:s + chunk],
-                                     seeds=seeds[s:s + chunk], **self.sgd)
+                                     seeds=seeds[s:s + chunk], **{**self.sgd, "batch_size": min(
+                                         self.sgd["batch_size"], max(len(ix) for ix in index[s:s + chunk]))})
                 for s in range(0, len(index), chunk)])
         return torch.stack([local_sgd(self.model, self.work.layout, w, self.x[ix], self.y[ix], seed=sd, **self.sgd)
                             for ix, sd in zip(index, seeds)])
@@ -149,16 +177,21 @@ class Simulation:
     def run(self, *, progress: bool = True) -> Dict[str, Any]:
         """Run (or resume) every round; returns the summary written to ``summary.json``."""
         settings, store = self.settings, self.store
-        config = settings.to_dict()
+        if self.fresh:
+            store.clear()
         handler = store.log_handler()
         logging.getLogger("fedml_heterofl").addHandler(handler)
         try:
-            w, rows, start = self._resume(config)
-            store.write_config(config)
-            heterogeneity = {k: self.work.heterogeneity[k] for k in ("load", "labels", "label_entropy")}
-            atomic_write(store.path / "partition.json", json.dumps({"client_id": list(range(len(self.work.parts))),
-                                                                    **heterogeneity}))
+            w, rows, start = self._resume()
             rounds = settings.train_args.comm_round
+            log.info("run %s: %s/%s, %s vs %s, %d clients (%d attackers), %d rounds, starting at round %d; "
+                     "identity %s", store.path, settings.data_args.dataset, settings.model_args.model,
+                     settings.defense_name, settings.attack_name or "no attack", len(self.work.parts),
+                     len(self.work.malicious), rounds, start, self.identity[:12])
+            store.write_config(settings.to_dict())
+            heterogeneity = {k: self.work.heterogeneity[k] for k in ("load", "labels", "label_entropy")}
+            store.write_file("partition.json", json.dumps({"client_id": list(range(len(self.work.parts))),
+                                                           **heterogeneity}))
             every = settings.validation_args.frequency_of_the_test
             bar = tqdm(range(start, rounds), initial=start, total=rounds, desc=store.path.name,
                        disable=not progress or bool(os.environ.get("FEDML_HETEROFL_QUIET")), leave=False)
@@ -166,6 +199,8 @@ class Simulation:
                 t0 = time.perf_counter()
                 clients = participants(settings, t)
                 U = self.train(t, clients, w)
+                if t == 0:
+                    self._check_first_round(U)
                 t1 = time.perf_counter()
                 counts = self.work.sample_counts[clients]
                 outcome = self.server(t, w, clients.to(self.device), U, counts.to(self.device))
@@ -177,30 +212,54 @@ class Simulation:
                 row.update(outcome.metrics)
                 row.update(time_train=t1 - t0, time_server=t2 - t1, time_eval=time.perf_counter() - t2)
                 rows.append(row)
-                store.save_round({"round": t, "params": w.cpu(), "metrics": rows}, rows)
+                store.save_round({"round": t, "params": w.cpu(), "metrics": rows, "identity": self.identity}, rows)
                 if "test_acc" in row:
                     bar.set_postfix(acc=f"{row['test_acc']:.4f}")
                     log.debug("round %d: test accuracy %.4f, removed %d (attackers %s)", t, row["test_acc"],
-                             row["removed"], row["removed_malicious"])
+                              row["removed"], row["removed_malicious"])
             summary = summarise(rows, settings, self.work)
             store.write_summary(summary)
+            log.info("run %s finished: final accuracy %.4f (best %.4f) after %d rounds", store.path,
+                     summary["final_acc"], summary["best_acc"], summary["rounds"])
             return summary
         finally:
             logging.getLogger("fedml_heterofl").removeHandler(handler)
             handler.close()
 
-    def _resume(self, config: Dict[str, Any]):
-        """``(w, rows, first round)`` from the checkpoint when the stored config matches."""
+    def _checkpoint(self) -> Optional[Dict[str, Any]]:
+        """The run folder's last intact checkpoint, or None; :class:`StoreError` when it belongs to
+        settings of another identity (checkpoints from before identities: their ``config.yaml`` decides)."""
         ckpt = self.store.load_checkpoint()
         if ckpt is None:
+            return None
+        same = (ckpt["identity"] == self.identity if "identity" in ckpt
+                else self.store.config_matches(self.settings.to_dict()))
+        if not same:
+            raise StoreError(f"{self.store.path} holds a run with other settings (a checkpoint of another "
+                             "identity); set common_args.run_name to a new name, or pass --fresh to start over")
+        return ckpt
+
+    def _resume(self):
+        """``(w, rows, first round)``: from the checkpoint found at start-up, else ``w_0``."""
+        ckpt = self.checkpoint
+        if ckpt is None:
             return self.work.init_params.to(self.device), [], 0
-        if not self.store.config_matches(config):
-            raise ValueError(f"{self.store.path} holds a run with a different configuration; set "
-                             "common_args.run_name to a new name, or pass --fresh to start over")
+        if ckpt["params"].numel() != self.work.layout.d:
+            raise StoreError(f"{self.store.checkpoint} is damaged: it holds {ckpt['params'].numel()} parameters, "
+                             f"the model has d={self.work.layout.d}; start the run over with --fresh")
         rows = list(ckpt["metrics"])
         log.info("resuming %s after round %d", self.store.path, ckpt["round"])
         self.store.write_metrics(rows)
         return ckpt["params"].to(self.device), rows, int(ckpt["round"]) + 1
+
+    def _check_first_round(self, updates: Tensor) -> None:
+        """:class:`SettingsError` when every client's training from ``w_0`` overflowed: no attack has
+        acted yet, so the training settings make every update non-finite and the model could never move."""
+        if not bool(finite_rows(updates)[0].any()):
+            train = self.settings.train_args
+            raise SettingsError(f"train_args.learning_rate: local training from the initial model overflowed on "
+                                f"every client in round 0 (learning_rate={train.learning_rate}, momentum="
+                                f"{train.momentum}, weight_decay={train.weight_decay}); lower the learning rate")
 
 
 def summarise(rows: List[Dict[str, Any]], settings: Settings, work: Workload) -> Dict[str, Any]:

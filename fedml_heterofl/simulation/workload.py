@@ -30,7 +30,7 @@ from fedml_heterofl.data.partition import cap_partition, diversity, iid_partitio
 from fedml_heterofl.data.trigger import make_trigger_set
 from fedml_heterofl.defense.base import Batch
 from fedml_heterofl.models import ParamLayout, build_model
-from fedml_heterofl.settings import Settings
+from fedml_heterofl.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +84,20 @@ def partition(settings: Settings, data: Dataset) -> List[Tensor]:
     method = settings.data_args.partition_method
     cap = settings.data_args.max_samples_per_client
     if method in ("hetero", "homo"):
-        parts = (lda_partition(data.train_y, n, settings.data_args.partition_alpha, seed) if method == "hetero"
-                 else iid_partition(len(data.train_y), n, seed))
+        try:
+            parts = (lda_partition(data.train_y, n, settings.data_args.partition_alpha, seed) if method == "hetero"
+                     else iid_partition(len(data.train_y), n, seed))
+        except ValueError as exc:  # the data cannot fill n clients (LDA: 10 samples each)
+            keys = "train_args.client_num_in_total" + (", data_args.partition_alpha" if method == "hetero" else "")
+            raise SettingsError(f"{keys}: {data.name} ({len(data.train_y)} training samples): {exc}") from None
         return parts if cap is None else cap_partition(parts, cap, seed)
     if data.train_groups is None:
-        raise ValueError(f"data_args.partition_method: 'natural' needs a dataset with natural clients; "
-                         f"{data.name} has none; allowed for it: hetero, homo")
+        raise SettingsError(f"data_args.partition_method: 'natural' needs a dataset with natural clients; "
+                            f"{data.name} has none; allowed for it: hetero, homo")
     groups = natural_partition(data.train_groups)
     if len(groups) < n:
-        raise ValueError(f"train_args.client_num_in_total: {data.name} has {len(groups)} natural clients, "
-                         f"fewer than the {n} requested")
+        raise SettingsError(f"train_args.client_num_in_total: {data.name} has {len(groups)} natural clients, "
+                            f"fewer than the {n} requested; allowed: at most {len(groups)}")
     return groups[:n]
 
 
