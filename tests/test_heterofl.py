@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from fedml_heterofl.defense.base import RoundContext, gram_matrix
 from fedml_heterofl.defense.heterofl import (
+    _client_keys,
     HeteroFL,
     estimate_bandwidth,
     magnitude_rectification,
@@ -551,3 +552,171 @@ def test_same_seed_same_result():
     a = HeteroFL(steps=(1, 2, 4))(U, RoundContext(generator=torch.Generator().manual_seed(5)))
     b = HeteroFL(steps=(1, 2, 4))(U, RoundContext(generator=torch.Generator().manual_seed(5)))
     assert torch.equal(a.kept, b.kept) and torch.equal(a.update, b.update)
+
+
+# ------------------------------------------------------------------------------ parameters, defaults,
+# diagnostics: what the composite passes to each step and reports (the mutation run's survivors)
+
+def test_the_papers_defaults():
+    import inspect
+
+    rule = HeteroFL()
+    assert (rule.steps, rule.beta, rule.lam, rule.sybil_factor, rule.magnitude_factor) == ((1, 2, 3, 4), 0.2, -5.0, 2.0, 8.0)
+    assert (rule.bandwidth, rule.bandwidth_quantile, rule.exclude_self) == (None, 0.3, True)
+    defaults = {f.__name__: {k: p.default for k, p in inspect.signature(f).parameters.items()
+                             if p.default is not inspect.Parameter.empty}
+                for f in (sybil_direction_removal, similarity_detection, watermark_verification,
+                          magnitude_rectification, estimate_bandwidth)}
+    assert defaults["sybil_direction_removal"] == {"factor": 2.0, "exclude_self": True}
+    assert defaults["similarity_detection"]["beta"] == 0.2
+    assert defaults["similarity_detection"]["bandwidth_quantile"] == 0.3
+    assert defaults["watermark_verification"]["lam"] == -5.0
+    assert defaults["magnitude_rectification"] == {"factor": 8.0}
+    assert defaults["estimate_bandwidth"]["quantile"] == 0.3  # scikit-learn's default
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"beta": 0.0}, {"beta": 1.0}, {"sybil_factor": 0.5}, {"magnitude_factor": 0.5}, {"bandwidth": 0.5},
+    {"bandwidth_quantile": 1.0}, {"watermark_chunk": 1}])
+def test_parameters_at_their_bounds_are_accepted(kwargs):
+    assert all(getattr(HeteroFL(**kwargs), k) == v for k, v in kwargs.items())
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"sybil_factor": 0.0}, "sybil_factor"), ({"magnitude_factor": 0.0}, "magnitude_factor"),
+    ({"bandwidth_quantile": 1.5}, "bandwidth_quantile"), ({"bandwidth": -1.0}, "bandwidth")])
+def test_parameters_beyond_their_bounds_are_refused(kwargs, key):
+    with pytest.raises(ValueError, match=key):
+        HeteroFL(**kwargs)
+
+
+def rows_with_cosines(C):
+    """Unit vectors whose cosine matrix is ``C`` (positive definite): the rows of its Cholesky factor."""
+    return torch.linalg.cholesky(C.double()).float()
+
+
+def test_composite_passes_step1s_factor_and_self_exclusion():
+    C = torch.tensor([[1, 0, 0, 0, .5], [0, 1, 0, 0, .5], [0, 0, 1, .5, 0], [0, 0, .5, 1, 0], [.5, .5, 0, 0, 1]],
+                     dtype=torch.float64)
+    U = rows_with_cosines(C)  # test_sybil_bound_is_strict's case: s_4 = 1 sits at the bound 2 (0.5 + 0)
+    assert HeteroFL(steps=(1,))(U).kept.all()
+    assert HeteroFL(steps=(1,), sybil_factor=1.999)(U).kept.tolist() == [True] * 4 + [False]
+    for exclude in (True, False):
+        out = HeteroFL(steps=(1,), exclude_self=exclude)(U)
+        direct = sybil_direction_removal(gram_matrix(U, torch.float64), exclude_self=exclude)
+        assert torch.allclose(out.scores["sybil_direction_removal"], direct.scores.float())
+    # with self included every score carries its own cosine 1 (k = 2: itself and the best other one)
+    assert HeteroFL(steps=(1,), exclude_self=False)(U).scores["sybil_direction_removal"].tolist() == \
+        pytest.approx([1.5, 1.5, 1.5, 1.5, 1.5])
+
+
+def test_composite_passes_step2s_parameters():
+    U = label_flip_like(1, n_honest=24, n_bad=6, d=300)
+    G = gram_matrix(U, torch.float64)
+    keys = _client_keys(torch.arange(30), torch.Generator().manual_seed(4))  # as the composite draws them
+    # removed by default: 24, 27, 29 (attackers); beta 0.5: all six; quantile 0.9: none; bandwidth 0.05:
+    # 24, 28; self included: the same rows, scores shifted by the self-cosine
+    settings = [{}, {"beta": 0.5}, {"bandwidth_quantile": 0.9}, {"bandwidth": 0.05}, {"exclude_self": False}]
+    outcomes = []
+    for kw in settings:
+        out = HeteroFL(steps=(2,), **kw)(U, RoundContext(generator=torch.Generator().manual_seed(4)))
+        direct = similarity_detection(G, keys, **kw)
+        assert out.kept.tolist() == (~direct.malicious).tolist()
+        assert torch.allclose(out.scores["similarity_detection"], direct.scores.float())
+        assert out.diagnostics["similarity_detection"] == direct.diagnostics
+        outcomes.append((tuple(out.kept.tolist()), tuple(direct.scores.tolist())))
+    assert len(set(outcomes)) == len(settings), "every parameter must change this round's outcome"
+
+
+def test_composite_passes_lambda_and_step4s_factor():
+    U = torch.tensor([[-1.0, 0.0], [6.0, 0.0], [4.5, 0.0]])
+    ctx = RoundContext(global_params=torch.tensor([10.0, 0.0]), trigger_set=(None, None),
+                       loss_fn=lambda p, b: p[:, 0])
+    # reductions +1, -6, -4.5: λ = -5 removes the second, λ = -4 the last two
+    assert HeteroFL(steps=(3,))(U, ctx).kept.tolist() == [True, False, True]
+    assert HeteroFL(steps=(3,), lam=-4.0)(U, ctx).kept.tolist() == [True, False, False]
+    V = torch.stack([1 * E[0], 2 * E[1], 3 * E[2], 4 * E[3], 100 * E[4]])  # step 4's hand case: bound 32/3
+    assert HeteroFL(steps=(4,))(V).kept.tolist() == [True] * 4 + [False]
+    assert HeteroFL(steps=(4,), magnitude_factor=40.0)(V).kept.all()  # bound 40 · 4/3 > 100/3
+
+
+def test_composite_reports_every_steps_scores_and_diagnostics():
+    model, layout, w_t, trig, honest, undo = tiny_watermark_problem(n_honest=8)
+    U = torch.cat([honest, undo[None]])
+    ctx = RoundContext(global_params=w_t, trigger_set=trig, loss_fn=lambda p, b: batched_loss(model, layout, p, b))
+    out = HeteroFL()(U, ctx)
+    names = ("sybil_direction_removal", "similarity_detection", "watermark_verification", "magnitude_rectification")
+    assert "time_gram" in out.diagnostics
+    assert set(out.diagnostics["sybil_direction_removal"]) == {"median", "mad", "threshold"}
+    assert set(out.diagnostics["similarity_detection"]) == {"clusters", "groups", "group_clusters",
+                                                           "suspicious_groups", "candidates"}
+    assert set(out.diagnostics["watermark_verification"]) == {"loss_before", "lambda"}
+    assert set(out.diagnostics["magnitude_rectification"]) == {"median_norm", "threshold", "mean_norm"}
+    reached = torch.ones(9, dtype=torch.bool)
+    for name in names:
+        scores = out.scores[name]
+        assert scores.shape == (9,)
+        # a row removed by an earlier step has no score in the later ones
+        assert torch.isfinite(scores[reached]).all() and torch.isnan(scores[~reached]).all()
+        reached[out.removed_by[name]] = False
+
+
+def test_step_diagnostics_hand_computed():
+    # similarity detection's hand case: 2 clusters, 4 groups of which 2 suspicious, 4 candidates
+    honest = torch.stack([E[0] + 0.5 * E[i] for i in range(1, 5)])
+    attackers = torch.stack([-E[0] + 0.5 * E[5], -E[0] + 0.5 * E[6]])
+    res = similarity_detection(gram_matrix(torch.cat([honest, attackers])), torch.rand(6), beta=0.5, bandwidth=0.5)
+    assert res.diagnostics == {"clusters": 2, "groups": 4, "group_clusters": 2, "suspicious_groups": 2,
+                               "candidates": 4}
+    # watermark: loss before 10, λ as given
+    res = watermark_verification(torch.tensor([[5.0, 0.0]]), torch.tensor([10.0, 0.0]), lambda p, b: p[:, 0], None,
+                                 lam=-5.0)
+    assert res.diagnostics == {"loss_before": 10.0, "lambda": -5.0}
+    # magnitude's hand case: median norm 3, threshold 32/3, mean of the kept norms 2.5
+    res = magnitude_rectification(gram_matrix(torch.stack([1 * E[0], 2 * E[1], 3 * E[2], 4 * E[3], 100 * E[4]])))
+    assert res.diagnostics == pytest.approx({"median_norm": 3.0, "threshold": 32 / 3, "mean_norm": 2.5})
+
+
+def test_magnitude_with_three_updates_and_at_its_threshold():
+    # norms 1, 2, 4: median 2, D = [2, 1, 2]; the smallest max(1, floor(3/2)) = 1 ratio is 1: mean 1,
+    # std 0, threshold 8 · 1 = 8: all kept, scaled to the mean norm 7/3
+    res = magnitude_rectification(gram_matrix(torch.stack([1 * E[0], 2 * E[1], 4 * E[2]]), torch.float64))
+    assert res.scores.tolist() == [2.0, 1.0, 2.0] and res.diagnostics["threshold"] == 8.0
+    assert not res.malicious.any() and torch.allclose(res.scale, torch.tensor([7 / 3, 7 / 6, 7 / 12], dtype=torch.float64))
+    # factor 2: threshold 2, and D = 2 is not above it (Alg. 6 removes D > threshold)
+    assert not magnitude_rectification(gram_matrix(torch.stack([1 * E[0], 2 * E[1], 4 * E[2]])), factor=2.0).malicious.any()
+    assert magnitude_rectification(gram_matrix(torch.stack([1 * E[0], 2 * E[1], 4 * E[2]])),
+                                   factor=1.9).malicious.tolist() == [True, False, True]
+    # a factor below 1 removes everything: no mean norm, every scale 0
+    res = magnitude_rectification(gram_matrix(torch.stack([1 * E[0], 2 * E[1], 4 * E[2]])), factor=0.5)
+    assert res.malicious.all() and res.diagnostics["mean_norm"] == 0.0 and not res.scale.any()
+    empty = magnitude_rectification(torch.zeros(0, 0))
+    assert empty.malicious.numel() == 0 and empty.diagnostics == {}
+
+
+def test_rcs_of_two_updates_and_tiny_mean_shifts():
+    U = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    # n = 2, k = 1: self excluded, each scores its cosine with the other, 1/sqrt(2); included, itself (1)
+    assert relative_cosine_similarity(cos_matrix(U), torch.arange(2)).tolist() == pytest.approx([0.5 ** 0.5] * 2)
+    assert relative_cosine_similarity(cos_matrix(U)).tolist() == pytest.approx([1.0, 1.0])
+    assert mean_shift_labels(torch.tensor([3.0]))[0].tolist() == [0]
+    assert mean_shift_labels(torch.tensor([0.0, 10.0]), bandwidth=1.0)[0].tolist() == [1, 0]  # tie: higher centre first
+    labels, centres = mean_shift_labels(torch.tensor([1.0, 1.0, 1.0, 1.0, 5.0]))  # estimate 0: one cluster
+    assert labels.tolist() == [0] * 5 and labels.dtype == torch.long and centres.tolist() == [1.8]
+    # step 2's bandwidth for two scores: the distance to the other one; floor 1e-5 below scores of 1
+    assert score_bandwidth(torch.tensor([0.0, 1.0]), None, 0.3) == 1.0
+    assert score_bandwidth(torch.tensor([0.5, 0.5, 0.5]), None, 0.3) == pytest.approx(1e-5, rel=1e-9)
+    u = torch.tensor([0.0, 1.0, 3.0, 6.0, 10.0, 15.0, 21.0])
+    assert score_bandwidth(u, None, 0.6) == pytest.approx(estimate_bandwidth(u.double(), 0.6))
+
+
+def test_client_keys_are_the_generators_draws_in_client_id_order():
+    keys = _client_keys(torch.tensor([30, 10, 20]), torch.Generator().manual_seed(9))
+    draws = torch.rand(3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    assert keys.dtype == torch.float64 and keys.tolist() == [draws[2], draws[0], draws[1]]
+
+
+def test_step3_error_names_what_is_missing():
+    with pytest.raises(ValueError, match=r"^HeteroFL step 3 \(watermark verification\) needs ctx.loss_fn, "
+                                         r"ctx.trigger_set and ctx.global_params; provide them or leave 3 out of steps$"):
+        HeteroFL()(torch.randn(5, 3))

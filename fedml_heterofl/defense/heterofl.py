@@ -100,14 +100,10 @@ def relative_cosine_similarity(cos: Tensor, self_index: Optional[Tensor] = None)
         Scores of shape ``(|C_2|,)``.
     """
     m, n1 = cos.shape
-    k = n1 // 2
-    if self_index is not None:
-        k = min(k, n1 - 1)
+    if self_index is not None:  # ⌊n1/2⌋ ≤ n1 - 1: the excluded entry is never among the top k
         cos = cos.clone()
         cos[torch.arange(m), self_index] = -math.inf
-    if k <= 0 or m == 0:
-        return cos.new_zeros(m)
-    return cos.topk(k, dim=1).values.sum(dim=1)
+    return cos.topk(n1 // 2, dim=1).values.sum(dim=1)
 
 
 def _rcs_within(cos: Tensor, exclude_self: bool) -> Tensor:
@@ -127,7 +123,7 @@ def sybil_direction_removal(gram: Tensor, *, factor: float = 2.0, exclude_self: 
     ``s̃ + r̃ ≤ 0`` nothing is removed (module docstring).
 
     Args:
-        gram: ``G = U Uᵀ`` of the update set C, shape ``(n, n)``.
+        gram: ``G = U Uᵀ`` of the (non-empty) update set C, shape ``(n, n)``.
     """
     s = _rcs_within(cosine_from_gram(gram), exclude_self)
     s_med = _median(s)
@@ -260,15 +256,15 @@ def similarity_detection(
        finer than the scores' float resolution (:func:`score_bandwidth`).
     2. ``r`` = size of the largest cluster; group i takes the i-th member of every cluster that
        has one, members ordered by ``keys`` (lines 5-11).
-    3. Group centroids ``A U`` with ``A`` the group-averaging matrix; their cosines come from
-       ``A G Aᵀ``; RCS over the centroids and a second mean shift; groups outside its largest
+    3. Group centroids: their cosines are those of the group sums ``A U`` (``A`` the 0/1 group
+       membership matrix), from ``A G Aᵀ``; RCS over the centroids and a second mean shift; groups outside its largest
        cluster are suspicious (lines 13-19).
     4. Among the members ``C_2`` of suspicious groups, the ``⌈β·|C_2|⌉`` with the lowest
        ``RCS(C, C_2)`` are malicious (lines 21-24). With self excluded, ``RCS(C, C_2)`` equals the
        line-2 score of each member, so it is reused.
 
     Args:
-        gram: ``G = U Uᵀ`` of the update set C, shape ``(n, n)``.
+        gram: ``G = U Uᵀ`` of the (non-empty) update set C, shape ``(n, n)``.
         keys: random key per update (shape ``(n,)``) giving the member order inside clusters.
         beta: the filtering fraction β.
 
@@ -285,25 +281,23 @@ def similarity_detection(
     starts = torch.searchsorted(sorted_labels, sorted_labels, right=False)
     rank = torch.empty(n, dtype=torch.long)
     rank[order] = torch.arange(n) - starts
-    r = int(rank.max()) + 1 if n else 0
-    group_size = torch.bincount(rank, minlength=r).to(gram.dtype)
+    r = int(rank.max()) + 1
+    # A sums each group's members: the cosines of group sums are those of the centroids (means)
     A = torch.zeros(r, n, dtype=gram.dtype)
-    A[rank, torch.arange(n)] = 1.0 / group_size[rank]
+    A[rank, torch.arange(n)] = 1.0
     group_scores = _rcs_within(cosine_from_gram(A @ gram @ A.T), exclude_self)
     g_labels, g_centres = mean_shift_labels(group_scores,
                                             bandwidth=score_bandwidth(group_scores, bandwidth, bandwidth_quantile))
-    suspicious_groups = g_labels != _largest_cluster(g_labels, g_centres) if r else torch.zeros(0, dtype=torch.bool)
-    candidates = suspicious_groups[rank] if r else torch.zeros(n, dtype=torch.bool)
+    suspicious_groups = g_labels != _largest_cluster(g_labels, g_centres)
+    candidates = suspicious_groups[rank]
     n_remove = math.ceil(beta * int(candidates.sum()) - 1e-9)
     malicious = torch.zeros(n, dtype=torch.bool)
-    if n_remove > 0:
-        cand_idx = candidates.nonzero().flatten()
-        lowest = torch.argsort(s[cand_idx], stable=True)[:n_remove]
-        malicious[cand_idx[lowest]] = True
+    cand_idx = candidates.nonzero().flatten()
+    malicious[cand_idx[torch.argsort(s[cand_idx], stable=True)[:n_remove]]] = True
     diagnostics = {
-        "clusters": int(labels.max()) + 1 if n else 0,
+        "clusters": int(labels.max()) + 1,
         "groups": r,
-        "group_clusters": int(g_labels.max()) + 1 if r else 0,
+        "group_clusters": int(g_labels.max()) + 1,
         "suspicious_groups": int(suspicious_groups.sum()),
         "candidates": int(candidates.sum()),
     }
@@ -517,5 +511,5 @@ def _client_keys(client_ids: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def _median(x: Tensor) -> float:
-    """The statistical median (mean of the two middle values for even length)."""
-    return float(torch.quantile(x.double(), 0.5)) if x.numel() else 0.0
+    """The statistical median (mean of the two middle values for even length) of a non-empty ``x``."""
+    return float(torch.quantile(x.double(), 0.5))
