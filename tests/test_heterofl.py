@@ -289,7 +289,9 @@ def label_flip_like(seed, n_honest=80, n_bad=20, d=2000):
     g = torch.Generator().manual_seed(seed)
     shared = torch.randn(d, generator=g)
     classes = torch.randn(10, d, generator=g)
-    mix = torch.distributions.Dirichlet(torch.full((10,), 0.3)).sample((n_honest + n_bad,))
+    with torch.random.fork_rng():  # Dirichlet draws from the global RNG: seeded here, left as it was
+        torch.manual_seed(seed)
+        mix = torch.distributions.Dirichlet(torch.full((10,), 0.3)).sample((n_honest + n_bad,))
     local = mix @ classes
     U = 0.8 * shared + local + 0.5 * torch.randn(n_honest + n_bad, d, generator=g)
     U[n_honest:] = -0.8 * shared + local[n_honest:] + 0.5 * torch.randn(n_bad, d, generator=g)
@@ -614,8 +616,8 @@ def test_composite_passes_step2s_parameters():
     U = label_flip_like(1, n_honest=24, n_bad=6, d=300)
     G = gram_matrix(U, torch.float64)
     keys = _client_keys(torch.arange(30), torch.Generator().manual_seed(4))  # as the composite draws them
-    # removed by default: 24, 27, 29 (attackers); beta 0.5: all six; quantile 0.9: none; bandwidth 0.05:
-    # 24, 28; self included: the same rows, scores shifted by the self-cosine
+    # removed by default: 24, 25, 27 (attackers); beta 0.5: all six; quantile 0.9: none; bandwidth 0.05:
+    # 20, 28; self included: the same rows, scores shifted by the self-cosine
     settings = [{}, {"beta": 0.5}, {"bandwidth_quantile": 0.9}, {"bandwidth": 0.05}, {"exclude_self": False}]
     outcomes = []
     for kw in settings:
