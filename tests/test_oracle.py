@@ -266,3 +266,27 @@ def test_oracle_agrees_in_the_fedml_aggregator(name, tmp_path):
         FedMLDefender._defender_instance = None
         FedMLAttacker._attacker_instance = None
     assert agg.history[-1]["oracle_agrees"] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_zeno_removes_any_is_a_sufficient_test(seed):
+    """Whenever Zeno's cheap test says a poisoned row is certainly removed, the full selection removes
+    one; and the oracle's early answer (None) comes only for such γ."""
+    U, w, loss_fn, trigger, root, server_update, _ = federation(seed=seed)
+    known, base = U[:N - F], U[:N - F].mean(0)
+    g = torch.Generator().manual_seed(seed)
+    directions = -U[:N - F].std(0) * torch.sign(base) * (1 + 0.3 * torch.randn(F, U.shape[1], generator=g))
+    ctx = context(U, w, loss_fn, trigger, root, server_update)
+    zeno = rule("zeno")
+    oracle = zeno.oracle(known, base, directions, ctx)
+    certain = 0
+    for gamma in (0.0, 0.1, 0.5, 1.0, 2.0, 4.0, 8.0):
+        full = oracle(gamma)
+        early = oracle(gamma, stop_if_removed=True)
+        all_kept = bool(full.kept[-F:].all())
+        if early is None:
+            certain += 1
+            assert not all_kept, f"γ={gamma}: the early test claimed a removal the selection does not make"
+        else:
+            assert torch.equal(early.kept, full.kept) and early.deviation == full.deviation
+    assert certain >= 2, "the early test should settle the clearly failing γ"

@@ -125,8 +125,9 @@ class Adaptive(ModelAttack):
         last: Dict[str, OracleOutcome] = {}  # the outcome of the last successful γ
 
         def succeeds(gamma: float) -> bool:
-            out = oracle(gamma)
-            if not bool(out.kept[-f:].all()) or ("success" in last and out.deviation <= last["success"].deviation):
+            out = oracle(gamma, stop_if_removed=True)
+            if out is None or not bool(out.kept[-f:].all()) or (
+                    "success" in last and out.deviation <= last["success"].deviation):
                 return False
             last["success"] = out
             return True

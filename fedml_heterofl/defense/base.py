@@ -220,6 +220,12 @@ class RowsDefense(Defense):
     def select_rows(self, rows: Rows, ctx: RoundContext) -> Selection:
         """Decide which of the (screened) rows are kept; see :class:`Selection`."""
 
+    def removes_any(self, rows: Rows, ctx: RoundContext, index: Tensor) -> bool:
+        """Whether :meth:`select_rows` certainly removes at least one of the rows ``index``: a sufficient
+        test cheaper than the selection, which the oracle tries first when only "are all these rows
+        kept?" matters (most tested γ fail). ``False`` means "not certain" (default: never certain)."""
+        return False
+
 
 @dataclass
 class Decision:
@@ -263,7 +269,10 @@ class Oracle:
             self._candidate = torch.cat([known, directions.to(known.dtype)])
             self._directions = directions.to(known.dtype)
 
-    def __call__(self, gamma: float) -> OracleOutcome:
+    def __call__(self, gamma: float, *, stop_if_removed: bool = False) -> Optional[OracleOutcome]:
+        """The outcome at scale ``gamma``; with ``stop_if_removed``, ``None`` instead when some poisoned
+        row is certainly removed (screened out, or :meth:`RowsDefense.removes_any`), before the full
+        selection — all the adaptive attack asks of a γ that fails."""
         ctx = private_generator(self.ctx)
         if self.plain:
             poisoned = self._candidate[-self._directions.shape[0]:]
@@ -271,6 +280,8 @@ class Oracle:
             result = self.defense(self._candidate, ctx)
             return OracleOutcome(result.kept, _distance(result.update, self.base))
         rows = self.basis.rows(gamma)
+        if stop_if_removed and self._removes_poisoned(rows):
+            return None
         decision = self.defense.decide(rows, ctx)
         kept = torch.zeros(rows.n, dtype=torch.bool)
         if decision.selection is None:
@@ -281,6 +292,15 @@ class Oracle:
             return OracleOutcome(kept, decision.rows.deviation(sel.weights))
         update = self.defense.combine(decision.rows.materialise(), sel, decision.ctx)
         return OracleOutcome(kept, _distance(update, self.base))
+
+
+    def _removes_poisoned(self, rows: Rows) -> bool:
+        index, _ = _screen(rows)
+        k = self.basis.k
+        if int((index >= k).sum()) < self.basis.f:  # a poisoned row is malformed: removed
+            return True
+        ctx = private_generator(self.ctx if index.numel() == rows.n else self.ctx.subset(index, rows.n))
+        return self.defense.removes_any(rows.subset(index), ctx, (index >= k).nonzero().flatten())
 
 
 def private_generator(ctx: RoundContext) -> RoundContext:

@@ -22,7 +22,7 @@ the server takes on the rows: the two differ only by the float32 rounding of the
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -237,26 +237,45 @@ class AffineBasis:
 
     def known_losses(self, global_params: Tensor, loss_fn: LossFn, batch: Batch, chunk: int) -> Tensor:
         """``ℓ(batch, w_t + K_i)`` for every known row, computed once per ``(w_t, loss_fn, batch)``."""
-        key = (global_params, loss_fn, batch)
-        for other, losses in self._losses:
-            if all(a is b for a, b in zip(other, key)):
-                return losses
-        losses = model_losses(self.known, global_params, loss_fn, batch, chunk)
-        self._losses.append((key, losses))
-        return losses
+        return _cached(self._losses, (global_params, loss_fn, batch),
+                       lambda: model_losses(self.known, global_params, loss_fn, batch, chunk))
 
     def rows(self, gamma: float) -> "AffineRows":
         """The candidate round at scale ``gamma``: rows ``cat(K, b + γΔ)``."""
         return AffineRows(_Candidate(self, float(gamma)), torch.arange(self.k + self.f))
 
 
+def _cached(cache: List[Tuple[Tuple[object, ...], Any]], key: Tuple[object, ...], make: Callable[[], Any]) -> Any:
+    """The value stored in ``cache`` under ``key`` (compared by identity), made and stored on first use."""
+    for other, value in cache:
+        if all(a is b for a, b in zip(other, key)):
+            return value
+    value = make()
+    cache.append((key, value))
+    return value
+
+
 class _Candidate:
-    """One γ of an :class:`AffineBasis`: its coefficients and (lazily) its materialised poisoned rows."""
+    """One γ of an :class:`AffineBasis`: its coefficients and (lazily) its materialised poisoned rows
+    and the losses of their models, each model evaluated at most once per ``(w_t, loss_fn, batch)``."""
 
     def __init__(self, basis: AffineBasis, gamma: float) -> None:
         self.basis, self.gamma = basis, gamma
         self.M = basis.coefficients(gamma)
         self._poisoned: Optional[Tensor] = None
+        self._losses: List[Tuple[Tuple[object, ...], Tuple[Tensor, Tensor]]] = []
+
+    def poisoned_losses(self, j: Tensor, global_params: Tensor, loss_fn: LossFn, batch: Batch,
+                        chunk: int) -> Tensor:
+        """``ℓ(batch, w_t + b + γΔ_j)`` for the poisoned rows ``j`` (float64)."""
+        values, done = _cached(self._losses, (global_params, loss_fn, batch),
+                               lambda: (torch.zeros(self.basis.f, dtype=torch.float64),
+                                        torch.zeros(self.basis.f, dtype=torch.bool)))
+        todo = j[~done[j]].unique()
+        if todo.numel():
+            values[todo] = model_losses(self.poisoned[todo], global_params, loss_fn, batch, chunk)
+            done[todo] = True
+        return values[j]
 
     @property
     def poisoned(self) -> Tensor:
@@ -331,8 +350,8 @@ class AffineRows(Rows):
         if bool(is_known.any()):
             out[is_known] = basis.known_losses(global_params, loss_fn, batch, chunk)[pos[is_known]]
         if bool((~is_known).any()):
-            out[~is_known] = model_losses(self.candidate.poisoned[pos[~is_known] - basis.k], global_params,
-                                          loss_fn, batch, chunk)
+            out[~is_known] = self.candidate.poisoned_losses(pos[~is_known] - basis.k, global_params, loss_fn,
+                                                            batch, chunk)
         return out
 
     def deviation(self, weights: Tensor) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 import torch
+from torch import Tensor
 
 from fedml_heterofl.defense.base import RoundContext, RowsDefense, Selection, register, timed, uniform_weights
 from fedml_heterofl.defense.multikrum import order_by_score
@@ -58,24 +59,57 @@ class Zeno(RowsDefense):
         return ("loss_fn", "validation_batch", "global_params")
 
     def select_rows(self, rows: Rows, ctx: RoundContext) -> Selection:
-        n, d = rows.n, rows.d
+        n = rows.n
+        self._check(rows, ctx)
+        diagnostics: Dict[str, object] = {"b": self.b, "rho": self.rho}
+        with timed(diagnostics, "losses"):
+            base = self._loss_before(ctx)
+            score = self._scores(rows, ctx, torch.arange(n), base, rows.sq_norms().cpu())
+        # Keep the n - b highest scores: order by -score (ties by id). Non-finite scores are -inf.
+        kept = torch.zeros(n, dtype=torch.bool)
+        kept[order_by_score(-score, ctx.ids(n))[: n - self.b]] = True
+        diagnostics["loss_before"] = base
+        return Selection(kept, {"zeno": (~kept).nonzero().flatten()}, {"zeno": score.float()},
+                         diagnostics, uniform_weights(kept))
+
+    def removes_any(self, rows: Rows, ctx: RoundContext, index: Tensor) -> bool:
+        """Zeno removes the b lowest scores, so a row of ``index`` that scores below the b-th lowest
+        score of the other rows is removed, or another row of ``index`` with a lower score is. The rows
+        of ``index`` are scored one model at a time, stopping at the first such row (the oracle's test
+        for a γ that fails). A margin of 1e-9 of the largest score seen keeps the ranking's ties
+        (:func:`~fedml_heterofl.defense.multikrum.order_by_score`'s resolution) out of the test."""
+        others = torch.ones(rows.n, dtype=torch.bool)
+        others[index] = False
+        if self.b == 0 or int(others.sum()) < self.b:
+            return False
+        self._check(rows, ctx)
+        base, sq_norms = self._loss_before(ctx), rows.sq_norms().cpu()
+        other_scores = self._scores(rows, ctx, others.nonzero().flatten(), base, sq_norms)
+        bound = float(other_scores.kthvalue(self.b).values)
+        finite = other_scores[torch.isfinite(other_scores)]
+        seen = float(finite.abs().max()) if finite.numel() else 0.0
+        for j in index:
+            score = float(self._scores(rows, ctx, j.reshape(1), base, sq_norms)[0])
+            if score < bound - 1e-9 * max(seen, abs(score), abs(bound)):
+                return True
+        return False
+
+    def _check(self, rows: Rows, ctx: RoundContext) -> None:
         missing = [key for key in self.requires if getattr(ctx, key) is None]
         if missing:
             raise ValueError(f"Zeno needs ctx.{', ctx.'.join(missing)}")
-        if ctx.global_params.numel() != d:
-            raise ValueError(f"global_params has {ctx.global_params.numel()} entries, updates have d={d}")
-        if self.b >= n:
-            raise ValueError(f"Zeno drops b={self.b} updates and needs b < n; got n={n} updates")
-        diagnostics: Dict[str, object] = {"b": self.b, "rho": self.rho}
-        with timed(diagnostics, "losses"):
-            base = float(ctx.loss_fn(ctx.global_params.reshape(1, -1), ctx.validation_batch).reshape(-1)[0])
-            losses = rows.losses(torch.arange(n), ctx.global_params, ctx.loss_fn, ctx.validation_batch, self.chunk)
-        score = base - losses - self.rho * rows.sq_norms().cpu()
-        # A NaN loss (diverged model) or an overflowing norm makes the worst score, not an unordered one.
-        score = torch.nan_to_num(score, nan=-torch.inf)
-        # Keep the n - b highest scores: order by -score (ties by id). Non-finite scores are -inf.
-        kept = torch.zeros(n, dtype=torch.bool)
-        kept[order_by_score(-score.cpu(), ctx.ids(n))[: n - self.b]] = True
-        diagnostics["loss_before"] = float(base)
-        return Selection(kept, {"zeno": (~kept).nonzero().flatten()}, {"zeno": score.float().cpu()},
-                         diagnostics, uniform_weights(kept))
+        if ctx.global_params.numel() != rows.d:
+            raise ValueError(f"global_params has {ctx.global_params.numel()} entries, updates have d={rows.d}")
+        if self.b >= rows.n:
+            raise ValueError(f"Zeno drops b={self.b} updates and needs b < n; got n={rows.n} updates")
+
+    @staticmethod
+    def _loss_before(ctx: RoundContext) -> float:
+        """``L(w_t)`` on the validation batch."""
+        return float(ctx.loss_fn(ctx.global_params.reshape(1, -1), ctx.validation_batch).reshape(-1)[0])
+
+    def _scores(self, rows: Rows, ctx: RoundContext, idx: Tensor, base: float, sq_norms: Tensor) -> Tensor:
+        """``L(w_t) − L(w_t + g_i) − ρ‖g_i‖²`` for rows ``idx`` (float64); a NaN loss (diverged model)
+        or an overflowing norm makes the worst score, -inf, not an unordered one."""
+        losses = rows.losses(idx, ctx.global_params, ctx.loss_fn, ctx.validation_batch, self.chunk).cpu()
+        return torch.nan_to_num(base - losses - self.rho * sq_norms[idx], nan=-torch.inf)
