@@ -25,6 +25,7 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6"],
         "mpi": ["mpi4py>=3.1"],
         "plot": ["matplotlib>=3.6"],
+        "mutation": ["mutmut>=3.3"],
     },
     entry_points={"console_scripts": ["fedml-heterofl=fedml_heterofl.cli:main"]},
 )

@@ -722,3 +722,14 @@ def test_step3_error_names_what_is_missing():
     with pytest.raises(ValueError, match=r"^HeteroFL step 3 \(watermark verification\) needs ctx.loss_fn, "
                                          r"ctx.trigger_set and ctx.global_params; provide them or leave 3 out of steps$"):
         HeteroFL()(torch.randn(5, 3))
+
+
+def test_bandwidth_defaults_and_quantile_reach_the_mean_shift():
+    v = torch.tensor([0.0, 0.1, 0.2, 0.35, 1.0, 1.1, 1.3, 2.0, 2.05, 3.0], dtype=torch.float64)
+    # scikit-learn's default quantile, 0.3: k = 3 (itself counted)
+    assert estimate_bandwidth(v) == estimate_bandwidth(v, 0.3) != estimate_bandwidth(v, 0.5)
+    for q in (0.2, 0.5, 0.8):
+        by_quantile = mean_shift_labels(v, quantile=q)
+        by_bandwidth = mean_shift_labels(v, bandwidth=estimate_bandwidth(v, q))
+        assert torch.equal(by_quantile[0], by_bandwidth[0])
+    assert len({int(mean_shift_labels(v, quantile=q)[0].max()) for q in (0.2, 0.5, 0.8)}) > 1
