@@ -1,14 +1,17 @@
 """``fedml-heterofl run --cf config.yaml`` (also ``python -m fedml_heterofl --cf config.yaml``).
 
 ``comm_args.backend: single_process`` runs the standalone simulator in this process;
-``backend: MPI`` (with ``training_type: cross_silo``) must be started under ``mpirun -np N+1``: rank 0
-is FedML's server, rank r trains client r - 1 (:mod:`fedml_heterofl.simulation.mpi_backend`).
-The configuration is validated before anything runs; an error names the key and the allowed values.
+``backend: MPI`` (with ``training_type: cross_silo``) must be started under ``mpirun -np N``: rank 0
+is FedML's server, ranks 1..N-1 are workers that train the round's clients between them
+(:mod:`fedml_heterofl.fedml_bridge.mpi_backend`).
+The configuration is validated before anything runs; an error names the key and the allowed values
+(printed once, by rank 0 of an MPI job).
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 
@@ -30,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.cf)
         if settings.comm_args.backend == "MPI":
-            from fedml_heterofl.simulation.mpi_backend import run_mpi
+            from fedml_heterofl.fedml_bridge.mpi_backend import run_mpi
 
             summary = run_mpi(settings, results_dir=args.results_dir)
         else:
@@ -41,11 +44,20 @@ def main(args: argparse.Namespace) -> int:
                 shutil.rmtree(f"{root}/{run_name(settings)}", ignore_errors=True)
             summary = Simulation(settings, results_dir=args.results_dir).run(progress=not args.no_progress)
     except (SettingsError, DataError, ValueError) as exc:
-        print(f"fedml-heterofl run: {exc}", file=sys.stderr)
+        if _launcher_rank() == 0:  # every rank of an MPI job fails alike: one of them says why
+            print(f"fedml-heterofl run: {exc}", file=sys.stderr)
         return 2
     if summary is not None:
         print(f"{summary['dataset']}/{summary['model']} {summary['defense']} vs {summary['attack']}: "
               f"final accuracy {summary['final_acc']:.4f} (best {summary['best_acc']:.4f}) after "
               f"{summary['rounds']} rounds; mean removal success rate {summary['mean_removal_success_rate']:.3f}, "
               f"FPR {summary['mean_fpr']:.3f}")
+    return 0
+
+
+def _launcher_rank() -> int:
+    """This process's rank as ``mpirun`` (Open MPI, MPICH/PMI, Slurm) announces it; 0 outside MPI."""
+    for key in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
     return 0
