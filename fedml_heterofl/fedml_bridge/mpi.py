@@ -19,9 +19,8 @@ FedML pitfalls handled here (notes §2.3, §3.4):
   fedml_heterofl MPI backend — one silo per *worker process*, each training many clients:
   :class:`SiloView` gives FedML those counts while our trainer and aggregator read the run's own.
 
-GPUs: :func:`gpu_mapping` reads FedML's ``gpu_mapping.yaml`` format (``key: {host: [processes on GPU 0,
-GPU 1, ...]}``, process i in listed order, as ``mpirun`` fills a host file's slots) and
-:func:`rank_device` picks this rank's device from it.
+GPUs: :func:`rank_device` picks this rank's device from FedML's ``gpu_mapping.yaml``
+(:func:`~fedml_heterofl.simulation.launch.gpu_mapping`).
 """
 from __future__ import annotations
 
@@ -33,9 +32,9 @@ from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
-import yaml
 
 from fedml_heterofl.fedml_bridge.offline import fedml_home
+from fedml_heterofl.simulation.launch import gpu_mapping
 
 log = logging.getLogger(__name__)
 
@@ -118,23 +117,6 @@ class SiloView:
 
     def __repr__(self) -> str:
         return f"SiloView({self.counts}, args={self.args!r})"
-
-
-def gpu_mapping(path: Union[str, os.PathLike], key: str) -> List[Tuple[str, int]]:
-    """Process i -> ``(host, GPU index)`` from FedML's GPU mapping file (module doc)."""
-    try:
-        with open(path) as fh:
-            config = yaml.safe_load(fh) or {}
-    except FileNotFoundError:
-        raise ValueError(f"device_args.gpu_mapping_file: {path} not found") from None
-    if key not in config:
-        raise ValueError(f"device_args.gpu_mapping_key: {key!r} is not in {path}; allowed: {', '.join(map(str, config))}")
-    hosts = config[key]
-    if not isinstance(hosts, dict) or not all(isinstance(v, list) and all(isinstance(n, int) and n >= 0 for n in v)
-                                              for v in hosts.values()):
-        raise ValueError(f"{path}: {key} must map each host to a list of process counts per GPU, e.g. "
-                         "{node1: [2, 1]}")
-    return [(str(host), gpu) for host, per_gpu in hosts.items() for gpu, n in enumerate(per_gpu) for _ in range(n)]
 
 
 def rank_device(device_args: Any, rank: int) -> torch.device:

@@ -28,9 +28,10 @@ set of clients). BatchNorm models are the exception: standalone training carries
 from one client to the next, here every client starts from the global ones and the server averages the
 kept clients' statistics.
 
-Launch checks (:func:`launch_problem`), before FedML starts: a job with the wrong number of processes,
-or one started without ``mpirun``, ends with one line from rank 0 naming the allowed ``-np``, and exit
-status 2 on every rank. A rank that fails later ends the whole job (:func:`~.mpi.abort_on_error`).
+Launch checks (:func:`~fedml_heterofl.simulation.launch.check_launch`, run by ``fedml-heterofl run``
+before FedML is even imported, and again here): a job with the wrong number of processes, or one
+started without ``mpirun``, ends with one line from rank 0 naming the allowed ``-np``, and exit status
+2 on every rank. A rank that fails later ends the whole job (:func:`~.mpi.abort_on_error`).
 FedML's MPI job cannot resume a killed run (FedML has no checkpoint hook).
 """
 from __future__ import annotations
@@ -47,61 +48,29 @@ from torch.utils.data import DataLoader, TensorDataset
 from fedml_heterofl.data.cache import DatasetCache
 from fedml_heterofl.experiments.store import RunStore
 from fedml_heterofl.fedml_bridge.aggregator import HeteroFLServerAggregator
-from fedml_heterofl.fedml_bridge.mpi import SiloView, abort_on_error, gpu_mapping, rank_device, run_cross_silo
+from fedml_heterofl.fedml_bridge.mpi import SiloView, abort_on_error, rank_device, run_cross_silo
 from fedml_heterofl.fedml_bridge.offline import init
 from fedml_heterofl.fedml_bridge.trainer import HeteroFLWorkerTrainer
 from fedml_heterofl.settings import Settings
 from fedml_heterofl.simulation.clients import assign_clients
+from fedml_heterofl.simulation.launch import check_launch
 from fedml_heterofl.simulation.runner import participants, run_name, summarise, vectorised, write_partition
 from fedml_heterofl.simulation.workload import client_plan, initial_model, server_data
 
 log = logging.getLogger(__name__)
 
 
-def launch_problem(settings: Settings, world_size: int) -> Optional[str]:
-    """Why an MPI job of ``world_size`` processes cannot run ``settings`` (one line), or ``None``.
-
-    Allowed: ``mpirun -np N`` with ``2 <= N <= client_num_per_round + 1`` (a server and 1..k workers);
-    with a GPU mapping file, exactly the number of processes it places.
-    """
-    k = settings.train_args.client_num_per_round
-    run = "mpirun -np N fedml-heterofl run --cf CONFIG"
-    if settings.common_args.training_type != "cross_silo":
-        return (f"common_args.training_type: comm_args.backend MPI runs FedML's cross-silo lifecycle; "
-                f"allowed: cross_silo, got {settings.common_args.training_type!r}")
-    device = settings.device_args
-    if device.using_gpu and device.gpu_mapping_file:
-        placed = len(gpu_mapping(device.gpu_mapping_file, device.gpu_mapping_key or "mapping_default"))
-        if not 2 <= placed <= k + 1:
-            return (f"device_args.gpu_mapping_file: {device.gpu_mapping_file} places {placed} processes; the run "
-                    f"needs 2 to {k + 1} (a server and 1 to {k} workers)")
-        if world_size != placed:
-            return (f"this MPI job has {world_size} processes but {device.gpu_mapping_file} "
-                    f"({device.gpu_mapping_key}) places {placed}: start it with mpirun -np {placed}")
-        return None
-    if world_size == 1:
-        return (f"comm_args.backend: MPI runs a server and worker processes under mpirun: start it with `{run}`, "
-                f"N from 2 to {k + 1} (this process was started alone)")
-    if world_size > k + 1:
-        return (f"mpirun -np {world_size} starts {world_size - 1} workers for {k} clients per round; allowed "
-                f"-np: 2 to {k + 1}")
-    return None
-
-
 def run_mpi(settings: Settings, *, results_dir: Optional[str] = None) -> Optional[Dict[str, Any]]:
     """Run this MPI rank's part (module doc); rank 0 returns the run's summary, workers ``None``.
 
-    Raises ``ValueError`` (rank 0) or ``SystemExit(2)`` (other ranks) when :func:`launch_problem` finds one.
+    Raises ``ValueError`` (rank 0) or ``SystemExit(2)`` (other ranks) when the launch is wrong
+    (:func:`~fedml_heterofl.simulation.launch.check_launch`).
     """
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     rank, world = comm.Get_rank(), comm.Get_size()
-    problem = launch_problem(settings, world)
-    if problem is not None:
-        if rank == 0:
-            raise ValueError(problem)
-        raise SystemExit(2)
+    check_launch(settings, rank, world)
     with abort_on_error():
         node = comm.Split_type(MPI.COMM_TYPE_SHARED)
         if "OMP_NUM_THREADS" not in os.environ:
@@ -142,7 +111,7 @@ def _run_rank(settings: Settings, cache: DatasetCache, rank: int, workers: int, 
     store = RunStore(store_root, name)
     store.write_config(settings.to_dict())
     write_partition(store, plan.heterogeneity)
-    root, validation = server_data(settings, data)
+    root, validation = server_data(settings, data, cache.rows)
     on = functools.partial(_to, device=device)
     aggregator = HeteroFLServerAggregator(model, args, trigger_set=on(plan.trigger_set), validation_batch=on(validation),
                                           root_data=on(root), test_set=on((data.test_x, data.test_y)),

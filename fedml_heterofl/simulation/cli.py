@@ -33,6 +33,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.cf)
         if settings.comm_args.backend == "MPI":
+            from fedml_heterofl.simulation.launch import check_launch, mpi_world
+
+            check_launch(settings, *mpi_world())  # before FedML's imports cost every rank ~1 GB
             from fedml_heterofl.fedml_bridge.mpi_backend import run_mpi
 
             summary = run_mpi(settings, results_dir=args.results_dir)

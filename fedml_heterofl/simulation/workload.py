@@ -119,8 +119,11 @@ class ClientPlan:
                                         torch.as_tensor(sizes, dtype=torch.long))
         bad = torch.isin(owner, torch.as_tensor(self.malicious, dtype=torch.long)).nonzero().flatten()
         if self.data_attack is not None and len(bad):
-            px, py = self.data_attack.poison(x[bad], y[bad])
-            x, y = x.index_put((bad,), px), y.index_put((bad,), py)
+            xb = x[bad]
+            px, py = self.data_attack.poison(xb, y[bad])
+            if px is not xb:  # input poisoning (label flipping leaves the inputs as they are)
+                x = x.index_put((bad,), px)
+            y = y.index_put((bad,), py)
         starts = torch.cumsum(torch.as_tensor([0] + sizes[:-1], dtype=torch.long), 0).tolist() if rows else []
         index = [torch.arange(s, s + n) for s, n in zip(starts, sizes)]
         if self.trigger_set is not None:
@@ -161,13 +164,15 @@ def trigger_set(settings: Settings, data: Dataset) -> Batch:
     return make_trigger_set(size, L, seed, shape=tuple(data.train_x.shape[1:]), value_range=data.value_range)
 
 
-def server_data(settings: Settings, data: Dataset) -> Tuple[Batch, Batch]:
-    """FLTrust's root set (``root_size``) and Zeno's validation batch (``validation_size``)."""
+def server_data(settings: Settings, data: Dataset, read_rows: Optional[RowReader] = None) -> Tuple[Batch, Batch]:
+    """FLTrust's root set (``root_size``) and Zeno's validation batch (``validation_size``), read with
+    ``read_rows`` (default: indexing ``data``)."""
     rng = np.random.default_rng(np.random.SeedSequence([settings.common_args.random_seed, SERVER_DATA_STREAM]))
     n = len(data.train_y)
     root = torch.from_numpy(rng.choice(n, size=min(settings.data_args.root_size, n), replace=False))
     val = torch.from_numpy(rng.choice(n, size=min(settings.data_args.validation_size, n), replace=False))
-    return (data.train_x[root], data.train_y[root]), (data.train_x[val], data.train_y[val])
+    read = read_rows or (lambda ix: (data.train_x[ix], data.train_y[ix]))
+    return read(root), read(val)
 
 
 def initial_model(settings: Settings, num_classes: int) -> nn.Module:
