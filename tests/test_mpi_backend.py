@@ -148,6 +148,19 @@ def test_gpu_mapping_places_processes_and_fixes_np(tmp_path):
             rank_device(DeviceArgs(using_gpu=True, gpu_mapping_file=str(path), gpu_mapping_key="one_per_gpu"), 2)
 
 
+def test_shipped_mpi_configs_and_gpu_mappings_fit_their_documented_np(monkeypatch):
+    monkeypatch.chdir(ROOT)  # the configs name config/gpu_mapping.yaml relative to the project
+    assert [len(gpu_mapping("config/gpu_mapping.yaml", k)) for k in
+            ("one_worker_per_gpu", "several_workers_per_gpu", "one_gpu")] == [9, 17, 5]
+    for path in sorted(ROOT.glob("config/*_mpi.yaml")):
+        cfg = yaml.safe_load(path.read_text())
+        cpu = settings_from_dict(cfg)
+        assert launch_problem(cpu, 5) is None and launch_problem(cpu, 2) is None, path.name
+        cfg["device_args"]["using_gpu"] = True
+        gpu = settings_from_dict(cfg)
+        assert launch_problem(gpu, 9) is None and "mpirun -np 9" in launch_problem(gpu, 5), path.name
+
+
 def test_silo_view_shows_fedml_the_workers_and_forwards_everything_else():
     args = Namespace(client_num_in_total=100, client_num_per_round=10, random_seed=3)
     view = SiloView(args, 4)
