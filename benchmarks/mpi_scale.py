@@ -4,10 +4,12 @@
     .venv/bin/python benchmarks/mpi_scale.py --models lr --np 5 21 --per-round 10 --rounds 30
 
 Every cell is a real run of ``fedml-heterofl run`` on the same MNIST workload — 100 clients (Dirichlet
-q = 0.2), HeteroFL against Min-Max with 20 fixed attackers (the README's paper-scale line), evaluated
+q = 0.2), HeteroFL against Min-Max with 20 fixed attackers (``--attackers``; the README's paper-scale
+line), evaluated
 after every round; the CNN with ``max_samples_per_client`` (default 50) — once standalone (one
-process) and once per ``mpirun -np N`` (a server and N-1 workers), one after another, with
-``OMP_NUM_THREADS=1`` for the MPI ranks. The dataset's memory-mapped cache is built before any cell.
+process) and once per ``mpirun -np N`` (a server and N-1 workers), one after another, every process
+with ``OMP_NUM_THREADS=1`` (``--threads``), so the runs compare processes, not threads. The dataset's
+memory-mapped cache is built before any cell.
 
 Measured (from outside: this process samples ``/proc`` of every rank every 0.1 s):
 
@@ -53,7 +55,7 @@ FLOORS = {
 TARGETS_MB = {"worker": 500, "server": 1500}
 
 
-def bench_config(model: str, *, clients: int, per_round: int, rounds: int, samples: Optional[int],
+def bench_config(model: str, *, clients: int, per_round: int, attackers: int, rounds: int, samples: Optional[int],
                  results: Path, mpi: bool) -> Dict[str, Any]:
     """``config/mnist_lr.yaml`` (or its CNN twin) with the benchmark's sizes."""
     cfg = yaml.safe_load(open(ROOT / "config" / "mnist_lr.yaml"))
@@ -62,6 +64,7 @@ def bench_config(model: str, *, clients: int, per_round: int, rounds: int, sampl
     cfg["model_args"]["model"] = model
     cfg["data_args"]["max_samples_per_client"] = samples
     cfg["train_args"].update(client_num_in_total=clients, client_num_per_round=per_round, comm_round=rounds)
+    cfg["attack_args"]["byzantine_client_num"] = attackers
     cfg["validation_args"]["frequency_of_the_test"] = 1
     return cfg
 
@@ -156,14 +159,14 @@ def run_cell(model: str, np_: Optional[int], args: argparse.Namespace, workdir: 
     results = workdir / name
     samples = args.cnn_samples if model == "cnn" else None
     rounds = args.cnn_rounds if model == "cnn" else args.rounds
-    cfg = bench_config(model, clients=args.clients, per_round=args.per_round, rounds=rounds, samples=samples,
-                       results=results, mpi=np_ is not None)
+    cfg = bench_config(model, clients=args.clients, per_round=args.per_round, attackers=args.attackers, rounds=rounds,
+                       samples=samples, results=results, mpi=np_ is not None)
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, FEDML_HETEROFL_QUIET="1", PYTHONWARNINGS="ignore", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "fedml_heterofl", "run", "--cf", str(path), "--no-progress"]
+    env["OMP_NUM_THREADS"] = str(args.threads)
     if np_ is not None:
-        env["OMP_NUM_THREADS"] = "1"
         cmd = [*MPIRUN, "-np", str(np_), *cmd]
     out = measure(cmd, env)
     rows = _rows(results)
@@ -228,9 +231,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--np", nargs="+", type=int, default=[2, 3, 5, 9], dest="nps")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--per-round", type=int, default=None, help="clients per round (default: all)")
+    parser.add_argument("--attackers", type=int, default=20, help="fixed Min-Max attackers (HeteroFL: below half "
+                        "the clients per round)")
     parser.add_argument("--rounds", type=int, default=5, help="LR rounds")
     parser.add_argument("--cnn-rounds", type=int, default=3)
     parser.add_argument("--cnn-samples", type=int, default=50, help="CNN: max_samples_per_client")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every process, the "
+                        "standalone one included (default 1: the runs compare processes, not threads)")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args(argv)
     args.per_round = args.per_round or args.clients
@@ -247,8 +254,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             c = cells[-1]
             print(f"{model} {'standalone' if np_ is None else f'-np {np_}'}: {c['seconds']:.3f} s/round, "
                   f"wall {c['wall']:.0f} s", file=sys.stderr, flush=True)
-    print(f"MNIST, {args.clients} clients ({args.per_round} per round), HeteroFL vs Min-Max (f = 20); LR "
-          f"{args.rounds} rounds, CNN {args.cnn_rounds} rounds with {args.cnn_samples} samples per client\n")
+    print(f"MNIST, {args.clients} clients ({args.per_round} per round), HeteroFL vs Min-Max (f = {args.attackers}); LR "
+          f"{args.rounds} rounds, CNN {args.cnn_rounds} rounds with {args.cnn_samples} samples per client; "
+          f"{args.threads} thread(s) per process\n")
     print(markdown_table(cells, floor))
     print()
     print("\n".join(verdicts(cells, floor)))

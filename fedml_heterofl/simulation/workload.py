@@ -110,26 +110,29 @@ class ClientPlan:
 
     def gather(self, clients: Sequence[int], read_rows: RowReader) -> Tuple[Tensor, Tensor, List[Tensor]]:
         """The training data of ``clients`` only: ``(x, y, index)`` with client ``clients[i]`` training on
-        rows ``index[i]`` of ``(x, y)`` — its partition's rows (the data attack applied to the attackers'
-        rows, as :func:`build_workload` does), then the trigger rows, which all clients share."""
+        rows ``index[i]`` of ``(x, y)`` — its partition's rows, then the trigger rows, which all clients
+        share. The data attack poisons each attacker's rows; for attacks that transform row by row (label
+        flipping) these are exactly :func:`build_workload`'s rows, which poisons all attackers at once.
+
+        Rows are read one client at a time into ``x``, which is allocated once with room for the
+        trigger rows: the peak memory is ``x`` plus one client's rows."""
         rows = [self.parts[int(c)] for c in clients]
         sizes = [len(r) for r in rows]
-        x, y = read_rows(torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long))
-        owner = torch.repeat_interleave(torch.as_tensor([int(c) for c in clients], dtype=torch.long),
-                                        torch.as_tensor(sizes, dtype=torch.long))
-        bad = torch.isin(owner, torch.as_tensor(self.malicious, dtype=torch.long)).nonzero().flatten()
-        if self.data_attack is not None and len(bad):
-            xb = x[bad]
-            px, py = self.data_attack.poison(xb, y[bad])
-            if px is not xb:  # input poisoning (label flipping leaves the inputs as they are)
-                x = x.index_put((bad,), px)
-            y = y.index_put((bad,), py)
-        starts = torch.cumsum(torch.as_tensor([0] + sizes[:-1], dtype=torch.long), 0).tolist() if rows else []
-        index = [torch.arange(s, s + n) for s, n in zip(starts, sizes)]
+        trig = 0 if self.trigger_set is None else len(self.trigger_set[1])
+        empty_x, empty_y = read_rows(torch.zeros(0, dtype=torch.long))  # shapes and dtypes
+        x = empty_x.new_empty((sum(sizes) + trig,) + tuple(empty_x.shape[1:]))
+        y = empty_y.new_empty((sum(sizes) + trig,))
+        index, start = [], 0
+        for c, r in zip(clients, rows):
+            xc, yc = read_rows(r)
+            if self.data_attack is not None and int(c) in self.malicious:
+                xc, yc = self.data_attack.poison(xc, yc)
+            x[start:start + len(r)], y[start:start + len(r)] = xc, yc
+            index.append(torch.arange(start, start + len(r)))
+            start += len(r)
         if self.trigger_set is not None:
-            extra = torch.arange(len(y), len(y) + len(self.trigger_set[1]))
-            x = torch.cat([x, self.trigger_set[0].to(x.dtype)])
-            y = torch.cat([y, self.trigger_set[1].to(y.dtype)])
+            x[start:], y[start:] = self.trigger_set[0].to(x.dtype), self.trigger_set[1].to(y.dtype)
+            extra = torch.arange(start, start + trig)
             index = [torch.cat([ix, extra]) for ix in index]
         return x, y, index
 
