@@ -236,6 +236,8 @@ def test_dataset_cache_equals_the_loaded_dataset_and_reads_rows(tmp_path):
     ix = torch.tensor([39, 0, 17, 17, 5])
     x, y = cache.rows(ix)
     assert torch.equal(x, loaded.train_x[ix]) and torch.equal(y, loaded.train_y[ix])
+    x0, y0 = cache.rows(torch.zeros(0, dtype=torch.long))  # no rows: the shapes and dtypes still
+    assert x0.shape == (0, 1, 28, 28) and x0.dtype == torch.float32 and y0.shape == (0,) and y0.dtype == torch.int64
     with pytest.raises(IndexError, match=r"rows must lie in \[0, 40\)"):
         cache.rows(torch.tensor([40]))
     mapped.train_x[0] += 1  # copy-on-write: the file is not changed

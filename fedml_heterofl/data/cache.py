@@ -82,7 +82,7 @@ def _read_rows(path: Path, index: np.ndarray) -> np.ndarray:
         if len(index) and (index.min() < 0 or index.max() >= shape[0]):
             raise IndexError(f"{path.name}: rows must lie in [0, {shape[0]}), got {index.min()}..{index.max()}")
         out = np.empty((len(index),) + tuple(shape[1:]), dtype)
-        flat = out.reshape(len(index), -1).view(np.uint8)
+        flat = out.reshape(len(index), int(np.prod(shape[1:], dtype=np.int64))).view(np.uint8)
         size = flat.shape[1]
         for i in np.argsort(index, kind="stable"):
             if os.preadv(fh.fileno(), [flat[i]], offset + int(index[i]) * size) != size:
