@@ -348,6 +348,10 @@ def test_aggregator_refuses_updates_of_other_clients_than_the_rounds(tmp_path, m
         aggregator.on_before_aggregation([entry(expected), entry(expected[:1])])
     with pytest.raises(RuntimeError, match="updates of round 3"):
         aggregator.on_before_aggregation([entry(expected, round_idx=3)])
+    bad = ClientUpdates(0, expected, torch.zeros(len(expected), d + 1), torch.ones(len(expected)),
+                        torch.zeros(len(expected), 0)).to_fedml()
+    with pytest.raises(ValueError, match=f"server's model has d={d}"):
+        aggregator.on_before_aggregation([(0, bad)])
 
 
 # -- real mpirun jobs --------------------------------------------------------------------------

@@ -223,6 +223,10 @@ class HeteroFLServerAggregator(ServerAggregator):
                              "send several clients' updates need fedml_heterofl's defense and attack names")
         self._received = time.perf_counter()
         packets = [ClientUpdates.from_fedml(entry) for _, entry in models]
+        wrong = [tuple(p.updates.shape) for p in packets if p.updates.shape[1] != self.codec.d]
+        if wrong:
+            raise ValueError(f"a worker sent updates of shape {wrong[0]}, but the server's model has d={self.codec.d} "
+                             "parameters; workers and server must build the same model")
         stale = sorted({p.round_idx for p in packets} - {round_idx})
         if stale:
             raise RuntimeError(f"round {round_idx}: a worker sent the updates of round {stale[0]}")
@@ -239,7 +243,13 @@ class HeteroFLServerAggregator(ServerAggregator):
                 raise RuntimeError(f"round {round_idx}: the workers trained clients {ids.tolist()}, but the round's "
                                    f"clients are {expected.tolist()}")
         device = self.codec.device
-        U = torch.cat([p.updates for p in packets])[order].to(device)
+        U = torch.empty(len(ids), self.codec.d, device=device)  # one (n, d) copy, rows in client-id order
+        where = torch.empty_like(order)
+        where[order] = torch.arange(len(order))  # row of each received update in U
+        start = 0
+        for p in packets:
+            U[where[start:start + len(p.client_ids)].to(device)] = p.updates.to(device)
+            start += len(p.client_ids)
         counts = torch.cat([p.sample_counts for p in packets])[order]
         buffer_rows = torch.cat([p.buffers for p in packets])[order]
         w_t = self.codec.flatten(self.model.state_dict())

@@ -40,13 +40,15 @@ def train_clients(model: nn.Module, layout: ParamLayout, w: Tensor, x: Tensor, y
     ``chunk`` clients per ``vmap`` pass (:func:`local_sgd_vectorised`), else one at a time
     (:func:`local_sgd`; ``model`` is scratch space). ``sgd``: :func:`~fedml_heterofl.components.sgd_settings`.
     """
-    if not len(index):
-        return w.new_zeros(0, layout.d)
-    if vectorise:
-        return torch.cat([local_sgd_vectorised(model, layout, w, x, y, index[s:s + chunk], seeds=seeds[s:s + chunk],
-                                               **sgd)
-                          for s in range(0, len(index), chunk)])
-    return torch.stack([local_sgd(model, layout, w, x[ix], y[ix], seed=sd, **sgd) for ix, sd in zip(index, seeds)])
+    U = w.new_empty(len(index), layout.d)  # filled in place: no second (k, d) copy from stacking rows
+    step = chunk if vectorise else 1
+    for s in range(0, len(index), step):
+        if vectorise:
+            U[s:s + step] = local_sgd_vectorised(model, layout, w, x, y, index[s:s + step], seeds=seeds[s:s + step],
+                                                 **sgd)
+        else:
+            U[s] = local_sgd(model, layout, w, x[index[s]], y[index[s]], seed=seeds[s], **sgd)
+    return U
 
 
 def assign_clients(clients: Tensor, counts: Tensor, workers: int) -> List[Tensor]:
