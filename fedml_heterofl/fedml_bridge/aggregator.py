@@ -221,6 +221,10 @@ class HeteroFLServerAggregator(ServerAggregator):
         if self.server is None:
             raise ValueError("FedML's built-in defenses and model attacks take one client per entry; workers that "
                              "send several clients' updates need fedml_heterofl's defense and attack names")
+        dp = FedMLDifferentialPrivacy.get_instance()
+        if dp.is_global_dp_enabled() and dp.is_clipping():
+            raise ValueError("FedML's central-DP clipping works on one client's state_dict per entry; workers that "
+                             "send several clients' updates need it off")
         self._received = time.perf_counter()
         packets = [ClientUpdates.from_fedml(entry) for _, entry in models]
         wrong = [tuple(p.updates.shape) for p in packets if p.updates.shape[1] != self.codec.d]

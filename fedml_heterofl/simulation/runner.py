@@ -2,16 +2,17 @@
 
 FedML's ``backend: sp`` skips every attack, defense and custom aggregator (notes §0), so the
 standalone backend is our own seeded loop. It runs the same two pieces of work that FedML's MPI
-processes run inside ``HeteroFLClientTrainer.train`` and ``HeteroFLServerAggregator`` — local SGD
-(:func:`~fedml_heterofl.simulation.local_training.local_sgd`, seeded by ``(seed, round, client)``)
+processes run inside ``HeteroFLWorkerTrainer.train`` and ``HeteroFLServerAggregator`` — local SGD
+(:func:`~fedml_heterofl.simulation.clients.train_clients`, seeded by ``(seed, round, client)``)
 and one :class:`~fedml_heterofl.simulation.server_round.ServerRound` (fixed attackers' model
 poisoning, the defense, detection metrics) — on data held as tensors, without ``state_dict``
 round trips; the same seed gives the same accuracy curve on both backends.
 
 Per round t (Alg. 1): the participating clients train from ``w_t`` (all of them by default; with
-``client_num_per_round < client_num_in_total`` a seeded sample), the server poisons and aggregates,
+``client_num_per_round < client_num_in_total`` a seeded sample, :func:`participants`, which the MPI
+backend draws too), the server poisons and aggregates,
 ``w_{t+1} = w_t + update``, and the global model is evaluated every ``frequency_of_the_test``
-rounds and in the last one. Models without dropout or batch statistics (LR) train many clients at
+rounds and in the last one (:func:`is_test_round`). Models without dropout or batch statistics (LR) train many clients at
 once (:func:`~fedml_heterofl.simulation.local_training.local_sgd_vectorised`).
 
 Results (:class:`~fedml_heterofl.experiments.store.RunStore`): ``partition.json`` holds each
