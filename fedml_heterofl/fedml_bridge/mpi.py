@@ -29,7 +29,7 @@ import os
 import sys
 import traceback
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 

@@ -37,7 +37,6 @@ FedML's MPI job cannot resume a killed run (FedML has no checkpoint hook).
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -56,8 +55,6 @@ from fedml_heterofl.simulation.clients import assign_clients
 from fedml_heterofl.simulation.launch import check_launch
 from fedml_heterofl.simulation.runner import participants, run_name, summarise, vectorised, write_partition
 from fedml_heterofl.simulation.workload import client_plan, initial_model, server_data
-
-log = logging.getLogger(__name__)
 
 
 def run_mpi(settings: Settings, *, results_dir: Optional[str] = None) -> Optional[Dict[str, Any]]:
