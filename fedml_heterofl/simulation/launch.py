@@ -24,8 +24,11 @@ from fedml_heterofl.settings import Settings
 def mpi_world() -> Tuple[int, int]:
     """``(rank, size)`` of ``MPI.COMM_WORLD`` (initialises MPI; a process started without ``mpirun`` is a
     job of size 1)."""
-    from mpi4py import MPI
-
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ValueError(f"comm_args.backend: MPI needs mpi4py and an MPI library ({exc}); install them with "
+                         "`pip install 'fedml_heterofl[mpi]'` and OpenMPI (run/setup.sh does both)") from None
     return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
 
 
