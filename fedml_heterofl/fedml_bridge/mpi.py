@@ -144,8 +144,9 @@ def run_cross_silo(args: Any, device: Any, dataset: Sequence[Any], model: Any, *
         dataset: FedML's 8-item list ``[train_num, test_num, train_global, test_global,
             train_local_num_dict, train_local_dict, test_local_dict, class_num]``.
         model: the model (each rank builds its own, identically seeded).
-        client_trainer, server_aggregator: :class:`HeteroFLClientTrainer` on client ranks,
-            :class:`HeteroFLServerAggregator` on rank 0 (either may be ``None`` on the other ranks).
+        client_trainer, server_aggregator: :class:`HeteroFLClientTrainer` (one client per rank) or
+            :class:`HeteroFLWorkerTrainer` (several) on client ranks, :class:`HeteroFLServerAggregator` on
+            rank 0 (either may be ``None`` on the other ranks).
         run_dir: the run directory (FedML's home folder goes under it).
     """
     with abort_on_error():
