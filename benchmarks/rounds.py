@@ -14,7 +14,7 @@ load hits all three systems alike:
 
 * ``fedml_sp``: FedML 0.9.6's ``FedAvgAPI(args, device, dataset, model).train()`` (``backend: sp``),
   initialised offline by :func:`fedml_heterofl.fedml_bridge.offline.init` with its home in the
-  work folder. Its dataset is :func:`fedml_heterofl.simulation.mpi_backend.fedml_dataset` of our
+  work folder. Its dataset is :func:`fedml_heterofl.fedml_bridge.convert.fedml_dataset` of our
   workload, i.e. exactly our partition; each client's ``DataLoader`` is materialised once, before
   timing, into a list of ``(x, y)`` batches, which is what FedML's own MNIST loader
   (``fedml.data.MNIST.data_loader.batch_data``) hands its trainer (``--fedml-loader dataloader``
@@ -201,7 +201,7 @@ def _run_fedml(model: str, gate: Gate, *, clients: int, rounds: int, seed: int, 
                samples_per_client: Optional[int]) -> None:
     from fedml_heterofl.fedml_bridge import offline
     from fedml_heterofl.settings import settings_from_dict
-    from fedml_heterofl.simulation.mpi_backend import fedml_dataset
+    from fedml_heterofl.fedml_bridge.convert import fedml_dataset
     from fedml_heterofl.simulation.workload import build_workload
 
     settings = settings_from_dict(bench_config("fedml_sp", model, clients=clients, rounds=rounds, seed=seed))

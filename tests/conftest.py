@@ -33,3 +33,8 @@ def benchmark():
         spec.loader.exec_module(module)
         return module
     return load
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one and never required by CI "
+                                       "(run on a GPU machine with `pytest -m gpu`)")

@@ -25,7 +25,6 @@ from fedml_heterofl.attack.min_sum import MinSum
 from fedml_heterofl.cli import main as cli_main
 from fedml_heterofl.defense import build_defense
 from fedml_heterofl.settings import IDENTITY_EXCLUDED, SettingsError, fingerprint, settings_from_dict
-from fedml_heterofl.simulation.cli import check_mpi_launch
 from fedml_heterofl.simulation.runner import Simulation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -297,20 +296,12 @@ def test_a_truncated_checkpoint_resumes_from_the_previous_one(tmp_path, capsys, 
 
 
 # -- start-up --------------------------------------------------------------------------------------
-def test_mpi_without_mpirun_is_one_line(tmp_path, capsys, monkeypatch):
-    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):
-        monkeypatch.delenv(var, raising=False)
+def test_mpi_without_mpirun_is_one_line(tmp_path, capsys):
     path = write(tmp_path, tiny(tmp_path, common_args={"training_type": "cross_silo"}, comm_args={"backend": "MPI"}))
     status, err = cli(capsys, "--cf", path)
     assert status == 2
-    one_line(err, "comm_args.backend: 'MPI'", "was not started by mpirun",
-             f"mpirun -np 4 fedml-heterofl run --cf {path}")
-    settings = settings_from_dict(yaml.safe_load(path.read_text()))
-    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "1")
-    with pytest.raises(SettingsError, match=r"only process of its MPI job \(size 1\)"):
-        check_mpi_launch(settings, str(path))
-    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
-    check_mpi_launch(settings, str(path))  # a launched job passes
+    one_line(err, "comm_args.backend: MPI runs a server and worker processes under mpirun",
+             "mpirun -np N fedml-heterofl run --cf CONFIG", "N from 2 to 4 (this job has 1 process)")
 
 
 @pytest.mark.parametrize("sections, part", [

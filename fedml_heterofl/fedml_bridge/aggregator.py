@@ -15,6 +15,16 @@ FedML's cross-silo server calls, per round (notes §1.4): ``on_before_aggregatio
   the updates).
 * ``test`` — accuracy/loss of the global model, added to the round's history record.
 
+Several clients per FedML entry (the MPI backend's workers): when the entries are
+:class:`~fedml_heterofl.fedml_bridge.convert.ClientUpdates`, ``on_before_aggregation`` joins them into
+one ``(n, d)`` matrix in client-id order — the standalone simulator's order — and runs the same
+:class:`ServerRound`; the kept "positions" it returns are the workers with at least one kept client.
+With ``test_set`` the aggregator evaluates the new global model itself, in ``on_after_aggregation``,
+on the standalone schedule (:func:`~fedml_heterofl.simulation.runner.is_test_round`: after every
+``frequency_of_the_test``-th round and the last; FedML's own schedule is rounds 0, f, 2f, ...), and
+records ``time_train`` (since the previous round ended: training, communication and FedML's
+bookkeeping; round 0 includes the start-up), ``time_server`` and ``time_eval`` as the standalone does.
+
 Which defense and attack: the ones ``FedMLDefender``/``FedMLAttacker`` were initialised with (FedML's
 ``ServerAggregator.__init__`` initialises them from ``args``), i.e. ours when the names are ours,
 FedAvg when ``enable_defense`` is false. When either is one of FedML's built-ins (``krum``,
@@ -25,7 +35,8 @@ records what FedML reports as kept.
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from fedml.core import ServerAggregator
@@ -52,10 +63,11 @@ from fedml_heterofl.fedml_bridge.adapters import (
     round_client_ids,
 )
 from fedml_heterofl.components import malicious_client_ids, round_index, sgd_settings
-from fedml_heterofl.fedml_bridge.convert import ModelList, StateCodec, StateDict, as_tensors, copy_state
+from fedml_heterofl.fedml_bridge.convert import ClientUpdates, ModelList, StateCodec, StateDict, as_tensors, copy_state
 from fedml_heterofl.fedml_bridge.trainer import evaluate
 from fedml_heterofl.models import ParamLayout, batched_loss
 from fedml_heterofl.simulation.local_training import server_update
+from fedml_heterofl.simulation.runner import is_test_round
 from fedml_heterofl.simulation.server_round import ServerRound
 
 #: FedML's built-in server-side model attacks, and its other attack types (constants.py)
@@ -74,6 +86,10 @@ class HeteroFLServerAggregator(ServerAggregator):
         validation_batch: the server's validation batch (Zeno).
         root_data: the server's root dataset ``(x, y)`` (FLTrust); the server update ``g_0`` is local
             SGD on it with the clients' settings, seeded by ``(random_seed, round, ROOT_STREAM)``.
+        test_set: ``(x, y)``: evaluate on the standalone schedule (module doc); ``None``: record what
+            FedML's ``test`` calls measure.
+        round_clients: ``round_clients(t)`` -> the clients round ``t`` must hold; workers' updates for any
+            other set fail the round (a check of the workers' client assignment).
 
     Attributes:
         history: one dict per aggregated round: ``round``, the detection metrics and timings of
@@ -85,8 +101,13 @@ class HeteroFLServerAggregator(ServerAggregator):
     """
 
     def __init__(self, model: nn.Module, args: Any, *, trigger_set: Optional[Batch] = None,
-                 validation_batch: Optional[Batch] = None, root_data: Optional[Batch] = None) -> None:
+                 validation_batch: Optional[Batch] = None, root_data: Optional[Batch] = None,
+                 test_set: Optional[Batch] = None, round_clients: Optional[Callable[[int], Tensor]] = None) -> None:
         super().__init__(model, args)
+        self.test_set = test_set
+        self.round_clients = round_clients
+        self._round_start = time.perf_counter()
+        self._received = self._round_start
         if FedMLFHE.get_instance().is_fhe_enabled():
             raise ValueError("enable_fhe: FedML's homomorphic encryption hides the updates our attacks and "
                              "defenses work on; allowed: false")
@@ -131,9 +152,16 @@ class HeteroFLServerAggregator(ServerAggregator):
     def test(self, test_data: Any, device: Any, args: Any) -> Dict[str, float]:
         """Accuracy and loss of the global model on ``test_data``, recorded in the round's history.
 
-        The server computes on its model's device (FedML's ``device`` argument is not used: moving the
-        global model would separate it from the server's flat tensors).
+        With ``test_set`` nothing is recorded here (the schedule is the standalone's): the round's own
+        evaluation is returned when there is one, else the model is evaluated on ``test_data`` (``None``:
+        ``test_set``). The server computes on its model's device (FedML's ``device`` argument is not
+        used: moving the global model would separate it from the server's flat tensors).
         """
+        if self.test_set is not None:
+            row = self._this_round()
+            if row is not None and EVAL_COLUMNS[0] in row:
+                return {k: row[k] for k in EVAL_COLUMNS}
+            return evaluate(self.model, self.test_set if test_data is None else test_data)
         metrics = evaluate(self.model, test_data)
         if self.history and self.history[-1]["round"] == round_index(self.args):
             self.history[-1].update({k: metrics[k] for k in EVAL_COLUMNS})
@@ -143,8 +171,10 @@ class HeteroFLServerAggregator(ServerAggregator):
     def on_before_aggregation(self, raw_client_model_or_grad_list: ModelList) -> Tuple[ModelList, List[int]]:
         """Model poisoning of the fixed attackers, then the defense's selection (see module doc)."""
         models = raw_client_model_or_grad_list
-        ids = round_client_ids(self.round_client_ids, len(models), int(self.args.client_num_in_total))
         round_idx = round_index(self.args)
+        if models and ClientUpdates.is_payload(models[0][1]):
+            return self._client_updates_before(models, round_idx)
+        ids = round_client_ids(self.round_client_ids, len(models), int(self.args.client_num_in_total))
         if self.server is None:
             return self._fedml_before(models, ids, round_idx)
         dp = FedMLDifferentialPrivacy.get_instance()
@@ -163,7 +193,81 @@ class HeteroFLServerAggregator(ServerAggregator):
             raise RuntimeError("aggregate() must receive the list on_before_aggregation() returned in this round")
         return self.last.global_state
 
+    def on_after_aggregation(self, aggregated_model_or_grad: StateDict) -> StateDict:
+        """FedML's own (central DP noise if enabled), then, with ``test_set``, this round's evaluation on the
+        standalone schedule and its timings (module doc)."""
+        out = super().on_after_aggregation(aggregated_model_or_grad)
+        row = self._this_round()
+        if self.test_set is not None and row is not None:
+            start = time.perf_counter()
+            t = row["round"]
+            if is_test_round(t, int(self.args.frequency_of_the_test), int(self.args.comm_round)):
+                self.model.load_state_dict(out)
+                metrics = evaluate(self.model, self.test_set)
+                row.update({k: metrics[k] for k in EVAL_COLUMNS})
+            row.update(time_server=start - self._received, time_eval=time.perf_counter() - start)
+        self._round_start = time.perf_counter()
+        return out
+
     # -- helpers -----------------------------------------------------------------------------
+    def _this_round(self) -> Optional[Dict[str, Any]]:
+        """The history record of the current round, if it has one yet."""
+        if self.history and self.history[-1]["round"] == round_index(self.args):
+            return self.history[-1]
+        return None
+
+    def _client_updates_before(self, models: ModelList, round_idx: int) -> Tuple[ModelList, List[int]]:
+        """``on_before_aggregation`` for workers' :class:`ClientUpdates` entries (module doc)."""
+        if self.server is None:
+            raise ValueError("FedML's built-in defenses and model attacks take one client per entry; workers that "
+                             "send several clients' updates need fedml_heterofl's defense and attack names")
+        dp = FedMLDifferentialPrivacy.get_instance()
+        if dp.is_global_dp_enabled() and dp.is_clipping():
+            raise ValueError("FedML's central-DP clipping works on one client's state_dict per entry; workers that "
+                             "send several clients' updates need it off")
+        self._received = time.perf_counter()
+        packets = [ClientUpdates.from_fedml(entry) for _, entry in models]
+        wrong = [tuple(p.updates.shape) for p in packets if p.updates.shape[1] != self.codec.d]
+        if wrong:
+            raise ValueError(f"a worker sent updates of shape {wrong[0]}, but the server's model has d={self.codec.d} "
+                             "parameters; workers and server must build the same model")
+        stale = sorted({p.round_idx for p in packets} - {round_idx})
+        if stale:
+            raise RuntimeError(f"round {round_idx}: a worker sent the updates of round {stale[0]}")
+        ids = torch.cat([p.client_ids for p in packets])
+        owner = torch.repeat_interleave(torch.arange(len(packets)), torch.tensor([len(p.client_ids) for p in packets]))
+        ids, order = torch.sort(ids, stable=True)
+        if len(ids) == 0:
+            raise ValueError(f"round {round_idx}: no worker sent a client's update")
+        if bool((ids[1:] == ids[:-1]).any()):
+            raise RuntimeError(f"round {round_idx}: client {int(ids[1:][ids[1:] == ids[:-1]][0])} was trained twice")
+        if self.round_clients is not None:
+            expected = torch.sort(self.round_clients(round_idx)).values
+            if not torch.equal(ids, expected):
+                raise RuntimeError(f"round {round_idx}: the workers trained clients {ids.tolist()}, but the round's "
+                                   f"clients are {expected.tolist()}")
+        device = self.codec.device
+        U = torch.empty(len(ids), self.codec.d, device=device)  # one (n, d) copy, rows in client-id order
+        where = torch.empty_like(order)
+        where[order] = torch.arange(len(order))  # row of each received update in U
+        start = 0
+        for p in packets:
+            U[where[start:start + len(p.client_ids)].to(device)] = p.updates.to(device)
+            start += len(p.client_ids)
+        counts = torch.cat([p.sample_counts for p in packets])[order]
+        buffer_rows = torch.cat([p.buffers for p in packets])[order]
+        w_t = self.codec.flatten(self.model.state_dict())
+        outcome = self.server(round_idx, w_t, ids.to(device), U, counts.to(device))
+        kept = outcome.result.kept.cpu()
+        buffers = (self.codec.average_buffer_rows(buffer_rows[kept], counts[kept]) if bool(kept.any())
+                   else self.model.state_dict())
+        positions = sorted(set(owner[order][kept].tolist()))
+        self.last = RoundProduct(outcome, positions, [models[j] for j in positions],
+                                 self.codec.state(outcome.params, buffers))
+        self.history.append({"round": round_idx, **outcome.metrics, "kept": ids[kept].tolist(),
+                             "time_train": self._received - self._round_start})
+        return self.last.kept_models, positions
+
     def _fedml_before(self, models: ModelList, ids: Tensor, round_idx: int) -> Tuple[ModelList, List[int]]:
         """FedML's own hook (its built-in attack/defense), with the round's ids given to our adapters."""
         for adapter in _configured():

@@ -12,17 +12,29 @@ attacks take the *updates* ``g_i = w_i - w_t`` as one ``(n, d)`` tensor (DESIGN 
   them, restricted to trusted clients; an attacker's model poisoning changes only its parameters). When
   every update is removed the global buffers stay as they are. Integer buffers
   (``num_batches_tracked``) are rounded back to their dtype.
+
+Several clients per FedML entry: an MPI worker that trains many clients sends one
+:class:`ClientUpdates` — its clients' ids, stacked updates ``(k, d)``, sample counts and buffers — as
+the "model parameters" of its FedML message (:meth:`ClientUpdates.to_fedml`, a plain ``dict``, which
+FedML's server passes on unchanged).
+
+:func:`fedml_dataset` builds FedML's 8-item dataset list (one client per FedML client index) from a
+workload, for FedML's own loops (``backend: sp``; benchmarks/rounds.py).
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedml_heterofl.models import ParamLayout
+
+if TYPE_CHECKING:
+    from fedml_heterofl.simulation.workload import Workload
 
 StateDict = Mapping[str, Tensor]
 #: FedML's update list: ``[(sample_num, state_dict of the full weights)]``
@@ -121,9 +133,15 @@ class StateCodec:
         """Buffers ``Σ_i ω_i b_i`` of ``states`` for weights ``ω`` (normalised here to sum to 1)."""
         if not self.buffers.names:
             return {}
+        return self.average_buffer_rows(self.buffer_matrix(states), weights)
+
+    def average_buffer_rows(self, rows: Tensor, weights: Tensor) -> Dict[str, Tensor]:
+        """As :meth:`average_buffers`, for buffers already flattened into the rows of ``rows`` ``(k, b)``."""
+        if not self.buffers.names:
+            return {}
         w = weights.to(device=self.device, dtype=torch.float64)
         w = w / w.sum() if float(w.sum()) > 0 else torch.full_like(w, 1.0 / len(w))
-        return self.buffers.split(w @ self.buffer_matrix(states))
+        return self.buffers.split(w @ rows.to(device=self.device, dtype=torch.float64))
 
     def state(self, params: Tensor, buffers: Mapping[str, Tensor]) -> "OrderedDict[str, Tensor]":
         """A ``state_dict`` (the model's key order and dtypes) from flat ``params`` and ``buffers``.
@@ -138,6 +156,54 @@ class StateCodec:
         entries = self.params.split(params)
         entries.update({n: buffers[n].detach().clone() for n in self.buffers.names})
         return OrderedDict((k, entries[k]) for k in self.keys)
+
+
+@dataclass
+class ClientUpdates:
+    """Several clients' results of one round, sent by one MPI worker as one FedML entry.
+
+    Attributes:
+        round_idx: the round they were trained in.
+        client_ids: ``(k,)`` int64.
+        updates: ``(k, d)`` float32, row i = ``w_i - w_t`` of client ``client_ids[i]``.
+        sample_counts: ``(k,)`` float32, each client's training rows.
+        buffers: ``(k, b)`` float64, each client's buffers after training (:meth:`StateCodec.buffer_matrix`;
+            ``b = 0`` for models without any).
+    """
+
+    round_idx: int
+    client_ids: Tensor
+    updates: Tensor
+    sample_counts: Tensor
+    buffers: Tensor
+
+    #: the key that marks a FedML entry as :class:`ClientUpdates`
+    MARK = "fedml_heterofl_client_updates"
+
+    def __post_init__(self) -> None:
+        k = self.client_ids.shape[0]
+        if (self.client_ids.dim() != 1 or self.updates.dim() != 2 or self.updates.shape[0] != k
+                or self.sample_counts.shape != (k,) or self.buffers.dim() != 2 or self.buffers.shape[0] != k):
+            raise ValueError(f"ClientUpdates: shapes disagree: client_ids {tuple(self.client_ids.shape)}, updates "
+                             f"{tuple(self.updates.shape)}, sample_counts {tuple(self.sample_counts.shape)}, "
+                             f"buffers {tuple(self.buffers.shape)} (need (k,), (k, d), (k,), (k, b))")
+
+    def to_fedml(self) -> Dict[str, Any]:
+        """The FedML message payload: a plain ``dict`` of CPU tensors."""
+        return {self.MARK: int(self.round_idx), "client_ids": self.client_ids.cpu(), "updates": self.updates.cpu(),
+                "sample_counts": self.sample_counts.cpu(), "buffers": self.buffers.cpu()}
+
+    @classmethod
+    def is_payload(cls, entry: Any) -> bool:
+        """Whether a FedML entry's parameters are a :meth:`to_fedml` payload."""
+        return isinstance(entry, dict) and cls.MARK in entry
+
+    @classmethod
+    def from_fedml(cls, payload: Mapping[str, Any]) -> "ClientUpdates":
+        if not cls.is_payload(payload):
+            raise ValueError("a FedML entry without client ids: each worker must send ClientUpdates.to_fedml()")
+        return cls(int(payload[cls.MARK]), payload["client_ids"], payload["updates"], payload["sample_counts"],
+                   payload["buffers"])
 
 
 def sample_counts(models: ModelList) -> Tensor:
@@ -184,3 +250,19 @@ def like(data: Any, x: Tensor, y: Tensor, batch_size: int) -> Any:
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         return x, y
     return DataLoader(TensorDataset(x, y), batch_size=getattr(data, "batch_size", None) or batch_size, shuffle=False)
+
+
+def fedml_dataset(work: "Workload", batch_size: int) -> List[Any]:
+    """FedML's 8-item dataset list from a workload: client i's clean partition as a ``DataLoader``, the
+    test set for every client, each client's sample count with the trigger rows (as the standalone
+    counts them), and the model's number of outputs."""
+    data = work.dataset
+
+    def loader(x: Tensor, y: Tensor) -> DataLoader:
+        return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False)
+
+    test = loader(data.test_x, data.test_y)
+    train_local = {i: loader(data.train_x[ix], data.train_y[ix]) for i, ix in enumerate(work.parts)}
+    counts = {i: len(ix) for i, ix in enumerate(work.client_index)}
+    return [len(data.train_y), len(data.test_y), None, test, counts, train_local, {i: test for i in train_local},
+            data.num_classes + (work.trigger_set is not None)]

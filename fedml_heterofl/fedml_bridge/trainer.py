@@ -20,13 +20,21 @@ FedML's hooks and what they do here:
 
 The client id is FedML's trainer id (``set_id``): cross-silo sets it to ``rank - 1``; a
 single-process loop calls ``set_id(client_id)`` before ``update_dataset``.
+
+``HeteroFLWorkerTrainer`` is the other shape, for MPI jobs with fewer processes than clients: FedML's
+silo is a worker process, which trains its share of each round's clients
+(:func:`~fedml_heterofl.simulation.clients.assign_clients`) with the standalone simulator's
+:func:`~fedml_heterofl.simulation.clients.train_clients` and sends them as one
+:class:`~fedml_heterofl.fedml_bridge.convert.ClientUpdates`.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from fedml.core import ClientTrainer
+from fedml.core.dp.fedml_differential_privacy import FedMLDifferentialPrivacy
+from fedml.core.fhe.fhe_agg import FedMLFHE
 from fedml.core.security.fedml_attacker import FedMLAttacker
 from torch import Tensor, nn
 
@@ -34,9 +42,11 @@ from fedml_heterofl.defense.base import Batch
 from fedml_heterofl.experiments.metrics import evaluate_model
 from fedml_heterofl.fedml_bridge.adapters import AttackAdapter
 from fedml_heterofl.components import round_index, sgd_settings
-from fedml_heterofl.fedml_bridge.convert import StateDict, as_tensors, copy_state
+from fedml_heterofl.fedml_bridge.convert import ClientUpdates, StateCodec, StateDict, as_tensors, copy_state
 from fedml_heterofl.models import ParamLayout
+from fedml_heterofl.simulation.clients import train_clients
 from fedml_heterofl.simulation.local_training import client_seed, local_sgd
+from fedml_heterofl.simulation.workload import ClientPlan, RowReader
 
 def evaluate(model: nn.Module, data: Any) -> Dict[str, float]:
     """:func:`~fedml_heterofl.experiments.metrics.evaluate_model` on FedML's data (a DataLoader or
@@ -105,6 +115,84 @@ class HeteroFLClientTrainer(ClientTrainer):
         """:func:`evaluate` the client's model on ``device``."""
         self.model.to(_device(device))
         return evaluate(self.model, test_data)
+
+
+class HeteroFLWorkerTrainer(ClientTrainer):
+    """FedML ``ClientTrainer`` of an MPI worker that trains several clients per round (module doc).
+
+    Per round ``t`` (``args.round_idx``): ``set_model_params(w_t)``, then ``train`` gathers the rows of
+    ``share(t)`` only (:meth:`~fedml_heterofl.simulation.workload.ClientPlan.gather`: the attackers'
+    rows poisoned by the run's data attack, the trigger rows appended), trains them from ``w_t`` and
+    keeps their :class:`ClientUpdates`, which ``get_model_params`` hands to FedML. FedML's silo data
+    (``update_dataset``) is not used. Models with buffers (batch norm) train one client at a time, each
+    from the global buffers, and report their buffers; the others train vectorised when ``vectorise``.
+
+    Args:
+        model: the model (scratch space; its parameters are overwritten).
+        args: FedML's flat ``args`` (``random_seed``, local-training keys, ``round_idx``).
+        plan: the run's clients (:func:`~fedml_heterofl.simulation.workload.client_plan`).
+        read_rows: reads training rows (e.g. :meth:`~fedml_heterofl.data.cache.DatasetCache.rows`).
+        share: ``share(t)`` -> this worker's client ids in round ``t``.
+        vectorise, chunk: as :func:`~fedml_heterofl.simulation.clients.train_clients`.
+    """
+
+    def __init__(self, model: nn.Module, args: Any, *, plan: ClientPlan, read_rows: RowReader,
+                 share: Callable[[int], Tensor], vectorise: bool, chunk: int) -> None:
+        super().__init__(model, args)
+        if FedMLFHE.get_instance().is_fhe_enabled() or FedMLDifferentialPrivacy.get_instance().is_local_dp_enabled():
+            raise ValueError("enable_fhe / local DP: FedML would encrypt or perturb a whole model, but a worker "
+                             "sends several clients' updates; allowed: false")
+        self.plan, self.read_rows, self.share = plan, read_rows, share
+        self.vectorise, self.chunk = vectorise, chunk
+        self.layout = ParamLayout(model)
+        self.codec = StateCodec.for_model(model)
+        self.sgd = sgd_settings(args)
+        self.seed = int(getattr(args, "random_seed", 0) or 0)
+        self.counts = plan.sample_counts
+        self._global: Optional[StateDict] = None
+        self._result: Optional[ClientUpdates] = None
+
+    def get_model_params(self) -> Dict[str, Any]:
+        """The last round's :class:`ClientUpdates` as FedML's payload."""
+        if self._result is None:
+            raise RuntimeError("get_model_params() before train(): a worker sends its clients' updates")
+        return self._result.to_fedml()
+
+    def set_model_params(self, model_parameters: StateDict) -> None:
+        """``w_t`` from the server (kept: each client with buffers starts from it)."""
+        self._global = copy_state(model_parameters)
+        self.model.load_state_dict(model_parameters)
+
+    def update_dataset(self, local_train_dataset: Any, local_test_dataset: Any, local_sample_number: Any) -> None:
+        """FedML's silo data is not used; the clients' rows come from ``plan`` (data attacks included)."""
+        self.local_sample_number = local_sample_number
+
+    def train(self, train_data: Any, device: Any, args: Any) -> None:
+        """Train this worker's clients of round ``args.round_idx`` (class doc)."""
+        if self._global is None:
+            raise RuntimeError("train() before set_model_params(): the worker has no global model")
+        t = round_index(args)
+        clients = self.share(t)
+        device = _device(device)
+        x, y, index = self.plan.gather(clients.tolist(), self.read_rows)
+        x, y, index = x.to(device), y.to(device), [ix.to(device) for ix in index]
+        self.model.to(device)
+        w = self.layout.flatten(self.model)
+        seeds = [client_seed(self.seed, t, int(c)) for c in clients]
+        if self.codec.buffers.names:
+            rows, buffers = [], []
+            for i in range(len(index)):
+                self.model.load_state_dict(self._global)
+                rows.append(train_clients(self.model, self.layout, w, x, y, index[i:i + 1], seeds[i:i + 1],
+                                          vectorise=False, chunk=1, **self.sgd))
+                buffers.append(self.codec.buffer_matrix([self.model.state_dict()]))
+            U = torch.cat(rows) if rows else w.new_zeros(0, self.layout.d)
+            B = torch.cat(buffers) if buffers else torch.zeros(0, self.codec.buffers.size, dtype=torch.float64)
+        else:
+            U = train_clients(self.model, self.layout, w, x, y, index, seeds, vectorise=self.vectorise,
+                              chunk=self.chunk, **self.sgd)
+            B = torch.zeros(len(index), 0, dtype=torch.float64)
+        self._result = ClientUpdates(t, clients, U.cpu(), self.counts[clients], B.cpu())
 
 
 def _device(device: Any) -> torch.device:

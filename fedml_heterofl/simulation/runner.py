@@ -2,16 +2,17 @@
 
 FedML's ``backend: sp`` skips every attack, defense and custom aggregator (notes §0), so the
 standalone backend is our own seeded loop. It runs the same two pieces of work that FedML's MPI
-processes run inside ``HeteroFLClientTrainer.train`` and ``HeteroFLServerAggregator`` — local SGD
-(:func:`~fedml_heterofl.simulation.local_training.local_sgd`, seeded by ``(seed, round, client)``)
+processes run inside ``HeteroFLWorkerTrainer.train`` and ``HeteroFLServerAggregator`` — local SGD
+(:func:`~fedml_heterofl.simulation.clients.train_clients`, seeded by ``(seed, round, client)``)
 and one :class:`~fedml_heterofl.simulation.server_round.ServerRound` (fixed attackers' model
 poisoning, the defense, detection metrics) — on data held as tensors, without ``state_dict``
 round trips; the same seed gives the same accuracy curve on both backends.
 
 Per round t (Alg. 1): the participating clients train from ``w_t`` (all of them by default; with
-``client_num_per_round < client_num_in_total`` a seeded sample), the server poisons and aggregates,
+``client_num_per_round < client_num_in_total`` a seeded sample, :func:`participants`, which the MPI
+backend draws too), the server poisons and aggregates,
 ``w_{t+1} = w_t + update``, and the global model is evaluated every ``frequency_of_the_test``
-rounds and in the last one. Models without dropout or batch statistics (LR) train many clients at
+rounds and in the last one (:func:`is_test_round`). Models without dropout or batch statistics (LR) train many clients at
 once (:func:`~fedml_heterofl.simulation.local_training.local_sgd_vectorised`).
 
 Results (:class:`~fedml_heterofl.experiments.store.RunStore`): ``partition.json`` holds each
@@ -37,7 +38,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -51,9 +52,10 @@ from fedml_heterofl.defense.base import finite_rows
 from fedml_heterofl.experiments.store import RunStore, StoreError
 from fedml_heterofl.models import batched_loss
 from fedml_heterofl.settings import Settings, SettingsError, check_dry_round
-from fedml_heterofl.simulation.local_training import client_seed, local_sgd, local_sgd_vectorised, server_update
+from fedml_heterofl.simulation.clients import can_vectorise, train_clients
+from fedml_heterofl.simulation.local_training import client_seed, server_update
 from fedml_heterofl.simulation.server_round import ServerRound
-from fedml_heterofl.simulation.workload import Workload, build_workload
+from fedml_heterofl.simulation.workload import ClientPlan, Workload, build_workload
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +81,19 @@ def participants(settings: Settings, round_idx: int) -> Tensor:
     return torch.from_numpy(np.sort(rng.choice(n, size=k, replace=False)))
 
 
-def can_vectorise(model: nn.Module) -> bool:
-    """Whether many copies of a model can train in one ``vmap``: no dropout, no buffers (batch norm),
-    and layers with batching rules (not LSTM, ``vmappable = False``)."""
-    has_dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
-    return getattr(model, "vmappable", True) and not has_dropout and not any(True for _ in model.buffers())
+def is_test_round(round_idx: int, every: int, rounds: int) -> bool:
+    """Whether the global model is evaluated after round ``round_idx`` (0-based): every ``every`` rounds
+    (rounds ``every - 1``, ``2·every - 1``, ...) and the last one, on both backends."""
+    return (round_idx + 1) % every == 0 or round_idx == rounds - 1
+
+
+def vectorised(settings: Settings, model: nn.Module) -> bool:
+    """``train_args.vectorised_training`` resolved for ``model`` (null: whenever :func:`can_vectorise`)."""
+    vectorise = settings.train_args.vectorised_training
+    if vectorise and not can_vectorise(model):
+        raise SettingsError(f"train_args.vectorised_training: {settings.model_args.model} has dropout, batch "
+                            "norm or an LSTM and cannot be trained vectorised; allowed: false or null (auto)")
+    return can_vectorise(model) if vectorise is None else vectorise
 
 
 def _device(settings: Settings) -> torch.device:
@@ -131,11 +141,7 @@ class Simulation:
         self.sgd = components.sgd_settings(self.args)
         self.model = self.work.model.to(self.device)
         self.x, self.y = self.work.x.to(self.device), self.work.y.to(self.device)
-        vectorise = settings.train_args.vectorised_training
-        self.vectorise = can_vectorise(self.model) if vectorise is None else vectorise
-        if self.vectorise and not can_vectorise(self.model):
-            raise SettingsError(f"train_args.vectorised_training: {settings.model_args.model} has dropout, batch "
-                                "norm or an LSTM and cannot be trained vectorised; allowed: false or null (auto)")
+        self.vectorise = vectorised(settings, self.model)
         attack = components.attack_from_args(self.args)
         defense = components.defense_from_args(self.args)
         self.server = ServerRound(
@@ -151,17 +157,8 @@ class Simulation:
         """The clients' honest updates ``(k, d)`` from ``w``; rows in ``clients`` order."""
         seeds = [client_seed(self.seed, round_idx, int(c)) for c in clients]
         index = [self.work.client_index[int(c)].to(self.device) for c in clients]
-        if self.vectorise:
-            chunk = self.settings.train_args.vectorised_chunk
-            # a batch larger than every client's data is that data (the same batch plan): capped, so the
-            # vectorised pass does not pad each client to batch_size rows
-            return torch.cat([
-                local_sgd_vectorised(self.model, self.work.layout, w, self.x, self.y, index[s:s + chunk],
-                                     seeds=seeds[s:s + chunk], **{**self.sgd, "batch_size": min(
-                                         self.sgd["batch_size"], max(len(ix) for ix in index[s:s + chunk]))})
-                for s in range(0, len(index), chunk)])
-        return torch.stack([local_sgd(self.model, self.work.layout, w, self.x[ix], self.y[ix], seed=sd, **self.sgd)
-                            for ix, sd in zip(index, seeds)])
+        return train_clients(self.model, self.work.layout, w, self.x, self.y, index, seeds, vectorise=self.vectorise,
+                             chunk=self.settings.train_args.vectorised_chunk, **self.sgd)
 
     def _server_update(self, round_idx: int, w: Tensor) -> Tensor:
         """FLTrust's ``g_0``: local SGD on the server's root data from ``w_t``."""
@@ -189,9 +186,7 @@ class Simulation:
                      settings.defense_name, settings.attack_name or "no attack", len(self.work.parts),
                      len(self.work.malicious), rounds, start, self.identity[:12])
             store.write_config(settings.to_dict())
-            heterogeneity = {k: self.work.heterogeneity[k] for k in ("load", "labels", "label_entropy")}
-            store.write_file("partition.json", json.dumps({"client_id": list(range(len(self.work.parts))),
-                                                           **heterogeneity}))
+            write_partition(store, self.work.heterogeneity)
             every = settings.validation_args.frequency_of_the_test
             bar = tqdm(range(start, rounds), initial=start, total=rounds, desc=store.path.name,
                        disable=not progress or bool(os.environ.get("FEDML_HETEROFL_QUIET")), leave=False)
@@ -207,7 +202,7 @@ class Simulation:
                 w = outcome.params
                 t2 = time.perf_counter()
                 row: Dict[str, Any] = {"round": t}
-                if (t + 1) % every == 0 or t == rounds - 1:
+                if is_test_round(t, every, rounds):
                     row.update(self.evaluate(w))
                 row.update(outcome.metrics)
                 row.update(time_train=t1 - t0, time_server=t2 - t1, time_eval=time.perf_counter() - t2)
@@ -262,7 +257,13 @@ class Simulation:
                                 f"{train.momentum}, weight_decay={train.weight_decay}); lower the learning rate")
 
 
-def summarise(rows: List[Dict[str, Any]], settings: Settings, work: Workload) -> Dict[str, Any]:
+def write_partition(store: RunStore, heterogeneity: Dict[str, Any]) -> None:
+    """``partition.json``: each client's load and label diversity (paper §IV)."""
+    record = {k: heterogeneity[k] for k in ("load", "labels", "label_entropy")}
+    store.write_file("partition.json", json.dumps({"client_id": list(range(len(record["load"]))), **record}))
+
+
+def summarise(rows: List[Dict[str, Any]], settings: Settings, work: Union[Workload, ClientPlan]) -> Dict[str, Any]:
     """Final and best accuracy, mean removal rates, mean phase times."""
     accs = [(r["round"], r["test_acc"]) for r in rows if "test_acc" in r]
 

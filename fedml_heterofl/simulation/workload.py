@@ -12,12 +12,18 @@ Random choices and their seeds (all from ``common_args.random_seed``, never the 
   a generator on stream :data:`SERVER_DATA_STREAM` (Cao et al. sample the root set from the
   training distribution; every client also keeps its own copy);
 * the model's initial weights: ``torch.manual_seed(seed)`` inside ``fork_rng``.
+
+:func:`client_plan` is the part every process of a run computes — who the clients are, which are
+attackers, how many rows each trains on — without holding the training data; the standalone
+:func:`build_workload` assembles all clients' data from it, an MPI worker only the round's share
+(:meth:`ClientPlan.gather`, rows read on demand, e.g. from a
+:class:`~fedml_heterofl.data.cache.DatasetCache`).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -75,6 +81,62 @@ class Workload:
         return torch.tensor([len(ix) for ix in self.client_index], dtype=torch.float32)
 
 
+#: reads training rows: ``read_rows(index) -> (train_x[index], train_y[index])``
+RowReader = Callable[[Tensor], Batch]
+
+
+@dataclass
+class ClientPlan:
+    """The clients of a run without their training data (module doc).
+
+    Attributes:
+        parts: each client's rows of the clean training set (its partition).
+        malicious: the fixed attacker ids; data_attack: the data attack they run, or ``None``.
+        trigger_set: ``D_trg`` appended to every client's rows, or ``None``.
+        heterogeneity: load and label diversity of the partition.
+    """
+
+    parts: List[Tensor]
+    malicious: Tuple[int, ...]
+    data_attack: Optional[DataAttack]
+    trigger_set: Optional[Batch]
+    heterogeneity: Dict[str, object]
+
+    @property
+    def sample_counts(self) -> Tensor:
+        """Each client's number of training rows (trigger rows included), as :attr:`Workload.sample_counts`."""
+        extra = 0 if self.trigger_set is None else len(self.trigger_set[1])
+        return torch.tensor([len(ix) + extra for ix in self.parts], dtype=torch.float32)
+
+    def gather(self, clients: Sequence[int], read_rows: RowReader) -> Tuple[Tensor, Tensor, List[Tensor]]:
+        """The training data of ``clients`` only: ``(x, y, index)`` with client ``clients[i]`` training on
+        rows ``index[i]`` of ``(x, y)`` — its partition's rows, then the trigger rows, which all clients
+        share. The data attack poisons each attacker's rows; for attacks that transform row by row (label
+        flipping) these are exactly :func:`build_workload`'s rows, which poisons all attackers at once.
+
+        Rows are read one client at a time into ``x``, which is allocated once with room for the
+        trigger rows: the peak memory is ``x`` plus one client's rows."""
+        rows = [self.parts[int(c)] for c in clients]
+        sizes = [len(r) for r in rows]
+        trig = 0 if self.trigger_set is None else len(self.trigger_set[1])
+        empty_x, empty_y = read_rows(torch.zeros(0, dtype=torch.long))  # shapes and dtypes
+        x = empty_x.new_empty((sum(sizes) + trig,) + tuple(empty_x.shape[1:]))
+        y = empty_y.new_empty((sum(sizes) + trig,))
+        index, start = [], 0
+        for c, r in zip(clients, rows):
+            xc, yc = read_rows(r)
+            if self.data_attack is not None and int(c) in self.malicious:
+                xc, yc = self.data_attack.poison(xc, yc)
+            x[start:start + len(r)], y[start:start + len(r)] = xc, yc
+            index.append(torch.arange(start, start + len(r)))
+            start += len(r)
+        if self.trigger_set is not None:
+            x[start:], y[start:] = self.trigger_set[0].to(x.dtype), self.trigger_set[1].to(y.dtype)
+            extra = torch.arange(start, start + trig)
+            index = [torch.cat([ix, extra]) for ix in index]
+        return x, y, index
+
+
 def partition(settings: Settings, data: Dataset) -> List[Tensor]:
     """The clients' training indices by ``data_args.partition_method`` (hetero = LDA with q), each
     hetero/homo part capped at ``data_args.max_samples_per_client`` when set (Shakespeare's loader
@@ -109,13 +171,15 @@ def trigger_set(settings: Settings, data: Dataset) -> Batch:
     return make_trigger_set(size, L, seed, shape=tuple(data.train_x.shape[1:]), value_range=data.value_range)
 
 
-def server_data(settings: Settings, data: Dataset) -> Tuple[Batch, Batch]:
-    """FLTrust's root set (``root_size``) and Zeno's validation batch (``validation_size``)."""
+def server_data(settings: Settings, data: Dataset, read_rows: Optional[RowReader] = None) -> Tuple[Batch, Batch]:
+    """FLTrust's root set (``root_size``) and Zeno's validation batch (``validation_size``), read with
+    ``read_rows`` (default: indexing ``data``)."""
     rng = np.random.default_rng(np.random.SeedSequence([settings.common_args.random_seed, SERVER_DATA_STREAM]))
     n = len(data.train_y)
     root = torch.from_numpy(rng.choice(n, size=min(settings.data_args.root_size, n), replace=False))
     val = torch.from_numpy(rng.choice(n, size=min(settings.data_args.validation_size, n), replace=False))
-    return (data.train_x[root], data.train_y[root]), (data.train_x[val], data.train_y[val])
+    read = read_rows or (lambda ix: (data.train_x[ix], data.train_y[ix]))
+    return read(root), read(val)
 
 
 def initial_model(settings: Settings, num_classes: int) -> nn.Module:
@@ -125,23 +189,32 @@ def initial_model(settings: Settings, num_classes: int) -> nn.Module:
         return build_model(settings.model_args.model, num_classes=num_classes, watermark=settings.watermark)
 
 
-def build_workload(settings: Settings) -> Workload:
-    """Load, partition, poison and assemble a run's data and model (module doc)."""
-    data = load_dataset(settings.data_args.dataset, root=settings.data_args.data_cache_dir,
-                        **settings.data_args.load_options())
+def client_plan(settings: Settings, data: Dataset) -> ClientPlan:
+    """Partition, attackers, data attack, trigger set and partition statistics (module doc); reads only
+    ``data``'s labels (and natural groups), shapes and value range."""
     parts = partition(settings, data)
     args = settings.to_fedml_args()
-    malicious = components.malicious_client_ids(args)
     attack = components.attack_from_args(args)
+    trig = trigger_set(settings, data) if settings.watermark else None
+    return ClientPlan(parts, components.malicious_client_ids(args), attack if isinstance(attack, DataAttack) else None,
+                      trig, diversity(data.train_y, parts, data.num_classes))
+
+
+def build_workload(settings: Settings, data: Optional[Dataset] = None) -> Workload:
+    """Load (unless ``data`` is given), partition, poison and assemble a run's data and model (module doc)."""
+    if data is None:
+        data = load_dataset(settings.data_args.dataset, root=settings.data_args.data_cache_dir,
+                            **settings.data_args.load_options())
+    plan = client_plan(settings, data)
+    parts, malicious, trig = plan.parts, plan.malicious, plan.trigger_set
     x, y = data.train_x, data.train_y
-    if isinstance(attack, DataAttack) and malicious:
+    if plan.data_attack is not None and malicious:
         rows = torch.cat([parts[i] for i in malicious])
         xr = x[rows]
-        px, py = attack.poison(xr, y[rows])
+        px, py = plan.data_attack.poison(xr, y[rows])
         if px is not xr:  # input poisoning: a copy of x (label flipping leaves x shared)
             x = x.index_put((rows,), px)
         y = y.index_put((rows,), py)
-    trig = trigger_set(settings, data) if settings.watermark else None
     client_index = list(parts)
     if trig is not None:
         start = len(y)
@@ -151,7 +224,7 @@ def build_workload(settings: Settings) -> Workload:
     root, validation = server_data(settings, data)
     model = initial_model(settings, data.num_classes)
     layout = ParamLayout(model)
-    stats = diversity(data.train_y, parts, data.num_classes)
+    stats = plan.heterogeneity
     log.info("%s: %d clients (load CV %.2f, mean label entropy %.2f), %d attackers %s, d=%d", data.name, len(parts),
              stats["load_cv"], stats["mean_label_entropy"], len(malicious), list(malicious), layout.d)
     return Workload(data, x, y, parts, client_index, (data.test_x, data.test_y), trig, root, validation, malicious,

@@ -1,0 +1,79 @@
+"""The client side of a round, shared by both backends: train a set of clients from ``w_t``, and split a
+round's clients over the MPI backend's worker processes.
+
+* :func:`train_clients` — the honest updates of some clients (Alg. 1, line 5, FedAvg's local step),
+  vectorised with ``torch.func`` where the model allows (:func:`can_vectorise`), else one client after
+  another; the standalone simulator calls it for the round's clients, an MPI worker for its share.
+  Each client's training is seeded by ``(seed, round, client)`` alone, so the update of a client does
+  not depend on which process trains it or beside which other clients (up to floating-point
+  reassociation: a vectorised pass over a different set of clients may round differently in the last
+  bit).
+* :func:`assign_clients` — which worker trains which of the round's clients: a pure function of the
+  round's clients (itself a function of seed and round,
+  :func:`~fedml_heterofl.simulation.runner.participants`), their sample counts and the number of
+  workers. Every worker computes its own share; nothing about the assignment is sent.
+"""
+from __future__ import annotations
+
+import heapq
+from typing import Any, List, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from fedml_heterofl.models import ParamLayout
+from fedml_heterofl.simulation.local_training import local_sgd, local_sgd_vectorised
+
+
+def can_vectorise(model: nn.Module) -> bool:
+    """Whether many copies of a model can train in one ``vmap``: no dropout, no buffers (batch norm),
+    and layers with batching rules (not LSTM, ``vmappable = False``)."""
+    has_dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
+    return getattr(model, "vmappable", True) and not has_dropout and not any(True for _ in model.buffers())
+
+
+def train_clients(model: nn.Module, layout: ParamLayout, w: Tensor, x: Tensor, y: Tensor, index: Sequence[Tensor],
+                  seeds: Sequence[int], *, vectorise: bool, chunk: int, **sgd: Any) -> Tensor:
+    """Honest updates ``(k, d)`` of ``k`` clients trained from the flat global parameters ``w``.
+
+    Client i trains on rows ``index[i]`` of ``(x, y)`` with seed ``seeds[i]``; ``vectorise`` trains
+    ``chunk`` clients per ``vmap`` pass (:func:`local_sgd_vectorised`), else one at a time
+    (:func:`local_sgd`; ``model`` is scratch space). ``sgd``: :func:`~fedml_heterofl.components.sgd_settings`.
+    """
+    U = w.new_empty(len(index), layout.d)  # filled in place: no second (k, d) copy from stacking rows
+    step = chunk if vectorise else 1
+    for s in range(0, len(index), step):
+        if vectorise:
+            # a batch larger than every client's data is that data (the same batch plan): capped, so the
+            # vectorised pass does not pad each client to batch_size rows
+            batch = min(sgd["batch_size"], max(1, *(len(ix) for ix in index[s:s + step])))
+            U[s:s + step] = local_sgd_vectorised(model, layout, w, x, y, index[s:s + step], seeds=seeds[s:s + step],
+                                                 **{**sgd, "batch_size": batch})
+        else:
+            U[s] = local_sgd(model, layout, w, x[index[s]], y[index[s]], seed=seeds[s], **sgd)
+    return U
+
+
+def assign_clients(clients: Tensor, counts: Tensor, workers: int) -> List[Tensor]:
+    """Split a round's ``clients`` over ``workers`` processes, balancing their training rows.
+
+    Greedy longest-processing-time: clients by decreasing sample count (ties: smaller id first) each go to
+    the worker with the fewest rows so far (ties: lower worker). A worker's load is then at most the mean
+    load plus one client's rows. Each share is returned sorted by client id; a share may be empty when
+    there are fewer clients than workers.
+
+    Args:
+        clients: the round's client ids ``(k,)``.
+        counts: sample counts of *all* clients (indexed by client id).
+        workers: the number of worker processes (>= 1).
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    rows = counts.double()[clients].tolist()
+    heap = [(0.0, j) for j in range(workers)]  # (load, worker): the least loaded, then the lowest, on top
+    shares: List[List[int]] = [[] for _ in range(workers)]
+    for n, c in sorted(zip(rows, clients.tolist()), key=lambda nc: (-nc[0], nc[1])):
+        load, j = heapq.heappop(heap)
+        shares[j].append(c)
+        heapq.heappush(heap, (load + n, j))
+    return [torch.tensor(sorted(s), dtype=torch.long) for s in shares]
