@@ -49,10 +49,11 @@ def test_evaluate_model_with_and_without_the_watermark_output():
     y = torch.tensor([0, 1, 0, 1])
     out = evaluate_model(model, x, y, batch=3)  # two batches
     assert out["test_acc"] == 0.5 and out["test_acc_task"] == 1.0
+    assert out["test_watermark_share"] == 0.5  # the 2nd and 3rd inputs go to the watermark output (index 2)
     assert (out["test_correct"], out["test_total"]) == (2, 4)
     plain = build_model("lr", num_classes=3, input_dim=3)  # no watermark: both accuracies agree
     with torch.no_grad():
         plain.linear.weight.copy_(torch.eye(3))
         plain.linear.bias.zero_()
     out = evaluate_model(plain, x, torch.tensor([0, 2, 2, 1]))
-    assert out["test_acc"] == out["test_acc_task"] == 1.0
+    assert out["test_acc"] == out["test_acc_task"] == 1.0 and out["test_watermark_share"] == 0.0

@@ -305,14 +305,18 @@ def test_task_class_accuracy_table(tmp_path):
         folder = write_run(root, f"h{seed}", no_attack(heterofl(common_args__random_seed=seed)),
                            acc_rows(final=0.5, best=0.6))
         summary = json.loads((folder / "summary.json").read_text())
-        (folder / "summary.json").write_text(json.dumps({**summary, "final_acc_task": task}))
+        (folder / "summary.json").write_text(json.dumps({**summary, "final_acc_task": task,
+                                                         "final_watermark_share": task - 0.6}))
     write_run(root, "f", no_attack(fedavg()), acc_rows(final=0.9, best=0.9))  # no column: FedAvg's = final
     runs = load_runs(root)
     md, csv_text = report.accuracy_table(runs)
-    task_part = md.split("watermark output ignored")[1]
+    task_part = md.split("watermark output ignored")[1].split("watermark class")[0]
     # HeteroFL: mean of 0.70 and 0.80 = 0.75, sample std 0.0707; FedAvg falls back to its final 0.9
     assert "| heterofl | 0.7500 ± 0.0707 |" in task_part and "| fedavg | 0.9000 |" in task_part
     assert "final_acc_task_mean" in csv_text.splitlines()[0]
+    # the watermark class's share: HeteroFL (0.1 + 0.2) / 2 = 0.15, sample std 0.0707; FedAvg has no such output
+    share_part = md.split("watermark class")[1]
+    assert "| heterofl | 0.1500 ± 0.0707 |" in share_part and "| fedavg | 0.0000 |" in share_part
     # without HeteroFL runs the table is left out
     assert "watermark output ignored" not in report.accuracy_table([r for r in runs if r.defense == "fedavg"])[0]
 
@@ -427,3 +431,17 @@ def test_a_damaged_run_is_skipped_with_a_warning_naming_the_file(tmp_path, capsy
     # the rest is reported: FedAvg's one intact seed, final 0.80, best 0.82
     assert "| fedavg | 0.8000 |" in capsys.readouterr().out
     assert find(read_csv(root / "report" / "table_accuracy.csv"), defense="fedavg")["seeds"] == "1"
+
+
+def test_samples_per_client_sweep_labels_the_rows(tmp_path):
+    root = tmp_path / "res"
+    for samples, acc in ((40, 0.6), (200, 0.8), (40, 0.7)):
+        folder = write_run(root, f"s{samples}_{acc}", no_attack(fedavg(common_args__random_seed=int(acc * 10))),
+                           acc_rows(final=acc, best=acc))
+        summary = json.loads((folder / "summary.json").read_text())
+        (folder / "summary.json").write_text(json.dumps({**summary, "samples_per_client": samples}))
+    out, table = write_report(root)
+    # 40 per client: seeds 0.6 and 0.7 -> 0.65 ± 0.0707; 200 per client: 0.8
+    assert "| fedavg 40/client | 0.6500 ± 0.0707 |" in table and "| fedavg 200/client | 0.8000 |" in table
+    assert (out / "accuracy_vs_samples.png").exists()
+

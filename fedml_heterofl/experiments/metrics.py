@@ -44,7 +44,7 @@ def detection_metrics(kept: Tensor, malicious: Tensor, removed_by: Mapping[str, 
 
 
 #: what :func:`evaluate_model` adds to a round's metrics row (both backends)
-EVAL_COLUMNS = ("test_acc", "test_acc_task", "test_loss")
+EVAL_COLUMNS = ("test_acc", "test_acc_task", "test_loss", "test_watermark_share")
 
 
 def evaluate_model(model: torch.nn.Module, x: Tensor, y: Tensor, batch: int = 1024) -> Dict[str, float]:
@@ -55,8 +55,11 @@ def evaluate_model(model: torch.nn.Module, x: Tensor, y: Tensor, batch: int = 10
     calls a real input "trigger" is wrong); ``test_acc_task`` over the task's L classes only (the
     model's ``task_classes``, see :func:`~fedml_heterofl.models.build_model`; all outputs when it has
     none), i.e. the model as it would serve the task. Without a watermark output both are equal.
+    ``test_watermark_share`` is the share of the inputs predicted as HeteroFL's watermark class (the
+    output after the task's; 0 without one).
 
-    Returns ``test_acc``, ``test_acc_task``, ``test_loss`` and FedML's ``test_correct``/``test_total``.
+    Returns ``test_acc``, ``test_acc_task``, ``test_loss``, ``test_watermark_share`` and FedML's
+    ``test_correct``/``test_total``.
     """
     device = next(iter(model.parameters())).device
     was_training = model.training
@@ -69,6 +72,7 @@ def evaluate_model(model: torch.nn.Module, x: Tensor, y: Tensor, batch: int = 10
     out: Dict[str, float] = accuracy_and_loss(logits, y)
     task = getattr(model, "task_classes", logits.shape[1])
     out["test_acc_task"] = float((logits[:, :task].argmax(dim=1) == y).float().mean())
+    out["test_watermark_share"] = float((logits.argmax(dim=1) == task).float().mean()) if logits.shape[1] > task else 0.0
     out["test_total"] = int(len(y))
     out["test_correct"] = int((logits.argmax(dim=1) == y).sum())
     return out

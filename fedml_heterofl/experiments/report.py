@@ -18,15 +18,18 @@ warning naming the file) and writes, into ``RESULTS_DIR/report/``:
 * ``accuracy_<workload>_<attack>.png`` — accuracy per round of each defense (mean over seeds);
 * ``removal_<workload>_<attack>.png`` — per HeteroFL variant, the share of the attackers each step
   removed per round;
-* ``accuracy_vs_fraction.png`` / ``accuracy_vs_lambda.png`` / ``accuracy_vs_trigger_size.png`` —
-  sweeps (Fig. 9, Fig. 10), drawn only when the runs' configs differ in that value;
+* ``accuracy_vs_fraction.png`` / ``accuracy_vs_lambda.png`` / ``accuracy_vs_trigger_size.png`` /
+  ``accuracy_vs_samples.png`` — sweeps (Fig. 9, Fig. 10, and the clients' data size), drawn only when
+  the runs differ in that value;
 * ``README.md`` — every table and a link to every plot.
 
 Labels come from the stored files only (no summary field is needed beyond the ones every run writes):
 a HeteroFL run whose ``defense_args.defense_params.steps`` is not all four steps is ``heterofl[1-2]``
 etc.; a run without a defense is ``fedavg``. When the runs differ in a swept value, the table rows
-carry it (HeteroFL's ``λ`` and ``|D_trg|``: ``heterofl λ=-2``) and so do the attack columns (the
-attackers' share: ``min_max 30%``), so no table cell mixes settings.
+carry it (HeteroFL's ``λ`` and ``|D_trg|``: ``heterofl λ=-2``; the clients' mean number of training
+samples: ``fedavg 200/client``) and so do the attack columns (the attackers' share: ``min_max 30%``),
+so no table cell mixes settings. Where HeteroFL runs, the accuracy table also gives the accuracy over
+the task's classes and the share of test images predicted as the watermark class.
 
 Time columns: ``time_server`` is measured around the whole server round (model poisoning, the
 defense, FLTrust's server update) and so already holds ``time_attack`` and ``time_defend``; a round's
@@ -77,6 +80,7 @@ SWEEPS: Dict[str, Tuple[str, str, bool]] = {
     "fraction": ("attacker fraction f / n", "accuracy_vs_fraction.png", False),
     "lam": ("λ (loss reduction threshold)", "accuracy_vs_lambda.png", True),
     "trigger_size": ("|D_trg| (trigger set size)", "accuracy_vs_trigger_size.png", True),
+    "samples": ("training samples per client (mean)", "accuracy_vs_samples.png", True),
 }
 
 Key = Tuple[str, str, str]  # (workload, table row label, table column label)
@@ -103,6 +107,7 @@ class Run:
     fraction: Optional[float] = None
     lam: Optional[float] = None
     trigger_size: Optional[int] = None
+    samples: Optional[float] = None
     row: str = ""
     column: str = ""
 
@@ -117,6 +122,14 @@ class Run:
         if "final_acc_task" in self.summary:
             return _float(self.summary["final_acc_task"])
         return math.nan if self.steps else self.final_acc
+
+    @property
+    def final_watermark_share(self) -> float:
+        """Share of the test inputs the final model predicts as HeteroFL's watermark class (0 without
+        that output; NaN for a run from before this column)."""
+        if "final_watermark_share" in self.summary:
+            return _float(self.summary["final_watermark_share"])
+        return math.nan if self.steps else 0.0
 
     @property
     def best_acc(self) -> float:
@@ -216,6 +229,7 @@ def read_run(folder: Path) -> Optional[Run]:
             fraction=f / n if attacked and n else None,
             lam=float(_config_get(config, "defense_args.defense_params.lam", DEFAULT_LAM)) if heterofl else None,
             trigger_size=int(_config_get(config, "data_args.trigger_size", DEFAULT_TRIGGER_SIZE)) if heterofl else None,
+            samples=_float(summary["samples_per_client"]) if "samples_per_client" in summary else None,
         )
     except (TypeError, ValueError) as exc:
         raise DamagedRunFile(f"{config_path}: {exc}") from None
@@ -236,6 +250,8 @@ def labels(run: Run, sweeps: Iterable[str]) -> Tuple[str, str]:
         row.append(f"λ={run.lam:g}")
     if "trigger_size" in sweeps and run.trigger_size is not None:
         row.append(f"|D_trg|={run.trigger_size}")
+    if "samples" in sweeps and run.samples is not None:
+        row.append(f"{run.samples:.0f}/client")
     column = run.attack
     if "fraction" in sweeps and run.fraction is not None:
         column += f" {run.fraction:.0%}"
@@ -372,7 +388,9 @@ def accuracy_table(runs: List[Run]) -> Tuple[str, str]:
     metrics = (("final test accuracy (mean ± std over seeds)", lambda r: r.final_acc),
                ("best test accuracy of each run (mean ± std over seeds)", lambda r: r.best_acc),
                ("final test accuracy over the task's classes, HeteroFL's watermark output ignored "
-                "(mean ± std over seeds)", lambda r: r.final_acc_task))
+                "(mean ± std over seeds)", lambda r: r.final_acc_task),
+               ("share of the test images the final model predicts as HeteroFL's watermark class "
+                "(mean ± std over seeds)", lambda r: r.final_watermark_share))
     for wl in workloads_of(runs):
         wl_runs = [r for r in runs if r.workload == wl]
         tables: List[List[List[str]]] = [[] for _ in metrics]
@@ -387,12 +405,13 @@ def accuracy_table(runs: List[Run]) -> Tuple[str, str]:
                     body.append([wl, d, a, len(rs), *[x for pair in stats for x in pair]])
             for table, row in zip(tables, rows):
                 table.append(row)
-        shown = len(metrics) if any(r.steps for r in wl_runs) else len(metrics) - 1
+        shown = len(metrics) if any(r.steps for r in wl_runs) else len(metrics) - 2
         for (title, _), table in list(zip(metrics, tables))[:shown]:
             md += [f"\n**{wl}** — {title}\n"]
             md += _md_table(["defense", *columns], table)
     header = ["workload", "defense", "attack", "seeds", "final_acc_mean", "final_acc_std", "best_acc_mean",
-              "best_acc_std", "final_acc_task_mean", "final_acc_task_std"]
+              "best_acc_std", "final_acc_task_mean", "final_acc_task_std", "watermark_share_mean",
+              "watermark_share_std"]
     return "\n".join(md) + "\n", _csv(header, body)
 
 

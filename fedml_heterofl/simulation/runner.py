@@ -282,6 +282,10 @@ def summarise(rows: List[Dict[str, Any]], settings: Settings, work: Union[Worklo
         "malicious": list(work.malicious),
         "final_acc": accs[-1][1] if accs else float("nan"),
         "final_acc_task": next((r["test_acc_task"] for r in reversed(rows) if "test_acc_task" in r), float("nan")),
+        "final_watermark_share": next((r["test_watermark_share"] for r in reversed(rows)
+                                       if "test_watermark_share" in r), float("nan")),
+        # the clients' mean number of training samples (their partitions, trigger rows not counted)
+        "samples_per_client": float(torch.tensor(work.heterogeneity["histogram"], dtype=torch.float64).sum(1).mean()),
         "best_acc": max(a for _, a in accs) if accs else float("nan"),
         "mean_removal_success_rate": mean("removal_success_rate"),
         # share of the adaptive attack's rounds whose oracle predicted the server's kept set exactly
