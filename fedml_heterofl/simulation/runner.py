@@ -69,10 +69,9 @@ def participants(settings: Settings, round_idx: int) -> Tensor:
 
 
 def can_vectorise(model: nn.Module) -> bool:
-    """Whether many copies of a model can train in one ``vmap``: no dropout, no buffers (batch norm),
-    and layers with batching rules (not LSTM, ``vmappable = False``)."""
+    """Whether many copies of a model can train in one ``vmap``: no dropout, no buffers (batch norm)."""
     has_dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
-    return getattr(model, "vmappable", True) and not has_dropout and not any(True for _ in model.buffers())
+    return not has_dropout and not any(True for _ in model.buffers())
 
 
 def _device(settings: Settings) -> torch.device:
