@@ -232,9 +232,9 @@ class _LSTMRecurrence(torch.autograd.Function):
     gradient per step). Written in torch ops only, so ``torch.func`` transforms it
     (``generate_vmap_rule``): under ``vmap`` over clients each product becomes a batched product.
 
-    Inputs: ``xi (..., B, T, 4H)``, ``w_hh (..., 4H, H)``. Outputs: ``h (..., B, T, H)`` and, for the
-    backward pass only (not differentiable), ``c``, the sigmoid of all four gate pre-activations and
-    ``tanh`` of the cell gate.
+    Inputs: ``xi (..., B, T, 4H)``, ``w_hh (..., 4H, H)``. Outputs: ``h`` and ``c`` ``(..., B, T, H)``
+    and, for the backward pass only (not differentiable), the sigmoid of all four gate pre-activations
+    and ``tanh`` of the cell gate.
     """
 
     generate_vmap_rule = True
@@ -261,13 +261,14 @@ class _LSTMRecurrence(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: Tuple[Tensor, Tensor], output: Tuple[Tensor, ...]) -> None:
         ctx.save_for_backward(inputs[1], *output)
-        ctx.mark_non_differentiable(*output[1:])
+        ctx.mark_non_differentiable(*output[2:])
 
     @staticmethod
-    def backward(ctx: Any, d_h: Tensor, *_: Tensor) -> Tuple[Tensor, Tensor]:
+    def backward(ctx: Any, d_h: Tensor, d_c: Tensor, *_: Tensor) -> Tuple[Tensor, Tensor]:
         w_hh, hs, cs, sig, cell = ctx.saved_tensors
         H = w_hh.shape[-1]
-        d_h, cs_t, sig_t, cell_t = d_h.unbind(-2), cs.unbind(-2), sig.unbind(-2), cell.unbind(-2)
+        d_h, d_c = d_h.unbind(-2), d_c.unbind(-2)
+        cs_t, sig_t, cell_t = cs.unbind(-2), sig.unbind(-2), cell.unbind(-2)
         dh = torch.zeros_like(d_h[0])
         dc = dh
         dgates = [dh] * len(d_h)
@@ -275,7 +276,7 @@ class _LSTMRecurrence(torch.autograd.Function):
             s, gg = sig_t[t], cell_t[t]
             dh = dh + d_h[t]
             tc = torch.tanh(cs_t[t])
-            dc = dc + dh * s[..., 3 * H:] * (1 - tc * tc)
+            dc = dc + d_c[t] + dh * s[..., 3 * H:] * (1 - tc * tc)
             c_prev = cs_t[t - 1] if t > 0 else torch.zeros_like(dc)
             # ∂ pre-activations: upstream gradient of (i, f, g, o) times the gates' derivatives
             up = torch.cat([dc * gg, dc * c_prev, dc * s[..., :H], dh * tc], -1)

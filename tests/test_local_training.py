@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedml_heterofl.models import ParamLayout
+from fedml_heterofl.models import RNN, ParamLayout
 from fedml_heterofl.simulation.local_training import (
     batch_plan,
     client_seed,
@@ -48,6 +48,26 @@ def test_vectorised_equals_per_client_sgd(momentum, weight_decay, epochs, sizes)
     vec = local_sgd_vectorised(model, layout, w, x, y, idx, seeds=seeds, **kw)
     assert torch.allclose(vec, ref, atol=1e-6)
     assert ref.abs().max() > 1e-2  # the clients really trained
+
+
+def test_vectorised_rnn_equals_per_client_training_through_nn_lstm():
+    # the vmappable LSTM under vmap(grad) (the torch-op recurrence) vs one client at a time through
+    # PyTorch's fused nn.LSTM kernel, on clients of unequal size with momentum and two epochs
+    torch.manual_seed(0)
+    model = RNN(vocab_size=12, num_classes=12, hidden_size=16)
+    layout = ParamLayout(model)
+    w = layout.flatten(model)
+    sizes = (13, 4, 20, 0, 9)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 12, (sum(sizes), 7), generator=g)
+    y = torch.randint(0, 12, (sum(sizes),), generator=g)
+    idx = list(torch.randperm(sum(sizes), generator=g).split(list(sizes)))
+    seeds = [client_seed(1, 2, i) for i in range(len(idx))]
+    kw = dict(epochs=2, batch_size=4, lr=0.5, momentum=0.9)
+    ref = torch.stack([local_sgd(model, layout, w, x[ix], y[ix], seed=s, **kw) for ix, s in zip(idx, seeds)])
+    vec = local_sgd_vectorised(model, layout, w, x, y, idx, seeds=seeds, **kw)
+    assert torch.allclose(vec, ref, atol=1e-5)
+    assert ref.abs().max() > 0.1 and ref[3].abs().max() == 0  # trained; the empty client did not move
 
 
 def test_plain_sgd_by_hand_one_step():
