@@ -11,7 +11,9 @@ Zeno use instead of a Python loop over models.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Tuple
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -132,16 +134,38 @@ def dropout_mask(shape: Tuple[int, ...], p: float, *, dtype: torch.dtype = torch
     return keep.to(dtype).mul_(1.0 / (1.0 - p) if p < 1.0 else 0.0)
 
 
+#: the generator :class:`Dropout` draws its masks from (``None``: torch's global one); per thread and task
+_DROPOUT_GENERATOR: ContextVar[Optional[torch.Generator]] = ContextVar("dropout_generator", default=None)
+
+
+@contextmanager
+def dropout_generator(generator: Optional[torch.Generator]) -> Iterator[None]:
+    """Within the block, :class:`Dropout` layers draw their masks from ``generator`` (a context variable:
+    each thread has its own, so clients training in parallel threads draw from their own generators)."""
+    token = _DROPOUT_GENERATOR.set(generator)
+    try:
+        yield
+    finally:
+        _DROPOUT_GENERATOR.reset(token)
+
+
+def draws_from_global_rng(model: nn.Module) -> bool:
+    """Whether training ``model`` draws from torch's global RNG: it has dropout layers other than
+    :class:`Dropout` (e.g. torch's ``nn.Dropout``)."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and not isinstance(m, Dropout) for m in model.modules())
+
+
 class Dropout(nn.Dropout):
     """``nn.Dropout`` (same ``p``, same train/eval behaviour) with the faster mask of :func:`dropout_mask`,
-    drawn from torch's global generator as ``nn.Dropout``'s (seeded per client and round by
-    :func:`~fedml_heterofl.simulation.local_training.local_sgd`). Masks on other devices are drawn on
-    the CPU and moved."""
+    drawn from the generator of :func:`dropout_generator` — during local training the client's own,
+    seeded by ``(seed, round, client)`` (:func:`~fedml_heterofl.simulation.local_training.local_sgd`)
+    — else from torch's global generator. Masks on other devices are drawn on the CPU and moved."""
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        return x * dropout_mask(tuple(x.shape), self.p, dtype=x.dtype).to(x.device)
+        mask = dropout_mask(tuple(x.shape), self.p, dtype=x.dtype, generator=_DROPOUT_GENERATOR.get())
+        return x * mask.to(x.device)
 
 
 class CNN(nn.Module):
@@ -330,8 +354,19 @@ class RNN(nn.Module):
     """The LEAF / FedAvg Shakespeare model (FedML's ``RNN_OriginalFedAvg``): character embedding of
     size 8, a 2-layer LSTM with 256 units, dense ``num_classes`` on the last position's output (the
     next character). The LSTM is :class:`LSTM` (``nn.LSTM``'s parameters and state dict keys, and
-    ``vmap``-able), so many clients' models evaluate and train in one vectorised pass.
+    ``vmap``-able), so many clients' models evaluate (:func:`batched_loss`) and can train in one
+    vectorised pass.
+
+    ``vectorised_training_default = False``: with ``train_args.vectorised_training: null`` the
+    simulator trains this model's clients one per core (``local_sgd_parallel``), not vectorised — on
+    the 2-core development machine a vmapped step over 10 clients ran at ~30 GFLOP/s against
+    ~85 GFLOP/s per core for one client through PyTorch's fused kernel: each client's 1 MB ``W_hh``
+    stays in its core's cache for all 80 time steps, while a vmapped step reads every client's
+    ``W_hh`` from memory at each time step (``benchmarks/rounds.py``, ``vectorised`` row).
+    ``vectorised_training: true`` trains it vectorised (e.g. to try on a GPU).
     """
+
+    vectorised_training_default = False
 
     def __init__(self, vocab_size: int = 80, num_classes: int = 80, embedding_dim: int = 8,
                  hidden_size: int = 256) -> None:

@@ -12,7 +12,10 @@ Per round t (Alg. 1): the participating clients train from ``w_t`` (all of them 
 ``client_num_per_round < client_num_in_total`` a seeded sample), the server poisons and aggregates,
 ``w_{t+1} = w_t + update``, and the global model is evaluated every ``frequency_of_the_test``
 rounds and in the last one. Models without dropout or batch statistics (LR) train many clients at
-once (:func:`~fedml_heterofl.simulation.local_training.local_sgd_vectorised`).
+once (:func:`~fedml_heterofl.simulation.local_training.local_sgd_vectorised`); the others (the CNN,
+ResNet20, and the RNN, whose clients train faster one per core on a CPU) train one client per
+intra-op thread in parallel threads
+(:func:`~fedml_heterofl.simulation.local_training.local_sgd_parallel`).
 
 Results (:class:`~fedml_heterofl.experiments.store.RunStore`): ``partition.json`` holds each
 client's load and label diversity (paper §IV); after every round the checkpoint
@@ -38,9 +41,15 @@ from fedml_heterofl import components
 from fedml_heterofl.attack import ModelAttack
 from fedml_heterofl.experiments.metrics import EVAL_COLUMNS, evaluate_model
 from fedml_heterofl.experiments.store import RunStore, atomic_write
-from fedml_heterofl.models import batched_loss
+from fedml_heterofl.models import batched_loss, draws_from_global_rng
 from fedml_heterofl.settings import Settings
-from fedml_heterofl.simulation.local_training import client_seed, local_sgd, local_sgd_vectorised, server_update
+from fedml_heterofl.simulation.local_training import (
+    client_seed,
+    local_sgd,
+    local_sgd_parallel,
+    local_sgd_vectorised,
+    server_update,
+)
 from fedml_heterofl.simulation.server_round import ServerRound
 from fedml_heterofl.simulation.workload import Workload, build_workload
 
@@ -72,6 +81,12 @@ def can_vectorise(model: nn.Module) -> bool:
     """Whether many copies of a model can train in one ``vmap``: no dropout, no buffers (batch norm)."""
     has_dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
     return not has_dropout and not any(True for _ in model.buffers())
+
+
+def vectorise_by_default(model: nn.Module) -> bool:
+    """``train_args.vectorised_training: null``: vectorised when it can be, unless the model says its
+    clients train faster one per core (``vectorised_training_default = False``, the RNN)."""
+    return can_vectorise(model) and getattr(model, "vectorised_training_default", True)
 
 
 def _device(settings: Settings) -> torch.device:
@@ -106,7 +121,7 @@ class Simulation:
         self.model = self.work.model.to(self.device)
         self.x, self.y = self.work.x.to(self.device), self.work.y.to(self.device)
         vectorise = settings.train_args.vectorised_training
-        self.vectorise = can_vectorise(self.model) if vectorise is None else vectorise
+        self.vectorise = vectorise_by_default(self.model) if vectorise is None else vectorise
         if self.vectorise and not can_vectorise(self.model):
             raise ValueError(f"train_args.vectorised_training: {settings.model_args.model} has dropout or batch "
                              "norm and cannot be trained vectorised; allowed: false or null (auto)")
@@ -131,8 +146,12 @@ class Simulation:
                 local_sgd_vectorised(self.model, self.work.layout, w, self.x, self.y, index[s:s + chunk],
                                      seeds=seeds[s:s + chunk], **self.sgd)
                 for s in range(0, len(index), chunk)])
-        return torch.stack([local_sgd(self.model, self.work.layout, w, self.x[ix], self.y[ix], seed=sd, **self.sgd)
-                            for ix, sd in zip(index, seeds)])
+        if draws_from_global_rng(self.model):
+            return torch.stack([local_sgd(self.model, self.work.layout, w, self.x[ix], self.y[ix], seed=sd, **self.sgd)
+                                for ix, sd in zip(index, seeds)])
+        workers = torch.get_num_threads() if self.device.type == "cpu" else 1
+        return local_sgd_parallel(self.model, self.work.layout, w, self.x, self.y, index, seeds=seeds, workers=workers,
+                                  **self.sgd)
 
     def _server_update(self, round_idx: int, w: Tensor) -> Tensor:
         """FLTrust's ``g_0``: local SGD on the server's root data from ``w_t``."""
