@@ -23,8 +23,9 @@ trains on the 4 trigger samples, part of HeteroFL's cost).
 
 ``plain`` (CNN and RNN): the roofline of this machine for the model — a plain training step
 (forward, backward, ``torch.optim.SGD`` step) of the same model class on one batch of the same data,
-repeated, at each batch size of :data:`PLAIN_BATCHES`; its best rate (FLOP/s) is the reference for our
-round's rate. FLOPs are counted by ``torch.utils.flop_counter`` on one training step of the model
+repeated, at each batch size of :data:`PLAIN_BATCHES`, both with one model on ``--threads`` intra-op
+threads and with ``--threads`` copies stepping at once, one intra-op thread each
+(:func:`plain_step_rates`); its best rate (FLOP/s) is the reference for our round's rate. FLOPs are counted by ``torch.utils.flop_counter`` on one training step of the model
 (:func:`train_flops_per_sample`; the CNN: 71.6 MFLOP per image, the RNN: 380 MFLOP per window); a
 round's FLOPs = FLOPs per sample × the training samples of all clients.
 
@@ -83,7 +84,9 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import median
 from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
@@ -333,28 +336,47 @@ def _run_ours(system: str, model: str, gate: Gate, *, clients: int, rounds: int,
 
 
 def plain_step_rates(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batches: Sequence[int], *, lr: float,
-                     seconds: float) -> Dict[int, float]:
+                     seconds: float, threads: int) -> Dict[str, float]:
     """FLOP/s of a plain training step (forward, backward, ``torch.optim.SGD`` step) of ``model`` on the
-    first ``b`` rows of ``(x, y)``, for each batch size ``b``: one untimed step, then steps for at least
-    ``seconds`` (and at least 2)."""
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    rates: Dict[int, float] = {}
+    first ``b`` rows of ``(x, y)``, for each batch size ``b``, two ways of using ``threads`` cores: one
+    model with ``threads`` intra-op threads (key ``"b"``), and ``threads`` copies of the model stepping
+    at once in threads with one intra-op thread each (key ``"b x threads"``; the sum of their rates).
+    Each copy takes one untimed step, then steps for at least ``seconds`` (and at least 2)."""
+    rates: Dict[str, float] = {}
     for b in batches:
         xb, yb = x[:b], y[:b]
         flops = train_flops_per_sample(model, xb, yb) * len(xb)
+        for copies in sorted({1, threads}):
+            nets = [model] + [copy.deepcopy(model) for _ in range(copies - 1)]
+            ready = threading.Barrier(copies + 1)
 
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(xb), yb).backward()
-            opt.step()
+            def run(net: torch.nn.Module) -> int:
+                net.train()
+                opt = torch.optim.SGD(net.parameters(), lr=lr)
 
-        step()
-        steps, start = 0, time.perf_counter()
-        while steps < 2 or time.perf_counter() - start < seconds:
-            step()
-            steps += 1
-        rates[b] = flops * steps / (time.perf_counter() - start)
+                def step() -> None:
+                    opt.zero_grad(set_to_none=True)
+                    torch.nn.functional.cross_entropy(net(xb), yb).backward()
+                    opt.step()
+
+                step()
+                ready.wait()
+                steps, start = 0, time.perf_counter()
+                while steps < 2 or time.perf_counter() - start < seconds:
+                    step()
+                    steps += 1
+                return steps
+
+            torch.set_num_threads(threads if copies == 1 else 1)
+            try:
+                with ThreadPoolExecutor(copies) as pool:
+                    jobs = [pool.submit(run, net) for net in nets]
+                    ready.wait()
+                    start = time.perf_counter()
+                    steps = sum(job.result() for job in jobs)
+                    rates[str(b) if copies == 1 else f"{b} x {copies}"] = flops * steps / (time.perf_counter() - start)
+            finally:
+                torch.set_num_threads(threads)
     return rates
 
 
@@ -374,10 +396,11 @@ def _run_plain(model: str, gate: Gate, *, clients: int, rounds: int, seed: int, 
     for _ in range(rounds):
         gate.wait()
         start = time.perf_counter()
-        rates = plain_step_rates(work.model, x, y, batches, lr=settings.train_args.learning_rate, seconds=plain_seconds)
+        rates = plain_step_rates(work.model, x, y, batches, lr=settings.train_args.learning_rate, seconds=plain_seconds,
+                                 threads=torch.get_num_threads())
         best = max(rates, key=rates.get)
         gate.report({"seconds": time.perf_counter() - start, "gflops": rates[best] / 1e9, "batch": best,
-                     "batch_gflops": {str(b): r / 1e9 for b, r in rates.items()}})
+                     "batch_gflops": {b: r / 1e9 for b, r in rates.items()}})
 
 
 def run_cell(system: str, model: str, *, clients: int = 100, rounds: int = 3, threads: int = 2, seed: int = 0,
