@@ -19,7 +19,9 @@ Models and peers (``--models``, default all three):
 Same work on every side of a model: the same seed and therefore the same partition, no attack. Our
 systems: ``fedavg`` (``defense_args.enable_defense: false``) and ``heterofl`` (``defense_type:
 heterofl`` with its default parameters; the model has the watermark output and every client also
-trains on the 4 trigger samples, part of HeteroFL's cost).
+trains on the 4 trigger samples, part of HeteroFL's cost), both with the simulator's default local
+training (``vectorised_training: null``); for the RNN also ``vectorised``: FedAvg with all clients
+in one ``vmap(grad)`` pass through the vmappable LSTM (``vectorised_training: true``).
 
 ``plain`` (CNN and RNN): the roofline of this machine for the model — a plain training step
 (forward, backward, ``torch.optim.SGD`` step) of the same model class on one batch of the same data,
@@ -102,7 +104,7 @@ MODELS = ("lr", "cnn", "rnn")
 #: each model's cells: the peer first, then ours; ``plain`` is the model's plain training step
 SYSTEMS: Dict[str, Tuple[str, ...]] = {"lr": ("fedml_sp", "fedavg", "heterofl"),
                                        "cnn": ("fedml_sp", "fedavg", "heterofl", "plain"),
-                                       "rnn": ("loop", "fedavg", "heterofl", "plain")}
+                                       "rnn": ("loop", "fedavg", "heterofl", "vectorised", "plain")}
 #: the issues' targets: peer / our FedAvg >= SPEEDUP_TARGET[model]; our HeteroFL / our FedAvg <= OVERHEAD_TARGET;
 #: CNN: our FedAvg round's FLOP/s >= ROOFLINE_TARGET x the plain step's best
 SPEEDUP_TARGET = {"lr": 3.0, "cnn": 1.0, "rnn": 3.0}
@@ -125,8 +127,8 @@ def bench_config(system: str, model: str, *, clients: int, rounds: int, seed: in
     """The FedML-style config of one cell: ``config/mnist_lr.yaml`` (``lr``, ``cnn``) or
     ``config/shakespeare_rnn.yaml`` (``rnn``: the ``clients`` speakers with the most lines, at most
     ``rnn_windows`` windows each) with the model, client count, round count, seed, no attack, and
-    the defense of ``system`` (FedAvg for the peers and ``plain``); ``loop`` trains one client at a
-    time (``vectorised_training: false``)."""
+    the defense of ``system`` (FedAvg for all but ``heterofl``); ``loop`` trains one client at a time
+    (``vectorised_training: false``), ``vectorised`` all at once (``true``)."""
     if model not in SYSTEMS:
         raise ValueError(f"model: {model!r}; allowed: {', '.join(MODELS)}")
     if system not in SYSTEMS[model]:
@@ -143,8 +145,8 @@ def bench_config(system: str, model: str, *, clients: int, rounds: int, seed: in
     cfg["common_args"].update(random_seed=seed, run_name=f"bench_{system}_{model}")
     cfg["model_args"]["model"] = model
     cfg["train_args"].update(client_num_in_total=clients, client_num_per_round=clients, comm_round=rounds)
-    if system == "loop":
-        cfg["train_args"]["vectorised_training"] = False
+    if system in ("loop", "vectorised"):
+        cfg["train_args"]["vectorised_training"] = system == "vectorised"
     cfg["validation_args"]["frequency_of_the_test"] = rounds + 1  # only the (untimed) last-round evaluation
     cfg["attack_args"] = {"enable_attack": False, "byzantine_client_num": 0}
     if system == "heterofl":

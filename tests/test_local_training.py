@@ -137,10 +137,12 @@ def test_parallel_clients_train_as_each_alone_whoever_runs_next_to_them(workers)
     assert alone[0].abs().max() > 1e-3 and not torch.equal(alone[0], alone[2]) and alone[4].abs().max() == 0
 
 
-def test_parallel_clients_reject_dropout_from_the_global_rng():
-    net = nn.Sequential(nn.Linear(12, 4), nn.Dropout(0.5))
+@pytest.mark.parametrize("layer, message", [(nn.Dropout(0.5), "draw from torch's global RNG"),
+                                            (nn.BatchNorm1d(4), "has buffers")])
+def test_parallel_clients_reject_global_rng_dropout_and_buffers(layer, message):
+    net = nn.Sequential(nn.Linear(12, 4), layer)
     _, _, _, x, y, idx = problem()
     lay = ParamLayout(net)
-    with pytest.raises(ValueError, match="draw from torch's global RNG"):
+    with pytest.raises(ValueError, match=message):
         local_sgd_parallel(net, lay, lay.flatten(net), x, y, idx, seeds=[0] * len(idx), workers=2, epochs=1,
                            batch_size=8, lr=0.1)

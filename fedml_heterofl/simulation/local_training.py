@@ -113,7 +113,8 @@ def local_sgd_parallel(
     Every client computes with one intra-op thread and draws from its own seeded generator, so its
     update is the same bit for bit whichever worker runs it, in whatever order, next to whichever
     clients (tested). The model must not draw from torch's global RNG
-    (:func:`~fedml_heterofl.models.draws_from_global_rng`).
+    (:func:`~fedml_heterofl.models.draws_from_global_rng`) and must have no buffers (BatchNorm's running
+    statistics, which a scratch model carries from one client to the next, would depend on the order).
 
     Returns:
         ``(k, d)`` updates, rows in ``client_indices`` order.
@@ -121,6 +122,9 @@ def local_sgd_parallel(
     if draws_from_global_rng(model):
         raise ValueError("local_sgd_parallel: the model has dropout layers that draw from torch's global RNG "
                          "(shared by all threads); use fedml_heterofl.models.Dropout, or train with local_sgd")
+    if any(True for _ in model.buffers()):
+        raise ValueError("local_sgd_parallel: the model has buffers (e.g. BatchNorm statistics), whose values "
+                         "would depend on which clients each thread trained before; train with local_sgd")
     k = len(client_indices)
     out = global_params.new_empty(k, layout.d)
     copies = [model] + [copy.deepcopy(model) for _ in range(min(workers, k) - 1)]

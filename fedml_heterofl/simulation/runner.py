@@ -12,10 +12,10 @@ Per round t (Alg. 1): the participating clients train from ``w_t`` (all of them 
 ``client_num_per_round < client_num_in_total`` a seeded sample), the server poisons and aggregates,
 ``w_{t+1} = w_t + update``, and the global model is evaluated every ``frequency_of_the_test``
 rounds and in the last one. Models without dropout or batch statistics (LR) train many clients at
-once (:func:`~fedml_heterofl.simulation.local_training.local_sgd_vectorised`); the others (the CNN,
-ResNet20, and the RNN, whose clients train faster one per core on a CPU) train one client per
-intra-op thread in parallel threads
-(:func:`~fedml_heterofl.simulation.local_training.local_sgd_parallel`).
+once (:func:`~fedml_heterofl.simulation.local_training.local_sgd_vectorised`); the CNN and the RNN
+(whose clients train faster one per core on a CPU) train one client per core in parallel threads
+(:func:`~fedml_heterofl.simulation.local_training.local_sgd_parallel`); ResNet20 (BatchNorm
+statistics carried by the scratch model from one client to the next) one client after another.
 
 Results (:class:`~fedml_heterofl.experiments.store.RunStore`): ``partition.json`` holds each
 client's load and label diversity (paper §IV); after every round the checkpoint
@@ -146,7 +146,7 @@ class Simulation:
                 local_sgd_vectorised(self.model, self.work.layout, w, self.x, self.y, index[s:s + chunk],
                                      seeds=seeds[s:s + chunk], **self.sgd)
                 for s in range(0, len(index), chunk)])
-        if draws_from_global_rng(self.model):
+        if draws_from_global_rng(self.model) or any(True for _ in self.model.buffers()):
             return torch.stack([local_sgd(self.model, self.work.layout, w, self.x[ix], self.y[ix], seed=sd, **self.sgd)
                                 for ix, sd in zip(index, seeds)])
         workers = torch.get_num_threads() if self.device.type == "cpu" else 1
