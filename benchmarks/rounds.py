@@ -158,12 +158,14 @@ def bench_config(system: str, model: str, *, clients: int, rounds: int, seed: in
 
 def _truncate(work, samples_per_client: Optional[int]):
     """The workload with each client's partition cut to its first ``samples_per_client`` rows (for
-    smoke tests; trigger rows, when present, stay). ``None`` leaves it unchanged."""
+    smoke tests; trigger rows, when present, stay) and the test set (evaluated after the last, timed
+    round) to its first ``10 * samples_per_client`` rows. ``None`` leaves it unchanged."""
     if samples_per_client is None:
         return work
     parts = [ix[:samples_per_client] for ix in work.parts]
     index = [torch.cat([p, ci[len(full):]]) for p, full, ci in zip(parts, work.parts, work.client_index)]
-    return dataclasses.replace(work, parts=parts, client_index=index)
+    test = tuple(t[:10 * samples_per_client] for t in work.test)
+    return dataclasses.replace(work, parts=parts, client_index=index, test=test)
 
 
 def _seed_all(seed: int) -> None:
