@@ -72,7 +72,8 @@ def batched_loss(
         batch: ``(x, y)``.
         chunk: models evaluated per vectorised call (bounds memory at ``chunk`` parameter copies
             of activations). 16: on 2 cores, 100 ResNet20s on 4 trigger samples took 0.46 s in
-            chunks of 16 and 0.66 s in chunks of 64 (smaller activations, fewer page faults).
+            chunks of 16 and 0.66 s in chunks of 64 (smaller activations, fewer page faults). Models
+            with ``vectorise_on_cpu = False`` (the RNN) go one at a time on a CPU.
         loss: per-batch mean loss, default cross-entropy.
 
     Returns:
@@ -87,9 +88,12 @@ def batched_loss(
     def one(p: Dict[str, Tensor]) -> Tensor:
         return loss(functional_call(model, (p, buffers), (x,)), y)
 
+    # models whose copies evaluate faster one at a time on a CPU (the RNN: ``vectorise_on_cpu = False``)
+    step = chunk if params.device.type != "cpu" or getattr(model, "vectorise_on_cpu", True) else 1
+    evaluate = vmap(one) if step > 1 else (lambda p: one({k: v[0] for k, v in p.items()})[None])
     try:
         with torch.no_grad():
-            out = [vmap(one)(layout.unflatten(params[s:s + chunk])) for s in range(0, params.shape[0], chunk)]
+            out = [evaluate(layout.unflatten(params[s:s + step])) for s in range(0, params.shape[0], step)]
     finally:
         model.train(was_training)
     return torch.cat(out) if out else params.new_zeros(0)
@@ -321,11 +325,11 @@ class LSTM(nn.LSTM):
     ``bias_ih_l0``, ``bias_hh_l0``, ...), initialisation and state dict (old checkpoints load) — and the
     same outputs ``(out, (h_n, c_n))``. PyTorch has no ``vmap`` batching rule for its fused LSTM, so
     under a ``torch.func`` transform (the input or a weight is a functorch tensor) each layer is
-    computed by :class:`_LSTMRecurrence` from ``torch`` ops: HeteroFL's watermark check and Zeno then
-    evaluate all clients' RNNs in one ``vmap`` (:func:`batched_loss`), and
-    :func:`~fedml_heterofl.simulation.local_training.local_sgd_vectorised` trains many clients in one
-    ``vmap(grad)``. On plain tensors PyTorch's fused LSTM runs (faster for one model); both agree to
-    float32 rounding (tested).
+    computed by :class:`_LSTMRecurrence` from ``torch`` ops: :func:`batched_loss` can evaluate many
+    clients' RNNs in one ``vmap``, and
+    :func:`~fedml_heterofl.simulation.local_training.local_sgd_vectorised` train many clients in one
+    ``vmap(grad)`` (on a CPU both are slower than one model at a time, see :class:`RNN`). On plain
+    tensors PyTorch's fused LSTM runs (faster for one model); both agree to float32 rounding (tested).
 
     Only what the Shakespeare model uses: no initial state, no dropout, unidirectional, no projections.
     """
@@ -357,16 +361,19 @@ class RNN(nn.Module):
     ``vmap``-able), so many clients' models evaluate (:func:`batched_loss`) and can train in one
     vectorised pass.
 
-    ``vectorised_training_default = False``: with ``train_args.vectorised_training: null`` the
-    simulator trains this model's clients one per core (``local_sgd_parallel``), not vectorised — on
-    the 2-core development machine a vmapped step over 10 clients ran at ~30 GFLOP/s against
-    ~85 GFLOP/s per core for one client through PyTorch's fused kernel: each client's 1 MB ``W_hh``
-    stays in its core's cache for all 80 time steps, while a vmapped step reads every client's
-    ``W_hh`` from memory at each time step (``benchmarks/rounds.py``, ``vectorised`` row).
-    ``vectorised_training: true`` trains it vectorised (e.g. to try on a GPU).
+    ``vectorise_on_cpu = False``: on a CPU, this model's copies evaluate one at a time in
+    :func:`batched_loss`, and with ``train_args.vectorised_training: null`` the simulator trains its
+    clients one per core (``local_sgd_parallel``), not vectorised. PyTorch's fused kernel for one
+    model keeps each layer's 1 MB ``W_hh`` in the core's cache for all 80 time steps; a vmapped step
+    over k models reads all k ``W_hh`` from memory at every time step. Measured on the 2-core
+    development machine: a vmapped training step over 10 clients ~30 GFLOP/s against ~85 GFLOP/s
+    for one client per core (``benchmarks/rounds.py``, ``vectorised`` row), and 100 models on
+    HeteroFL's 4 trigger windows 1.8-2.0 s vmapped against 0.67 s one at a time.
+    ``vectorised_training: true`` trains it vectorised; on a GPU (not measured here) both are
+    vectorised.
     """
 
-    vectorised_training_default = False
+    vectorise_on_cpu = False
 
     def __init__(self, vocab_size: int = 80, num_classes: int = 80, embedding_dim: int = 8,
                  hidden_size: int = 256) -> None:

@@ -126,7 +126,7 @@ class TrainArgs:
     weight_decay: float = 0.0
     momentum: float = 0.0
     #: train many clients in one vmapped pass (models without dropout/batch norm); null = when possible, except
-    #: for models whose clients train faster one per core (the RNN on a CPU, see models.RNN)
+    #: for models whose clients train faster one per core on a CPU (the RNN, see models.RNN)
     vectorised_training: Optional[bool] = None
     #: clients per vectorised pass (memory: about chunk x d parameters and gradients)
     vectorised_chunk: int = 100

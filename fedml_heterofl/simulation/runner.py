@@ -83,10 +83,10 @@ def can_vectorise(model: nn.Module) -> bool:
     return not has_dropout and not any(True for _ in model.buffers())
 
 
-def vectorise_by_default(model: nn.Module) -> bool:
-    """``train_args.vectorised_training: null``: vectorised when it can be, unless the model says its
-    clients train faster one per core (``vectorised_training_default = False``, the RNN)."""
-    return can_vectorise(model) and getattr(model, "vectorised_training_default", True)
+def vectorise_by_default(model: nn.Module, device: torch.device) -> bool:
+    """``train_args.vectorised_training: null``: vectorised when it can be, unless on a CPU the model's
+    clients train faster one per core (``vectorise_on_cpu = False``: the RNN)."""
+    return can_vectorise(model) and (device.type != "cpu" or getattr(model, "vectorise_on_cpu", True))
 
 
 def _device(settings: Settings) -> torch.device:
@@ -121,7 +121,7 @@ class Simulation:
         self.model = self.work.model.to(self.device)
         self.x, self.y = self.work.x.to(self.device), self.work.y.to(self.device)
         vectorise = settings.train_args.vectorised_training
-        self.vectorise = vectorise_by_default(self.model) if vectorise is None else vectorise
+        self.vectorise = vectorise_by_default(self.model, self.device) if vectorise is None else vectorise
         if self.vectorise and not can_vectorise(self.model):
             raise ValueError(f"train_args.vectorised_training: {settings.model_args.model} has dropout or batch "
                              "norm and cannot be trained vectorised; allowed: false or null (auto)")
