@@ -347,6 +347,7 @@ def plain_step_rates(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, b
     at once in threads with one intra-op thread each (key ``"b x threads"``; the sum of their rates).
     Each copy takes one untimed step, then steps for at least ``seconds`` (and at least 2)."""
     rates: Dict[str, float] = {}
+    caller_threads = torch.get_num_threads()
     for b in batches:
         xb, yb = x[:b], y[:b]
         flops = train_flops_per_sample(model, xb, yb) * len(xb)
@@ -380,7 +381,7 @@ def plain_step_rates(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, b
                     steps = sum(job.result() for job in jobs)
                     rates[str(b) if copies == 1 else f"{b} x {copies}"] = flops * steps / (time.perf_counter() - start)
             finally:
-                torch.set_num_threads(threads)
+                torch.set_num_threads(caller_threads)
     return rates
 
 

@@ -90,3 +90,15 @@ def test_bench_config_is_paper_scale_without_attack(tmp_path, benchmark):
         bench.run_cell("nope", "lr", workdir=tmp_path)
     with pytest.raises(ValueError, match="system: 'loop' for model lr; allowed: fedml_sp, fedavg, heterofl"):
         bench.run_cell("loop", "lr", workdir=tmp_path)
+
+
+def test_plain_step_rates_time_both_ways_of_using_the_threads(benchmark):
+    bench = benchmark("rounds")
+    from fedml_heterofl.models import build_model
+
+    model = build_model("cnn", 10)
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    threads = torch.get_num_threads()
+    rates = bench.plain_step_rates(model, x, y, [4, 8], lr=0.01, seconds=0.0, threads=2)
+    assert set(rates) == {"4", "4 x 2", "8", "8 x 2"} and all(r > 0 for r in rates.values())
+    assert torch.get_num_threads() == threads
