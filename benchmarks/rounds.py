@@ -13,8 +13,9 @@ Models and peers (``--models``, default all three):
 * ``rnn``: Shakespeare (``config/shakespeare_rnn.yaml``: LEAF's 2-layer LSTM, batch 10, learning rate
   0.8), the ``--clients`` speakers with the most lines, at most ``--rnn-windows`` windows each (80 %
   for training; the default 100 as in ``config/grids/table1_shakespeare_rnn.yaml``). Peer: our own
-  simulator with ``vectorised_training: false`` (``loop``): one client after another through PyTorch's
-  fused ``nn.LSTM`` kernel, i.e. the round as it ran before the vmappable LSTM.
+  simulator with ``vectorised_training: false`` and ``client_threads: 1`` (``loop``): one client after
+  another through PyTorch's fused ``nn.LSTM`` kernel on all ``--threads`` intra-op threads, i.e. the
+  round as it ran before this benchmark's RNN row existed.
 
 Same work on every side of a model: the same seed and therefore the same partition, no attack. Our
 systems: ``fedavg`` (``defense_args.enable_defense: false``) and ``heterofl`` (``defense_type:
@@ -128,7 +129,7 @@ def bench_config(system: str, model: str, *, clients: int, rounds: int, seed: in
     ``config/shakespeare_rnn.yaml`` (``rnn``: the ``clients`` speakers with the most lines, at most
     ``rnn_windows`` windows each) with the model, client count, round count, seed, no attack, and
     the defense of ``system`` (FedAvg for all but ``heterofl``); ``loop`` trains one client at a time
-    (``vectorised_training: false``), ``vectorised`` all at once (``true``)."""
+    (``vectorised_training: false``, ``client_threads: 1``), ``vectorised`` all at once (``true``)."""
     if model not in SYSTEMS:
         raise ValueError(f"model: {model!r}; allowed: {', '.join(MODELS)}")
     if system not in SYSTEMS[model]:
@@ -147,6 +148,8 @@ def bench_config(system: str, model: str, *, clients: int, rounds: int, seed: in
     cfg["train_args"].update(client_num_in_total=clients, client_num_per_round=clients, comm_round=rounds)
     if system in ("loop", "vectorised"):
         cfg["train_args"]["vectorised_training"] = system == "vectorised"
+    if system == "loop":  # one client after another on all intra-op threads: the round as it ran before
+        cfg["train_args"]["client_threads"] = 1
     cfg["validation_args"]["frequency_of_the_test"] = rounds + 1  # only the (untimed) last-round evaluation
     cfg["attack_args"] = {"enable_attack": False, "byzantine_client_num": 0}
     if system == "heterofl":

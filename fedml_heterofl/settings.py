@@ -130,6 +130,9 @@ class TrainArgs:
     vectorised_training: Optional[bool] = None
     #: clients per vectorised pass (memory: about chunk x d parameters and gradients)
     vectorised_chunk: int = 100
+    #: clients trained at once in threads when not vectorised, one intra-op thread each; null = torch's
+    #: intra-op thread count on a CPU (1 on a GPU); 1 = one client after another on all intra-op threads
+    client_threads: Optional[int] = None
 
     def __post_init__(self) -> None:
         _choice("train_args", "federated_optimizer", self.federated_optimizer, ("FedAvg",))
@@ -137,6 +140,8 @@ class TrainArgs:
         for key in ("client_num_in_total", "client_num_per_round", "comm_round", "epochs", "batch_size",
                     "vectorised_chunk"):
             _positive("train_args", key, getattr(self, key))
+        if self.client_threads is not None:
+            _positive("train_args", "client_threads", self.client_threads)
         _positive("train_args", "learning_rate", self.learning_rate)
         _positive("train_args", "weight_decay", self.weight_decay, zero=True)
         _positive("train_args", "momentum", self.momentum, zero=True)

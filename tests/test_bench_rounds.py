@@ -83,6 +83,7 @@ def test_bench_config_is_paper_scale_without_attack(tmp_path, benchmark):
     loop = settings_from_dict(bench.bench_config("loop", "rnn", clients=20, rounds=2, seed=0, rnn_windows=50))
     ours = settings_from_dict(bench.bench_config("fedavg", "rnn", clients=20, rounds=2, seed=0, rnn_windows=50))
     assert loop.train_args.vectorised_training is False and ours.train_args.vectorised_training is None
+    assert loop.train_args.client_threads == 1 and ours.train_args.client_threads is None
     for s in (loop, ours):
         assert (s.data_args.dataset, s.data_args.max_clients, s.data_args.max_samples_per_client) == ("shakespeare", 20, 50)
         assert s.train_args.batch_size == 10 and s.attack_name is None and s.defense_name == "fedavg"

@@ -101,6 +101,13 @@ def test_parallel_client_rounds_do_not_depend_on_the_thread_count(tmp_path, mode
         torch.set_num_threads(threads)
     assert torch.equal(one, three) and torch.equal(one[1], alone)
     assert one.abs().max() > 1e-4 and not torch.equal(one[0], one[2])
+    # client_threads: 1, one client after another on all intra-op threads (the benchmark's loop): the same
+    # updates up to the float rounding of the thread count
+    looped = Simulation(settings_from_dict(tiny(tmp_path, train_args={"batch_size": 8, "client_threads": 1},
+                                                **{k: v for k, v in sections.items() if k != "train_args"})),
+                        results_dir=str(tmp_path / "l"))
+    assert looped.client_threads == 1
+    assert torch.allclose(looped.train(1, clients, w), one, atol=1e-5)
 
 
 def test_resume_after_kill_equals_uninterrupted(tmp_path):

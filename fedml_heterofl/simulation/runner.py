@@ -14,8 +14,9 @@ Per round t (Alg. 1): the participating clients train from ``w_t`` (all of them 
 rounds and in the last one. Models without dropout or batch statistics (LR) train many clients at
 once (:func:`~fedml_heterofl.simulation.local_training.local_sgd_vectorised`); the CNN and the RNN
 (whose clients train faster one per core on a CPU) train one client per core in parallel threads
-(:func:`~fedml_heterofl.simulation.local_training.local_sgd_parallel`); ResNet20 (BatchNorm
-statistics carried by the scratch model from one client to the next) one client after another.
+(:func:`~fedml_heterofl.simulation.local_training.local_sgd_parallel`, ``train_args.client_threads``
+of them at once, by default one per intra-op thread); ResNet20 (BatchNorm statistics carried by the
+scratch model from one client to the next) one client after another.
 
 Results (:class:`~fedml_heterofl.experiments.store.RunStore`): ``partition.json`` holds each
 client's load and label diversity (paper §IV); after every round the checkpoint
@@ -146,12 +147,20 @@ class Simulation:
                 local_sgd_vectorised(self.model, self.work.layout, w, self.x, self.y, index[s:s + chunk],
                                      seeds=seeds[s:s + chunk], **self.sgd)
                 for s in range(0, len(index), chunk)])
-        if draws_from_global_rng(self.model) or any(True for _ in self.model.buffers()):
+        workers = self.client_threads
+        if workers == 1 or draws_from_global_rng(self.model) or any(True for _ in self.model.buffers()):
             return torch.stack([local_sgd(self.model, self.work.layout, w, self.x[ix], self.y[ix], seed=sd, **self.sgd)
                                 for ix, sd in zip(index, seeds)])
-        workers = torch.get_num_threads() if self.device.type == "cpu" else 1
         return local_sgd_parallel(self.model, self.work.layout, w, self.x, self.y, index, seeds=seeds, workers=workers,
                                   **self.sgd)
+
+    @property
+    def client_threads(self) -> int:
+        """``train_args.client_threads``, else torch's intra-op thread count on a CPU and 1 on a GPU."""
+        configured = self.settings.train_args.client_threads
+        if configured is not None:
+            return configured
+        return torch.get_num_threads() if self.device.type == "cpu" else 1
 
     def _server_update(self, round_idx: int, w: Tensor) -> Tensor:
         """FLTrust's ``g_0``: local SGD on the server's root data from ``w_t``."""
