@@ -211,10 +211,14 @@ class TrainArgs:
     learning_rate: float = 0.1
     weight_decay: float = 0.0
     momentum: float = 0.0
-    #: train many clients in one vmapped pass (models without dropout/batch norm); null = when possible
+    #: train many clients in one vmapped pass (models without dropout/batch norm); null = when possible, except
+    #: for models whose clients train faster one per core on a CPU (the RNN, see models.RNN)
     vectorised_training: Optional[bool] = None
     #: clients per vectorised pass (memory: about chunk x d parameters and gradients)
     vectorised_chunk: int = 100
+    #: clients trained at once in threads when not vectorised, one intra-op thread each; null = torch's
+    #: intra-op thread count on a CPU (1 on a GPU); 1 = one client after another on all intra-op threads
+    client_threads: Optional[int] = None
 
     def __post_init__(self) -> None:
         _choice("train_args", "federated_optimizer", self.federated_optimizer, ("FedAvg",))
@@ -222,6 +226,8 @@ class TrainArgs:
         for key in ("client_num_in_total", "client_num_per_round", "comm_round", "epochs", "batch_size",
                     "vectorised_chunk"):
             _bounds("train_args", key, getattr(self, key), ge=1)
+        if self.client_threads is not None:
+            _bounds("train_args", "client_threads", self.client_threads, ge=1)
         _bounds("train_args", "learning_rate", self.learning_rate, gt=0)
         _bounds("train_args", "weight_decay", self.weight_decay, ge=0)
         _bounds("train_args", "momentum", self.momentum, ge=0, lt=1)

@@ -277,7 +277,7 @@ def drive_workers(settings, data, workers):
                                           round_clients=functools.partial(participants, settings))
     model = initial_model(settings, 10)
     trainers = [HeteroFLWorkerTrainer(
-        initial_model(settings, 10), args, plan=plan, read_rows=read, vectorise=vectorised(settings, model),
+        initial_model(settings, 10), args, plan=plan, read_rows=read, vectorise=vectorised(settings, model, torch.device("cpu")),
         chunk=settings.train_args.vectorised_chunk,
         share=lambda t, r=r: assign_clients(participants(settings, t), plan.sample_counts, workers)[r])
         for r in range(workers)]

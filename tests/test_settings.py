@@ -66,6 +66,7 @@ def test_label_flip_gets_the_datasets_class_count():
     ({**BASE, "environment_args": "x"}, r"environment_args: must be a mapping"),
     (with_("data_args", max_clients=5), r"data_args.max_clients: only for dataset shakespeare, not 'mnist'"),
     (with_("data_args", max_samples_per_client=0), r"data_args.max_samples_per_client: must be >= 1, got 0"),
+    (with_("train_args", client_threads=0), r"train_args.client_threads: must be >= 1, got 0"),
 ])
 def test_bad_configs_fail_with_the_key_and_allowed_values(cfg, message):
     with pytest.raises(SettingsError, match=message):

@@ -73,6 +73,43 @@ def test_max_samples_per_client_caps_every_partition(tmp_path):
         assert len(ci) == 50 + cfg["data_args"]["trigger_size"]  # HeteroFL: + the trigger rows
 
 
+@pytest.mark.parametrize("model", ["cnn", "rnn"])
+def test_parallel_client_rounds_do_not_depend_on_the_thread_count(tmp_path, model):
+    # the CNN (dropout) and the RNN train one client per core (local_sgd_parallel): a round's updates are the
+    # same bit for bit on 1 or 3 threads, and each row is the client's own local_sgd (what FedML's MPI
+    # clients run) at one intra-op thread
+    from fedml_heterofl.simulation.local_training import client_seed, local_sgd
+
+    sections = {"model_args": {"model": model}, "train_args": {"batch_size": 8}}
+    if model == "rnn":
+        sections.update(data_args={"dataset": "shakespeare", "partition_method": "natural", "max_clients": 3,
+                                   "max_samples_per_client": 12})
+    else:
+        sections["data_args"] = {"max_samples_per_client": 20}
+    sim = Simulation(settings_from_dict(tiny(tmp_path, **sections)), results_dir=str(tmp_path / "r"))
+    assert not sim.vectorise
+    clients, w = torch.tensor([0, 2, 1]), sim.work.init_params
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = sim.train(1, clients, w)
+        alone = local_sgd(sim.model, sim.work.layout, w, sim.x[sim.work.client_index[2]],
+                          sim.y[sim.work.client_index[2]], seed=client_seed(0, 1, 2), **sim.sgd)
+        torch.set_num_threads(3)
+        three = sim.train(1, clients, w)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, three) and torch.equal(one[1], alone)
+    assert one.abs().max() > 1e-4 and not torch.equal(one[0], one[2])
+    # client_threads: 1, one client after another on all intra-op threads (the benchmark's loop): the same
+    # updates up to the float rounding of the thread count
+    looped = Simulation(settings_from_dict(tiny(tmp_path, train_args={"batch_size": 8, "client_threads": 1},
+                                                **{k: v for k, v in sections.items() if k != "train_args"})),
+                        results_dir=str(tmp_path / "l"))
+    assert looped.client_threads == 1
+    assert torch.allclose(looped.train(1, clients, w), one, atol=1e-5)
+
+
 def test_resume_after_kill_equals_uninterrupted(tmp_path):
     cfg = tiny(tmp_path, train_args={"comm_round": 4})
     path = tmp_path / "cfg.yaml"

@@ -125,7 +125,8 @@ class HeteroFLWorkerTrainer(ClientTrainer):
     rows poisoned by the run's data attack, the trigger rows appended), trains them from ``w_t`` and
     keeps their :class:`ClientUpdates`, which ``get_model_params`` hands to FedML. FedML's silo data
     (``update_dataset``) is not used. Models with buffers (batch norm) train one client at a time, each
-    from the global buffers, and report their buffers; the others train vectorised when ``vectorise``.
+    from the global buffers, and report their buffers; the others train vectorised when ``vectorise``,
+    else ``threads`` at a time.
 
     Args:
         model: the model (scratch space; its parameters are overwritten).
@@ -133,17 +134,17 @@ class HeteroFLWorkerTrainer(ClientTrainer):
         plan: the run's clients (:func:`~fedml_heterofl.simulation.workload.client_plan`).
         read_rows: reads training rows (e.g. :meth:`~fedml_heterofl.data.cache.DatasetCache.rows`).
         share: ``share(t)`` -> this worker's client ids in round ``t``.
-        vectorise, chunk: as :func:`~fedml_heterofl.simulation.clients.train_clients`.
+        vectorise, chunk, threads: as :func:`~fedml_heterofl.simulation.clients.train_clients`.
     """
 
     def __init__(self, model: nn.Module, args: Any, *, plan: ClientPlan, read_rows: RowReader,
-                 share: Callable[[int], Tensor], vectorise: bool, chunk: int) -> None:
+                 share: Callable[[int], Tensor], vectorise: bool, chunk: int, threads: int = 1) -> None:
         super().__init__(model, args)
         if FedMLFHE.get_instance().is_fhe_enabled() or FedMLDifferentialPrivacy.get_instance().is_local_dp_enabled():
             raise ValueError("enable_fhe / local DP: FedML would encrypt or perturb a whole model, but a worker "
                              "sends several clients' updates; allowed: false")
         self.plan, self.read_rows, self.share = plan, read_rows, share
-        self.vectorise, self.chunk = vectorise, chunk
+        self.vectorise, self.chunk, self.threads = vectorise, chunk, threads
         self.layout = ParamLayout(model)
         self.codec = StateCodec.for_model(model)
         self.sgd = sgd_settings(args)
@@ -190,7 +191,7 @@ class HeteroFLWorkerTrainer(ClientTrainer):
             B = torch.cat(buffers) if buffers else torch.zeros(0, self.codec.buffers.size, dtype=torch.float64)
         else:
             U = train_clients(self.model, self.layout, w, x, y, index, seeds, vectorise=self.vectorise,
-                              chunk=self.chunk, **self.sgd)
+                              chunk=self.chunk, threads=self.threads, **self.sgd)
             B = torch.zeros(len(index), 0, dtype=torch.float64)
         self._result = ClientUpdates(t, clients, U.cpu(), self.counts[clients], B.cpu())
 

@@ -2,7 +2,8 @@
 round's clients over the MPI backend's worker processes.
 
 * :func:`train_clients` — the honest updates of some clients (Alg. 1, line 5, FedAvg's local step),
-  vectorised with ``torch.func`` where the model allows (:func:`can_vectorise`), else one client after
+  vectorised with ``torch.func`` where the model allows (:func:`can_vectorise`), else one client per
+  thread (:func:`~fedml_heterofl.simulation.local_training.local_sgd_parallel`) or one client after
   another; the standalone simulator calls it for the round's clients, an MPI worker for its share.
   Each client's training is seeded by ``(seed, round, client)`` alone, so the update of a client does
   not depend on which process trains it or beside which other clients (up to floating-point
@@ -21,25 +22,34 @@ from typing import Any, List, Sequence
 import torch
 from torch import Tensor, nn
 
-from fedml_heterofl.models import ParamLayout
-from fedml_heterofl.simulation.local_training import local_sgd, local_sgd_vectorised
+from fedml_heterofl.models import ParamLayout, draws_from_global_rng
+from fedml_heterofl.simulation.local_training import local_sgd, local_sgd_parallel, local_sgd_vectorised
 
 
 def can_vectorise(model: nn.Module) -> bool:
-    """Whether many copies of a model can train in one ``vmap``: no dropout, no buffers (batch norm),
-    and layers with batching rules (not LSTM, ``vmappable = False``)."""
+    """Whether many copies of a model can train in one ``vmap``: no dropout, no buffers (batch norm)."""
     has_dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
-    return getattr(model, "vmappable", True) and not has_dropout and not any(True for _ in model.buffers())
+    return not has_dropout and not any(True for _ in model.buffers())
+
+
+def can_thread(model: nn.Module) -> bool:
+    """Whether clients of ``model`` can train in parallel threads: its dropout draws from a client's own
+    generator, not torch's global RNG, and it has no buffers a scratch copy would carry between clients."""
+    return not draws_from_global_rng(model) and not any(True for _ in model.buffers())
 
 
 def train_clients(model: nn.Module, layout: ParamLayout, w: Tensor, x: Tensor, y: Tensor, index: Sequence[Tensor],
-                  seeds: Sequence[int], *, vectorise: bool, chunk: int, **sgd: Any) -> Tensor:
+                  seeds: Sequence[int], *, vectorise: bool, chunk: int, threads: int = 1, **sgd: Any) -> Tensor:
     """Honest updates ``(k, d)`` of ``k`` clients trained from the flat global parameters ``w``.
 
     Client i trains on rows ``index[i]`` of ``(x, y)`` with seed ``seeds[i]``; ``vectorise`` trains
-    ``chunk`` clients per ``vmap`` pass (:func:`local_sgd_vectorised`), else one at a time
-    (:func:`local_sgd`; ``model`` is scratch space). ``sgd``: :func:`~fedml_heterofl.components.sgd_settings`.
+    ``chunk`` clients per ``vmap`` pass (:func:`local_sgd_vectorised`), else ``threads > 1`` trains that
+    many at once in threads when the model allows (:func:`can_thread`, :func:`local_sgd_parallel`), else
+    one at a time (:func:`local_sgd`; ``model`` is scratch space). ``sgd``:
+    :func:`~fedml_heterofl.components.sgd_settings`.
     """
+    if not vectorise and threads > 1 and len(index) > 1 and can_thread(model):
+        return local_sgd_parallel(model, layout, w, x, y, index, seeds=seeds, workers=threads, **sgd)
     U = w.new_empty(len(index), layout.d)  # filled in place: no second (k, d) copy from stacking rows
     step = chunk if vectorise else 1
     for s in range(0, len(index), step):

@@ -4,9 +4,11 @@ Every random choice of one client's training in one round (mini-batch order, dro
 ``client_seed(seed, round, client_id)`` alone, so a client trains identically whichever process or
 order runs it: the standalone simulator and FedML's MPI backend give the same updates.
 
-Two implementations with one batch plan:
+Three implementations with one batch plan:
 
 * :func:`local_sgd` trains one client with ``torch.optim.SGD`` (any model).
+* :func:`local_sgd_parallel` trains many clients with :func:`local_sgd`, one per core at a time, in
+  threads (models that cannot train vectorised: the CNN with its dropout, the RNN on a CPU).
 * :func:`local_sgd_vectorised` trains many clients at once with ``torch.func`` (``vmap`` over
   ``grad``) for models without dropout or batch statistics (LR): one vectorised step per batch
   index instead of one Python step per client and batch. Clients with fewer batches stop updating
@@ -14,6 +16,9 @@ Two implementations with one batch plan:
 """
 from __future__ import annotations
 
+import copy
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, List, Sequence, Tuple
 
 import numpy as np
@@ -21,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from fedml_heterofl.models import ParamLayout
+from fedml_heterofl.models import ParamLayout, draws_from_global_rng, dropout_generator
 
 
 #: stream id of the server's own training on its root data (FLTrust's g_0); client ids are below it
@@ -57,24 +62,93 @@ def local_sgd(
     weight_decay: float = 0.0,
     seed: int,
     loss: nn.Module | None = None,
+    global_rng: bool = True,
 ) -> Tensor:
     """Train ``model`` from ``global_params`` on ``(x, y)``; return the update ``w_i - w_t``.
 
-    ``model`` is used as scratch space (its parameters are overwritten). Dropout draws from a torch
-    generator seeded by ``seed`` (``torch.random.fork_rng`` keeps the global RNG untouched).
+    ``model`` is used as scratch space (its parameters are overwritten). One generator seeded by
+    ``seed`` draws the batch plan and then the masks of our :class:`~fedml_heterofl.models.Dropout`
+    layers (:func:`~fedml_heterofl.models.dropout_generator`). With ``global_rng`` (default), torch's
+    global RNG is also seeded by ``seed`` for the duration, for layers that draw from it (torch's
+    ``nn.Dropout`` in a user's model), and restored afterwards (``torch.random.fork_rng``); clients
+    training in parallel threads (:func:`local_sgd_parallel`) pass ``False``, as the global RNG is
+    shared by all threads.
     """
     loss = loss if loss is not None else nn.CrossEntropyLoss()
     layout.load(model, global_params)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    plan = batch_plan(len(y), epochs, batch_size, torch.Generator().manual_seed(seed))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    plan = batch_plan(len(y), epochs, batch_size, generator)
+    with torch.random.fork_rng(devices=[], enabled=global_rng), dropout_generator(generator):
+        if global_rng:
+            torch.manual_seed(seed)
         for idx in plan:
             opt.zero_grad(set_to_none=True)
             loss(model(x[idx]), y[idx]).backward()
             opt.step()
     return layout.flatten(model) - global_params
+
+
+def local_sgd_parallel(
+    model: nn.Module,
+    layout: ParamLayout,
+    global_params: Tensor,
+    x: Tensor,
+    y: Tensor,
+    client_indices: Sequence[Tensor],
+    *,
+    seeds: Sequence[int],
+    workers: int,
+    **sgd: Any,
+) -> Tensor:
+    """:func:`local_sgd` for ``k`` clients (client i owns rows ``client_indices[i]`` of ``(x, y)``),
+    ``workers`` of them at a time in threads, each thread on its own copy of ``model`` with one
+    intra-op thread (``torch.set_num_threads(1)`` for the duration).
+
+    For models that cannot train vectorised (dropout; PyTorch's fused LSTM kernel): a CNN step on a
+    batch of 32 or an LSTM step on a batch of 10 is too small to split well over cores (an LSTM step
+    splits 80 sequential time steps; on a shared machine a descheduled thread stalls each of them),
+    while ``workers`` whole clients keep every core busy with one client's weights in its own cache.
+    Every client computes with one intra-op thread and draws from its own seeded generator, so its
+    update is the same bit for bit whichever worker runs it, in whatever order, next to whichever
+    clients (tested). The model must not draw from torch's global RNG
+    (:func:`~fedml_heterofl.models.draws_from_global_rng`) and must have no buffers (BatchNorm's running
+    statistics, which a scratch model carries from one client to the next, would depend on the order).
+
+    Returns:
+        ``(k, d)`` updates, rows in ``client_indices`` order.
+    """
+    if draws_from_global_rng(model):
+        raise ValueError("local_sgd_parallel: the model has dropout layers that draw from torch's global RNG "
+                         "(shared by all threads); use fedml_heterofl.models.Dropout, or train with local_sgd")
+    if any(True for _ in model.buffers()):
+        raise ValueError("local_sgd_parallel: the model has buffers (e.g. BatchNorm statistics), whose values "
+                         "would depend on which clients each thread trained before; train with local_sgd")
+    k = len(client_indices)
+    out = global_params.new_empty(k, layout.d)
+    copies = [model] + [copy.deepcopy(model) for _ in range(min(workers, k) - 1)]
+    queue = iter(range(k))
+    lock = threading.Lock()
+
+    def work(copy_: nn.Module) -> None:
+        while True:
+            with lock:
+                i = next(queue, None)
+            if i is None:
+                return
+            ix = client_indices[i]
+            out[i] = local_sgd(copy_, layout, global_params, x[ix], y[ix], seed=seeds[i], global_rng=False, **sgd)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(len(copies)) as pool:
+            for done in [pool.submit(work, c) for c in copies]:
+                done.result()
+    finally:
+        torch.set_num_threads(threads)
+    return out
 
 
 def server_update(model: nn.Module, layout: ParamLayout, global_params: Tensor, root: Tuple[Tensor, Tensor], *,

@@ -12,8 +12,12 @@ Per round t (Alg. 1): the participating clients train from ``w_t`` (all of them 
 ``client_num_per_round < client_num_in_total`` a seeded sample, :func:`participants`, which the MPI
 backend draws too), the server poisons and aggregates,
 ``w_{t+1} = w_t + update``, and the global model is evaluated every ``frequency_of_the_test``
-rounds and in the last one (:func:`is_test_round`). Models without dropout or batch statistics (LR) train many clients at
-once (:func:`~fedml_heterofl.simulation.local_training.local_sgd_vectorised`).
+rounds and in the last one (:func:`is_test_round`). Models without dropout or batch statistics (LR) train many
+clients at once (:func:`~fedml_heterofl.simulation.local_training.local_sgd_vectorised`); the CNN and the RNN
+(whose clients train faster one per core on a CPU) train one client per core in parallel threads
+(:func:`~fedml_heterofl.simulation.local_training.local_sgd_parallel`, ``train_args.client_threads`` of them at
+once, by default one per intra-op thread); ResNet20 (BatchNorm statistics carried by the scratch model from one
+client to the next) one client after another (:func:`~fedml_heterofl.simulation.clients.train_clients`).
 
 Results (:class:`~fedml_heterofl.experiments.store.RunStore`): ``partition.json`` holds each
 client's load and label diversity (paper §IV); after every round the checkpoint
@@ -87,13 +91,25 @@ def is_test_round(round_idx: int, every: int, rounds: int) -> bool:
     return (round_idx + 1) % every == 0 or round_idx == rounds - 1
 
 
-def vectorised(settings: Settings, model: nn.Module) -> bool:
-    """``train_args.vectorised_training`` resolved for ``model`` (null: whenever :func:`can_vectorise`)."""
+def vectorised(settings: Settings, model: nn.Module, device: torch.device) -> bool:
+    """``train_args.vectorised_training`` resolved for ``model`` on ``device`` (null: whenever
+    :func:`can_vectorise`, except on a CPU for models whose clients train faster one per core,
+    ``vectorise_on_cpu = False``: the RNN)."""
     vectorise = settings.train_args.vectorised_training
     if vectorise and not can_vectorise(model):
-        raise SettingsError(f"train_args.vectorised_training: {settings.model_args.model} has dropout, batch "
-                            "norm or an LSTM and cannot be trained vectorised; allowed: false or null (auto)")
-    return can_vectorise(model) if vectorise is None else vectorise
+        raise SettingsError(f"train_args.vectorised_training: {settings.model_args.model} has dropout or batch "
+                            "norm and cannot be trained vectorised; allowed: false or null (auto)")
+    if vectorise is None:
+        return can_vectorise(model) and (device.type != "cpu" or getattr(model, "vectorise_on_cpu", True))
+    return vectorise
+
+
+def client_threads(settings: Settings, device: torch.device) -> int:
+    """``train_args.client_threads``, else torch's intra-op thread count on a CPU and 1 on a GPU."""
+    configured = settings.train_args.client_threads
+    if configured is not None:
+        return configured
+    return torch.get_num_threads() if device.type == "cpu" else 1
 
 
 def _device(settings: Settings) -> torch.device:
@@ -141,7 +157,8 @@ class Simulation:
         self.sgd = components.sgd_settings(self.args)
         self.model = self.work.model.to(self.device)
         self.x, self.y = self.work.x.to(self.device), self.work.y.to(self.device)
-        self.vectorise = vectorised(settings, self.model)
+        self.vectorise = vectorised(settings, self.model, self.device)
+        self.client_threads = client_threads(settings, self.device)
         attack = components.attack_from_args(self.args)
         defense = components.defense_from_args(self.args)
         self.server = ServerRound(
@@ -158,7 +175,8 @@ class Simulation:
         seeds = [client_seed(self.seed, round_idx, int(c)) for c in clients]
         index = [self.work.client_index[int(c)].to(self.device) for c in clients]
         return train_clients(self.model, self.work.layout, w, self.x, self.y, index, seeds, vectorise=self.vectorise,
-                             chunk=self.settings.train_args.vectorised_chunk, **self.sgd)
+                             chunk=self.settings.train_args.vectorised_chunk,
+                             threads=self.client_threads, **self.sgd)
 
     def _server_update(self, round_idx: int, w: Tensor) -> Tensor:
         """FLTrust's ``g_0``: local SGD on the server's root data from ``w_t``."""
