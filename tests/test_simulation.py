@@ -177,6 +177,16 @@ def test_grid_and_report_smoke(tmp_path):
     # the archive command copies finished runs (here again, into a new folder)
     assert cli_main(["archive", str(tmp_path / "grid"), str(tmp_path / "runs2")]) == 0
     assert sorted(p.name for p in (tmp_path / "runs2").iterdir()) == folders
+    # A fresh clone: the results folder is gone, the archive is committed. Archived cells with the same
+    # settings are not run again; a cell whose settings changed (another seed) runs again.
+    spec["results_dir"] = str(tmp_path / "fresh_clone")
+    grid.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert cli_main(["grid", "--cf", str(grid), "--no-progress"]) == 0
+    assert not (tmp_path / "fresh_clone").exists()
+    spec["axes"]["defense"]["fedavg"]["common_args.random_seed"] = 7
+    grid.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert cli_main(["grid", "--cf", str(grid), "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "fresh_clone").iterdir()) == [folders[0]]
 
 
 def test_a_failing_cell_does_not_stop_the_grid(tmp_path, capsys):

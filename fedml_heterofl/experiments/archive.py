@@ -6,17 +6,24 @@ A finished run folder (``summary.json`` with ``finished: true``) is copied as it
 :data:`ARCHIVED_FILES` — the resolved config, the per-round metrics, the summary and the partition
 statistics, a few kilobytes per run — to ``DEST/<run name>/`` (default ``runs/<name of RESULTS_DIR>``);
 checkpoints and logs stay behind. ``fedml-heterofl report DEST`` reads an archive like a results
-folder. A grid file's ``archive_dir`` archives each cell as soon as it finishes.
+folder. A grid file's ``archive_dir`` archives each cell as soon as it finishes, and a cell already
+archived with the same settings (:func:`is_archived`) is not run again — on a fresh clone too.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
 from pathlib import Path
 from typing import List, Optional, Union
 
+import yaml
+
 from fedml_heterofl.experiments.store import RunStore
+from fedml_heterofl.settings import Settings, SettingsError, settings_from_dict
+
+log = logging.getLogger(__name__)
 
 #: what a run's archive holds (everything the report reads, nothing large)
 ARCHIVED_FILES = ("config.yaml", "metrics.csv", "summary.json", "partition.json")
@@ -34,6 +41,23 @@ def archive_run(run: Union[str, Path], dest_root: Union[str, Path]) -> Optional[
         if (run / name).exists():
             shutil.copy2(run / name, dest / name)
     return dest
+
+
+def is_archived(dest_root: Union[str, Path], name: str, settings: Settings) -> bool:
+    """Whether ``dest_root/name/`` holds a finished run of ``settings``: its summary says finished
+    and its ``config.yaml`` has the same :attr:`~fedml_heterofl.settings.Settings.identity` (a run of
+    other settings under the same name — e.g. after the grid's overrides changed — does not count; an
+    archived config this version cannot read does not count either, with a warning)."""
+    store = RunStore(dest_root, name)
+    if not store.finished:
+        return False
+    try:
+        with open(store.path / "config.yaml") as fh:
+            archived = settings_from_dict(yaml.safe_load(fh) or {})
+    except (OSError, yaml.YAMLError, SettingsError) as exc:
+        log.warning("archived run %s cannot be read (%s); it runs again", store.path, exc)
+        return False
+    return archived.identity == settings.identity
 
 
 def archive_results(results: Union[str, Path], dest_root: Union[str, Path]) -> List[Path]:

@@ -142,7 +142,8 @@ def _run_cell(settings: Settings, results: Path, progress: bool, threads: Option
 
 
 def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional[Mapping[str, Any]] = None) -> Path:
-    """Run every unfinished cell of the grid file ``path``, ``jobs`` cells at a time (each in its own
+    """Run every unfinished cell of the grid file ``path`` (finished: in the results folder, or in the
+    grid's ``archive_dir`` with the same settings), ``jobs`` cells at a time (each in its own
     process with ``cpu_count // jobs`` torch threads when ``jobs > 1``); returns the results folder.
     Cells are independent and seeded by their own settings, so ``jobs`` does not change any number.
     Raises :class:`GridError` after the last cell when some cells failed."""
@@ -150,15 +151,16 @@ def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    from fedml_heterofl.experiments.archive import archive_run
+    from fedml_heterofl.experiments.archive import archive_run, is_archived
 
     results, cells = load_grid(path, extra)
     archive = archive_dir(path)
-    todo = [(name, s) for name, s in cells if not RunStore(results, name).finished]
     if archive is not None:  # cells that finished before (e.g. before archive_dir was set)
         for name, _ in cells:
             if (results / name).is_dir():
                 archive_run(results / name, archive)
+    todo = [(name, s) for name, s in cells if not RunStore(results, name).finished
+            and not (archive is not None and is_archived(archive, name, s))]
     log.info("grid %s: %d cells, %d to run, results in %s", path, len(cells), len(todo), results)
     quiet = not progress or bool(os.environ.get("FEDML_HETEROFL_QUIET"))
     bar = tqdm(total=len(todo), desc="grid cells", disable=quiet)
