@@ -111,6 +111,30 @@ def test_affine_rows_equal_the_materialised_rows():
     assert calls == [2, 2, 2, 1, 2]
 
 
+def test_rounded_candidate_sees_the_rows_as_sent():
+    # b + γΔ in float32 is not b + γΔ: with b large against γΔ the rounding is a visible share of the
+    # poisoned rows' differences. The rounded candidate's Gram matrix and dot products are those of the
+    # float32 rows the attack sends (to float64 accumulation order); the affine ones are those of the
+    # exact b + γΔ, off by the rounding.
+    g = torch.Generator().manual_seed(4)
+    K, b, D = torch.randn(6, 300, generator=g), 1e3 * torch.randn(300, generator=g), torch.randn(4, 300, generator=g)
+    gamma = 0.123456789
+    sent = poisoned_rows(b, D, gamma)
+    U64 = torch.cat([K, sent]).double()
+    exact = torch.cat([K.double(), b.double() + gamma * D.double()])
+    v = torch.randn(300, generator=g)
+    index = torch.tensor([8, 1, 6, 9, 3])
+    rounded = AffineBasis(K, b, D).rows(gamma, rounded=True).subset(index)
+    affine = AffineBasis(K, b, D).rows(gamma).subset(index)
+    scale = float((U64 @ U64.T).abs().max())
+    assert float((rounded.gram() - U64[index] @ U64[index].T).abs().max()) <= 1e-14 * scale
+    assert torch.allclose(rounded.sq_norms(), (U64[index] ** 2).sum(1), rtol=1e-14, atol=0)
+    assert torch.allclose(rounded.dots(v), U64[index] @ v.double(), rtol=1e-12, atol=1e-9)
+    # the affine view matches the exact rows instead, and differs from the sent rows' Gram by far more
+    assert float((affine.gram() - exact[index] @ exact[index].T).abs().max()) <= 1e-12 * scale
+    assert float((affine.gram() - U64[index] @ U64[index].T).abs().max()) > 1e-10 * scale
+
+
 def test_affine_rows_screen_like_the_dense_rows():
     K = torch.randn(5, 8)
     K[1, 3] = math.nan

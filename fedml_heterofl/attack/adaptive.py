@@ -133,9 +133,12 @@ class Adaptive(ModelAttack):
             return True
 
         gamma, calls = gamma_search(succeeds, self.gamma_init, self.tau)
-        final = last["success"] if "success" in last else oracle(gamma)  # γ = 0 when nothing succeeded
+        # the prediction for the rows as sent: the search ends within far less than a float32 ulp of a
+        # decision boundary, where the rounding of the poisoned rows can tip the server's decision
+        final = last["success"] if "success" in last and oracle.plain else oracle(gamma, rounded=True)
         self.prediction = None if self.knowledge == "partial" else final.kept
         self.report.update(gamma=gamma, oracle_calls=calls, success=float(gamma > 0),
-                           deviation=final.deviation if "success" in last else 0.0,
+                           deviation=last["success"].deviation if "success" in last else 0.0,
+                           kept_as_sent=float(bool(final.kept[-f:].all())),
                            flipped_coordinates=math.ceil(self.mu * own.shape[1]) if f > 1 else 0)
         return poisoned_rows(mean.to(own.dtype), directions, gamma)

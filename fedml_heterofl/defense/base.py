@@ -269,17 +269,20 @@ class Oracle:
             self._candidate = torch.cat([known, directions.to(known.dtype)])
             self._directions = directions.to(known.dtype)
 
-    def __call__(self, gamma: float, *, stop_if_removed: bool = False) -> Optional[OracleOutcome]:
+    def __call__(self, gamma: float, *, stop_if_removed: bool = False, rounded: bool = False) -> Optional[OracleOutcome]:
         """The outcome at scale ``gamma``; with ``stop_if_removed``, ``None`` instead when some poisoned
         row is certainly removed (screened out, or :meth:`RowsDefense.removes_any`), before the full
-        selection — all the adaptive attack asks of a γ that fails."""
+        selection — all the adaptive attack asks of a γ that fails. ``rounded``: decide on the poisoned
+        rows exactly as they will be sent (float32-rounded; :meth:`AffineBasis.rows
+        <fedml_heterofl.defense.rows.AffineBasis.rows>`), for the γ the attack submits; the plain call
+        always does."""
         ctx = private_generator(self.ctx)
         if self.plain:
             poisoned = self._candidate[-self._directions.shape[0]:]
             torch.mul(self._directions, gamma, out=poisoned).add_(self.base)  # = poisoned_rows(...)
             result = self.defense(self._candidate, ctx)
             return OracleOutcome(result.kept, _distance(result.update, self.base))
-        rows = self.basis.rows(gamma)
+        rows = self.basis.rows(gamma, rounded)
         if stop_if_removed and self._removes_poisoned(rows):
             return None
         decision = self.defense.decide(rows, ctx)

@@ -17,7 +17,10 @@ can be evaluated on two kinds of rounds with the same code:
 
 Gram matrices, squared norms and dot products are float64 in both views (accumulated over column
 blocks, no float64 copy of ``U``), so a decision the oracle predicts from the pieces is the decision
-the server takes on the rows: the two differ only by the float32 rounding of the poisoned rows.
+the server takes on the rows, up to the float32 rounding of the poisoned rows. That rounding matters
+at the γ the search ends on — the search drives γ to a decision boundary, to within far less than a
+float32 ulp — so the candidate the attack submits is evaluated ``rounded``: the poisoned rows' blocks
+of the Gram matrix and their dot products come from the rows as sent (one O((k + f)·f·d) pass).
 """
 from __future__ import annotations
 
@@ -56,6 +59,14 @@ def _blocked(block: Callable[[slice], Tensor], d: int, rows: int, dtype: torch.d
         b = block(slice(start, start + chunk)).to(dtype)
         G.addmm_(b, b.T)
     return G
+
+
+def cross64(a: Tensor, b: Tensor, chunk: int = CHUNK) -> Tensor:
+    """``A Bᵀ`` of shape ``(m, p)`` in float64, accumulated over column blocks."""
+    out = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
+    for start in range(0, a.shape[1], chunk):
+        out.addmm_(a[:, start:start + chunk].double(), b[:, start:start + chunk].double().T)
+    return out
 
 
 def matvec64(updates: Tensor, v: Tensor, chunk: int = CHUNK) -> Tensor:
@@ -240,9 +251,10 @@ class AffineBasis:
         return _cached(self._losses, (global_params, loss_fn, batch),
                        lambda: model_losses(self.known, global_params, loss_fn, batch, chunk))
 
-    def rows(self, gamma: float) -> "AffineRows":
-        """The candidate round at scale ``gamma``: rows ``cat(K, b + γΔ)``."""
-        return AffineRows(_Candidate(self, float(gamma)), torch.arange(self.k + self.f))
+    def rows(self, gamma: float, rounded: bool = False) -> "AffineRows":
+        """The candidate round at scale ``gamma``: rows ``cat(K, b + γΔ)``; ``rounded``: the poisoned
+        rows as sent (:func:`poisoned_rows`) in the Gram matrix and dot products (module doc)."""
+        return AffineRows(_Candidate(self, float(gamma), rounded), torch.arange(self.k + self.f))
 
 
 def _cached(cache: List[Tuple[Tuple[object, ...], Any]], key: Tuple[object, ...], make: Callable[[], Any]) -> Any:
@@ -259,11 +271,31 @@ class _Candidate:
     """One γ of an :class:`AffineBasis`: its coefficients and (lazily) its materialised poisoned rows
     and the losses of their models, each model evaluated at most once per ``(w_t, loss_fn, batch)``."""
 
-    def __init__(self, basis: AffineBasis, gamma: float) -> None:
-        self.basis, self.gamma = basis, gamma
+    def __init__(self, basis: AffineBasis, gamma: float, rounded: bool = False) -> None:
+        self.basis, self.gamma, self.rounded = basis, gamma, rounded
         self.M = basis.coefficients(gamma)
         self._poisoned: Optional[Tensor] = None
+        self._gram: Optional[Tensor] = None
         self._losses: List[Tuple[Tuple[object, ...], Tuple[Tensor, Tensor]]] = []
+
+    def gram(self) -> Tensor:
+        """The ``(k + f)²`` Gram matrix of the candidate rows, with ``rounded`` the poisoned rows'
+        blocks from the rows as sent (the known block from ``H`` either way)."""
+        if self._gram is None:
+            basis, k = self.basis, self.basis.k
+            self._gram = self.M @ basis.H @ self.M.T
+            if self.rounded:
+                cross = cross64(torch.cat([basis._finite_known, self.poisoned]), self.poisoned)
+                self._gram[:, k:] = cross
+                self._gram[k:, :k] = cross[:k].T
+        return self._gram
+
+    def dots(self, v: Tensor) -> Tensor:
+        """``(k + f,)`` dot products of the candidate rows with ``v`` (as :meth:`gram`)."""
+        out = self.M @ self.basis.basis_dots(v)
+        if self.rounded:
+            out[self.basis.k:] = matvec64(self.poisoned, v)
+        return out
 
     def poisoned_losses(self, j: Tensor, global_params: Tensor, loss_fn: LossFn, batch: Batch,
                         chunk: int) -> Tensor:
@@ -301,15 +333,20 @@ class AffineRows(Rows):
 
     def gram(self) -> Tensor:
         if self._gram is None:
-            self._gram = self.M @ self.candidate.basis.H @ self.M.T
+            if self.candidate.rounded:
+                self._gram = self.candidate.gram()[self.positions][:, self.positions]
+            else:
+                self._gram = self.M @ self.candidate.basis.H @ self.M.T
         return self._gram
 
     def sq_norms(self) -> Tensor:
-        if self._gram is not None:
-            return self._gram.diagonal().clone()
+        if self._gram is not None or self.candidate.rounded:
+            return self.gram().diagonal().clone()
         return ((self.M @ self.candidate.basis.H) * self.M).sum(dim=1)
 
     def dots(self, v: Tensor) -> Tensor:
+        if self.candidate.rounded:
+            return self.candidate.dots(v)[self.positions]
         return self.M @ self.candidate.basis.basis_dots(v)
 
     def columns(self, idx: Tensor) -> Tensor:
