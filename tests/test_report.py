@@ -445,3 +445,36 @@ def test_samples_per_client_sweep_labels_the_rows(tmp_path):
     assert "| fedavg 40/client | 0.6500 ± 0.0707 |" in table and "| fedavg 200/client | 0.8000 |" in table
     assert (out / "accuracy_vs_samples.png").exists()
 
+
+
+def test_calibration_table_over_learning_rates(tmp_path):
+    root = tmp_path / "res"
+
+    def rows(accs):  # evaluated every round: round r (0-based) has accuracy accs[r]
+        return [{"round": r, "test_acc": a, "time_train": 1.0, "time_server": 0.0} for r, a in enumerate(accs)]
+
+    curve = [0.1 * (r + 1) / 25 for r in range(25)]  # 0.004 per round: 0.04 after 10 rounds, 0.1 after 25
+    write_run(root, "lr0.01_s0", no_attack(fedavg(train_args__learning_rate=0.01)), rows(curve))
+    write_run(root, "lr0.01_s1", no_attack(fedavg(train_args__learning_rate=0.01, common_args__random_seed=1)),
+              rows([a + 0.02 for a in curve]))
+    write_run(root, "lr0.002_s0", no_attack(fedavg(train_args__learning_rate=0.002)), rows([0.5] * 25))
+    # an attacked run with another learning rate is not part of the calibration
+    write_run(root, "attacked", fedavg(train_args__learning_rate=0.1), rows([0.9] * 25))
+    out, _ = write_report(root)
+    table = (out / "table_calibration.md").read_text()
+    # rows by learning rate; columns after 10, 20 rounds and the last (25)
+    assert "| run | R = 10 | R = 20 | R = 25 |" in table
+    # lr 0.01: after 10 rounds 0.04 and 0.06 -> 0.05 ± 0.0141; after 20: 0.08/0.10 -> 0.09; after 25: 0.10/0.12
+    assert "| fedavg lr=0.01 | 0.0500 ± 0.0141 | 0.0900 ± 0.0141 | 0.1100 ± 0.0141 |" in table
+    assert "| fedavg lr=0.002 | 0.5000 | 0.5000 | 0.5000 |" in table
+    assert "lr=0.1" not in table
+    assert table.index("lr=0.002") < table.index("lr=0.01")  # by learning rate
+    assert (out / "accuracy_vs_lr.png").exists()
+
+
+def test_no_calibration_table_for_one_learning_rate(tmp_path):
+    root = tmp_path / "res"
+    write_run(root, "a", no_attack(fedavg()), acc_rows(final=0.8, best=0.8))
+    write_run(root, "b", no_attack(fedavg(common_args__random_seed=1)), acc_rows(final=0.7, best=0.7))
+    out, _ = write_report(root)
+    assert not (out / "table_calibration.md").exists()

@@ -13,13 +13,17 @@ warning naming the file) and writes, into ``RESULTS_DIR/report/``:
   each step removed per round (mean over rounds and seeds) and the step's share of the f attackers;
 * ``table_oracle.md`` / ``.csv`` — for adaptive-attack runs with full knowledge, per defense: the
   rounds whose oracle predicted the server's kept set exactly, out of all their rounds;
+* ``table_calibration.md`` / ``.csv`` — when runs without attack differ in the learning rate (a
+  calibration grid): test accuracy after every 10th round and the last one, per learning rate (mean
+  ± std over seeds);
 * ``table_time.md`` / ``.csv`` — Table II style time-to-accuracy: the first round whose test accuracy
   reaches the target, the training seconds up to it, and the mean seconds per round;
 * ``accuracy_<workload>_<attack>.png`` — accuracy per round of each defense (mean over seeds);
 * ``removal_<workload>_<attack>.png`` — per HeteroFL variant, the share of the attackers each step
   removed per round;
 * ``accuracy_vs_fraction.png`` / ``accuracy_vs_lambda.png`` / ``accuracy_vs_trigger_size.png`` /
-  ``accuracy_vs_samples.png`` — sweeps (Fig. 9, Fig. 10, and the clients' data size), drawn only when
+  ``accuracy_vs_samples.png`` / ``accuracy_vs_lr.png`` — sweeps (Fig. 9, Fig. 10, the clients' data
+  size, the learning rate), drawn only when
   the runs differ in that value;
 * ``README.md`` — every table and a link to every plot.
 
@@ -27,7 +31,7 @@ Labels come from the stored files only (no summary field is needed beyond the on
 a HeteroFL run whose ``defense_args.defense_params.steps`` is not all four steps is ``heterofl[1-2]``
 etc.; a run without a defense is ``fedavg``. When the runs differ in a swept value, the table rows
 carry it (HeteroFL's ``λ`` and ``|D_trg|``: ``heterofl λ=-2``; the clients' mean number of training
-samples: ``fedavg 200/client``) and so do the attack columns (the attackers' share: ``min_max 30%``),
+samples: ``fedavg 200/client``; the learning rate: ``fedavg lr=0.002``) and so do the attack columns (the attackers' share: ``min_max 30%``),
 so no table cell mixes settings. Where HeteroFL runs, the accuracy table also gives the accuracy over
 the task's classes and the share of test images predicted as the watermark class.
 
@@ -81,7 +85,10 @@ SWEEPS: Dict[str, Tuple[str, str, bool]] = {
     "lam": ("λ (loss reduction threshold)", "accuracy_vs_lambda.png", True),
     "trigger_size": ("|D_trg| (trigger set size)", "accuracy_vs_trigger_size.png", True),
     "samples": ("training samples per client (mean)", "accuracy_vs_samples.png", True),
+    "lr": ("learning rate", "accuracy_vs_lr.png", False),
 }
+#: the calibration table gives the accuracy after every this many rounds (and after the last)
+CALIBRATION_EVERY = 10
 
 Key = Tuple[str, str, str]  # (workload, table row label, table column label)
 
@@ -108,6 +115,7 @@ class Run:
     lam: Optional[float] = None
     trigger_size: Optional[int] = None
     samples: Optional[float] = None
+    lr: Optional[float] = None
     row: str = ""
     column: str = ""
 
@@ -230,6 +238,8 @@ def read_run(folder: Path) -> Optional[Run]:
             lam=float(_config_get(config, "defense_args.defense_params.lam", DEFAULT_LAM)) if heterofl else None,
             trigger_size=int(_config_get(config, "data_args.trigger_size", DEFAULT_TRIGGER_SIZE)) if heterofl else None,
             samples=_float(summary["samples_per_client"]) if "samples_per_client" in summary else None,
+            lr=float(_config_get(config, "train_args.learning_rate")) if _config_get(
+                config, "train_args.learning_rate") is not None else None,
         )
     except (TypeError, ValueError) as exc:
         raise DamagedRunFile(f"{config_path}: {exc}") from None
@@ -252,6 +262,8 @@ def labels(run: Run, sweeps: Iterable[str]) -> Tuple[str, str]:
         row.append(f"|D_trg|={run.trigger_size}")
     if "samples" in sweeps and run.samples is not None:
         row.append(f"{run.samples:.0f}/client")
+    if "lr" in sweeps and run.lr is not None:
+        row.append(f"lr={run.lr:g}")
     column = run.attack
     if "fraction" in sweeps and run.fraction is not None:
         column += f" {run.fraction:.0%}"
@@ -497,6 +509,41 @@ def oracle_table(runs: List[Run]) -> Optional[Tuple[str, str]]:
     return "\n".join(md) + "\n", _csv(["workload", "defense", "runs", "agreeing_rounds", "rounds"], body)
 
 
+def calibration_table(runs: List[Run]) -> Optional[Tuple[str, str]]:
+    """Runs without attack that differ in the learning rate (a calibration grid): per workload and row
+    (the defense with its ``lr=``), test accuracy after every :data:`CALIBRATION_EVERY`-th round and
+    after the last, among the rounds every run of the row evaluated (mean ± std over seeds); None when
+    no runs without attack differ in the learning rate."""
+    clean = [r for r in runs if r.attack == "none"]
+    if "lr" not in swept(clean):
+        return None
+
+    def accuracy(run: Run) -> Dict[int, float]:  # rounds counted from 1
+        return {int(row["round"]) + 1: _float(row["test_acc"]) for row in run.rows
+                if row.get("test_acc") not in (None, "")}
+
+    md: List[str] = []
+    body: List[List[Any]] = []
+    for wl in workloads_of(clean):
+        wl_runs = [r for r in clean if r.workload == wl]
+        labels_ = sorted({r.row for r in wl_runs}, key=lambda label: min(r.lr for r in wl_runs if r.row == label))
+        curves = {label: [accuracy(r) for r in wl_runs if r.row == label] for label in labels_}
+        last = max(max(c) for cs in curves.values() for c in cs if c)
+        rounds = sorted({t for t in range(CALIBRATION_EVERY, last + 1, CALIBRATION_EVERY)} | {last})
+        table = []
+        for label in labels_:
+            row = [label]
+            for t in rounds:
+                values = [c[t] for c in curves[label] if t in c]
+                mean, std = _mean_std(values) if len(values) == len(curves[label]) else (math.nan, math.nan)
+                row.append(_fmt(mean, std, len(values)))
+                body.append([wl, label, t, len(values), mean, std])
+            table.append(row)
+        md += [f"\n**{wl}** — calibration without attack: test accuracy after R rounds (mean ± std over seeds)\n"]
+        md += _md_table(["run", *[f"R = {t}" for t in rounds]], table)
+    return "\n".join(md) + "\n", _csv(["workload", "run", "rounds", "seeds", "acc_mean", "acc_std"], body)
+
+
 @dataclass
 class StepRemoval:
     """One step's removals in one run, means over rounds: attackers and benign clients removed per
@@ -644,7 +691,7 @@ def tables(runs: List[Run], target: Optional[float] = None) -> Dict[str, Tuple[s
     """``{name: (markdown, csv)}`` of every table that applies to ``runs``."""
     out = {"table_accuracy": accuracy_table(runs), "table_removal": removal_table(runs)}
     for name, table in (("table_ablation", ablation_table(runs)), ("table_steps", steps_table(runs)),
-                        ("table_oracle", oracle_table(runs))):
+                        ("table_oracle", oracle_table(runs)), ("table_calibration", calibration_table(runs))):
         if table is not None:
             out[name] = table
     out["table_time"] = time_table(runs, target)
