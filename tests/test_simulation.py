@@ -210,7 +210,7 @@ def test_a_failing_cell_does_not_stop_the_grid(tmp_path, capsys):
 def test_every_shipped_grid_validates(grid):
     results, cells = load_grid(str(grid), parse_set(["device_args.using_gpu=true"]))
     # an ablation grid writes into its Table I folder, beside (never over) that grid's cells
-    assert results == Path("results") / grid.stem.replace("ablation_", "table1_") and len(cells) >= 4
+    assert results == Path("results") / grid.stem.replace("ablation_", "table1_") and len(cells) >= 2
     assert len({name for name, _ in cells}) == len(cells)  # one folder per cell
     if grid.stem.startswith("ablation_"):
         _, table1 = load_grid(str(grid.with_name(grid.name.replace("ablation_", "table1_"))))
