@@ -53,14 +53,7 @@ from fedml_heterofl.fedml_bridge.trainer import HeteroFLWorkerTrainer
 from fedml_heterofl.settings import Settings
 from fedml_heterofl.simulation.clients import assign_clients
 from fedml_heterofl.simulation.launch import check_launch
-from fedml_heterofl.simulation.runner import (
-    client_threads,
-    participants,
-    run_name,
-    summarise,
-    vectorised,
-    write_partition,
-)
+from fedml_heterofl.simulation.runner import participants, run_name, summarise, vectorised, write_partition
 from fedml_heterofl.simulation.workload import client_plan, initial_model, server_data
 
 
@@ -108,7 +101,7 @@ def _run_rank(settings: Settings, cache: DatasetCache, rank: int, workers: int, 
         counts = plan.sample_counts
         trainer = HeteroFLWorkerTrainer(
             model, args, plan=plan, read_rows=cache.rows, vectorise=vectorised(settings, model, device),
-            chunk=settings.train_args.vectorised_chunk, threads=client_threads(settings, device),
+            chunk=settings.train_args.vectorised_chunk, threads=settings.train_args.client_threads,
             share=lambda t: assign_clients(participants(settings, t), counts, workers)[rank - 1])
         run_cross_silo(view, device, dataset, model, client_trainer=trainer, run_dir=run_dir)
         return None

@@ -44,7 +44,7 @@ from fedml_heterofl.fedml_bridge.adapters import AttackAdapter
 from fedml_heterofl.components import round_index, sgd_settings
 from fedml_heterofl.fedml_bridge.convert import ClientUpdates, StateCodec, StateDict, as_tensors, copy_state
 from fedml_heterofl.models import ParamLayout
-from fedml_heterofl.simulation.clients import train_clients
+from fedml_heterofl.simulation.clients import client_threads, train_clients
 from fedml_heterofl.simulation.local_training import client_seed, local_sgd
 from fedml_heterofl.simulation.workload import ClientPlan, RowReader
 
@@ -134,11 +134,12 @@ class HeteroFLWorkerTrainer(ClientTrainer):
         plan: the run's clients (:func:`~fedml_heterofl.simulation.workload.client_plan`).
         read_rows: reads training rows (e.g. :meth:`~fedml_heterofl.data.cache.DatasetCache.rows`).
         share: ``share(t)`` -> this worker's client ids in round ``t``.
-        vectorise, chunk, threads: as :func:`~fedml_heterofl.simulation.clients.train_clients`.
+        vectorise, chunk: as :func:`~fedml_heterofl.simulation.clients.train_clients`.
+        threads: ``train_args.client_threads`` (:func:`~fedml_heterofl.simulation.clients.client_threads`).
     """
 
     def __init__(self, model: nn.Module, args: Any, *, plan: ClientPlan, read_rows: RowReader,
-                 share: Callable[[int], Tensor], vectorise: bool, chunk: int, threads: int = 1) -> None:
+                 share: Callable[[int], Tensor], vectorise: bool, chunk: int, threads: Optional[int] = None) -> None:
         super().__init__(model, args)
         if FedMLFHE.get_instance().is_fhe_enabled() or FedMLDifferentialPrivacy.get_instance().is_local_dp_enabled():
             raise ValueError("enable_fhe / local DP: FedML would encrypt or perturb a whole model, but a worker "
@@ -191,7 +192,7 @@ class HeteroFLWorkerTrainer(ClientTrainer):
             B = torch.cat(buffers) if buffers else torch.zeros(0, self.codec.buffers.size, dtype=torch.float64)
         else:
             U = train_clients(self.model, self.layout, w, x, y, index, seeds, vectorise=self.vectorise,
-                              chunk=self.chunk, threads=self.threads, **self.sgd)
+                              chunk=self.chunk, threads=client_threads(self.threads, device), **self.sgd)
             B = torch.zeros(len(index), 0, dtype=torch.float64)
         self._result = ClientUpdates(t, clients, U.cpu(), self.counts[clients], B.cpu())
 

@@ -17,7 +17,7 @@ round's clients over the MPI backend's worker processes.
 from __future__ import annotations
 
 import heapq
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +36,14 @@ def can_thread(model: nn.Module) -> bool:
     """Whether clients of ``model`` can train in parallel threads: its dropout draws from a client's own
     generator, not torch's global RNG, and it has no buffers a scratch copy would carry between clients."""
     return not draws_from_global_rng(model) and not any(True for _ in model.buffers())
+
+
+def client_threads(configured: Optional[int], device: torch.device) -> int:
+    """``train_args.client_threads`` when set, else torch's current intra-op thread count on a CPU (one
+    client per core) and 1 on a GPU."""
+    if configured is not None:
+        return configured
+    return torch.get_num_threads() if device.type == "cpu" else 1
 
 
 def train_clients(model: nn.Module, layout: ParamLayout, w: Tensor, x: Tensor, y: Tensor, index: Sequence[Tensor],

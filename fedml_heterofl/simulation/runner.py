@@ -56,7 +56,7 @@ from fedml_heterofl.defense.base import finite_rows
 from fedml_heterofl.experiments.store import RunStore, StoreError
 from fedml_heterofl.models import batched_loss
 from fedml_heterofl.settings import Settings, SettingsError, check_dry_round
-from fedml_heterofl.simulation.clients import can_vectorise, train_clients
+from fedml_heterofl.simulation.clients import can_vectorise, client_threads, train_clients
 from fedml_heterofl.simulation.local_training import client_seed, server_update
 from fedml_heterofl.simulation.server_round import ServerRound
 from fedml_heterofl.simulation.workload import ClientPlan, Workload, build_workload
@@ -104,12 +104,6 @@ def vectorised(settings: Settings, model: nn.Module, device: torch.device) -> bo
     return vectorise
 
 
-def client_threads(settings: Settings, device: torch.device) -> int:
-    """``train_args.client_threads``, else torch's intra-op thread count on a CPU and 1 on a GPU."""
-    configured = settings.train_args.client_threads
-    if configured is not None:
-        return configured
-    return torch.get_num_threads() if device.type == "cpu" else 1
 
 
 def _device(settings: Settings) -> torch.device:
@@ -158,7 +152,6 @@ class Simulation:
         self.model = self.work.model.to(self.device)
         self.x, self.y = self.work.x.to(self.device), self.work.y.to(self.device)
         self.vectorise = vectorised(settings, self.model, self.device)
-        self.client_threads = client_threads(settings, self.device)
         attack = components.attack_from_args(self.args)
         defense = components.defense_from_args(self.args)
         self.server = ServerRound(
@@ -177,6 +170,12 @@ class Simulation:
         return train_clients(self.model, self.work.layout, w, self.x, self.y, index, seeds, vectorise=self.vectorise,
                              chunk=self.settings.train_args.vectorised_chunk,
                              threads=self.client_threads, **self.sgd)
+
+    @property
+    def client_threads(self) -> int:
+        """Clients trained at once in threads (:func:`~fedml_heterofl.simulation.clients.client_threads`,
+        resolved at each round: torch's thread count may change between rounds)."""
+        return client_threads(self.settings.train_args.client_threads, self.device)
 
     def _server_update(self, round_idx: int, w: Tensor) -> Tensor:
         """FLTrust's ``g_0``: local SGD on the server's root data from ``w_t``."""
