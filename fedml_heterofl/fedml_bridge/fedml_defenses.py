@@ -95,12 +95,14 @@ BROKEN: Dict[str, str] = {
                   "('numpy.ndarray' object has no attribute 'float')",
 }
 
-#: FedML defenses that run but aggregate wrongly in a case FedML does not reject -> what happens
-#: (also checked by the test): their client weights are built with a *set* comprehension, so equal
-#: sample counts collapse into one weight and ``zip`` keeps only the first model.
+#: FedML defenses that run but do not compute the rule they are named after (checked by the test):
+#: RFA's and geo_median's client weights are built with a *set* comprehension, so equal sample counts
+#: collapse into one weight and ``zip`` keeps only the first model; trimmed_mean trims by sample count.
 WRONG: Dict[str, str] = {
     "rfa": "with equal sample counts the geometric median is the first client's model (set of weights)",
     "geo_median": "with equal batch sample counts the geometric median is the first batch's mean (set of weights)",
+    "trimmed_mean": "not coordinate-wise: drops the β·n clients with the lowest and the β·n with the highest "
+                    "*sample counts* (utils.trimmed_mean scores clients by sample count), then FedAvg",
 }
 
 #: FedML defenses with no phase in FedML's ServerAggregator lifecycle (only a legacy ``run`` that
