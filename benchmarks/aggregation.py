@@ -98,7 +98,6 @@ def _fedml_peer(kind: str, n: int, quick: bool, rows: Optional[int]):
     from types import SimpleNamespace
 
     import numpy as np
-    from fedml_heterofl.models import ParamLayout
 
     model, layout, _ = _model_and_loss(quick)
     f = int(F_FRACTION * n)

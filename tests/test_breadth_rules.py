@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from fedml_heterofl.attack import REGISTRY as ATTACKS, build_attack
 from fedml_heterofl.attack.alie import z_max
-from fedml_heterofl.defense import REGISTRY, RoundContext, build_defense
+from fedml_heterofl.defense import REGISTRY, RoundContext
 from fedml_heterofl.defense.bulyan import Bulyan, closest_to_median_mean
 from fedml_heterofl.defense.centered_clipping import CenteredClipping
 from fedml_heterofl.defense.geomed import GeoMed

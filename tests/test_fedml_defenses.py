@@ -184,3 +184,19 @@ def test_registry_family_is_lazy_and_not_listed():
     code = ("import sys, fedml_heterofl.defense as d; d.build_defense('geomed'); assert 'geomed' in d.REGISTRY; "
             "assert 'fedml' not in sys.modules, 'fedml imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_readme_lists_exactly_the_broken_no_op_and_wrong_ones():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    bullets = {}
+    for label in ("broken", "no-op", "not the rule they are named after"):
+        start = text.index(f"- **{label}**")
+        end = text.find("\n- **", start + 1)
+        end = min(e for e in (end, text.find("\n\n", start)) if e != -1)
+        bullets[label] = set(re.findall(r"`fedml:([\w]+)`", text[start:end]))
+    assert bullets["broken"] == set(fd.BROKEN)
+    assert bullets["no-op"] == set(fd.NO_OP)
+    assert bullets["not the rule they are named after"] == set(fd.WRONG)

@@ -22,7 +22,6 @@ import math
 from statistics import NormalDist
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from fedml_heterofl.attack.base import KNOWLEDGE, ModelAttack, check_choice, reference_updates, register
