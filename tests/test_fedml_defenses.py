@@ -200,3 +200,16 @@ def test_readme_lists_exactly_the_broken_no_op_and_wrong_ones():
     assert bullets["broken"] == set(fd.BROKEN)
     assert bullets["no-op"] == set(fd.NO_OP)
     assert bullets["not the rule they are named after"] == set(fd.WRONG)
+
+
+def test_cli_lists_defenses_and_attacks(capsys):
+    from fedml_heterofl.cli import main as cli_main
+
+    assert cli_main(["defenses"]) == 0
+    out = capsys.readouterr().out
+    assert "bulyan" in out and "fedml:3sigma_geo" in out and "BROKEN" in out
+    assert cli_main(["defenses", "--no-fedml"]) == 0
+    assert "fedml:" not in capsys.readouterr().out  # our rules only
+    assert cli_main(["attacks"]) == 0
+    out = capsys.readouterr().out
+    assert "alie" in out and "ipm" in out and "epsilon" in out
