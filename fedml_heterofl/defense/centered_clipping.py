@@ -64,7 +64,9 @@ class CenteredClipping(Defense):
         center: ``"previous"`` (default, the previous round's aggregate) or ``"zero"``.
 
     Every update is kept (each pulls the centre by at most τ/n); ``weights`` is ``None`` and
-    :meth:`combine` runs the iterations.
+    :meth:`combine` runs the iterations. Not a :class:`RowsDefense`: its aggregate depends on the centre
+    (outside the rows) and its state, so the adaptive attack's oracle calls it on the materialised rows
+    (which never moves the state: module doc).
     """
 
     name = "centered_clipping"

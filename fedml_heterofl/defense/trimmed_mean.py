@@ -50,7 +50,8 @@ class TrimmedMean(Defense):
 
     Every update is "kept" (each contributes to the coordinates where it is not trimmed); ``weights``
     is ``None`` (not a weighted sum) and :meth:`combine` computes the trimmed mean. ``f = 0`` is the
-    plain mean.
+    plain mean. Like Median it reads columns, not the Gram matrix: the adaptive attack's oracle calls it
+    on the materialised rows.
     """
 
     name = "trimmed_mean"
