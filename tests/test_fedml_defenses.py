@@ -213,3 +213,14 @@ def test_cli_lists_defenses_and_attacks(capsys):
     assert cli_main(["attacks"]) == 0
     out = capsys.readouterr().out
     assert "alie" in out and "ipm" in out and "epsilon" in out
+
+
+def test_run_settings_fill_fedml_parameters():
+    from fedml_heterofl import components
+
+    args = SimpleNamespace(enable_defense=True, defense_type="fedml:crfl", defense_params={"clip_threshold": 5.0},
+                           enable_attack=True, byzantine_client_num=3, comm_round=7, dataset="mnist")
+    crfl = components.defense_from_args(args)
+    assert crfl.params == {"clip_threshold": 5.0, "comm_round": 7, "dataset": "mnist"}
+    args.defense_type, args.defense_params = "fedml:krum", {}
+    assert components.defense_from_args(args).params == {"f": 3}

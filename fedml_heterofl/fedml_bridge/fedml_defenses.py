@@ -31,8 +31,9 @@ does not advance it.
 
 FedML's parameters keep FedML's names (``krum_param_m``, ``beta``, ``tau``, ``bucket_size``, ...) in
 ``defense_params``; ``f`` is FedML's ``byzantine_client_num`` (filled with the run's attacker count) and
-``client_num_per_round`` is the round's n. A parameter left out is not set: FedML's own default applies,
-or FedML's error, which is reported naming the parameter.
+``client_num_per_round`` is the round's n; CRFL's ``comm_round`` and ``dataset`` default to the run's.
+A parameter left out is not set: FedML's own default applies, or FedML's error, which is reported
+naming the parameter.
 
 FedML defenses that FedML itself breaks on an ordinary round (an error, or a non-finite aggregate) are
 listed in :data:`BROKEN` (checked by ``tests/test_fedml_defenses.py``); those that do nothing in the
@@ -171,6 +172,8 @@ class FedMLDefense(Defense):
     fedml_type: str = ""
     min_updates = 1
     honest_majority = False
+    #: parameters that default to the run's value of the same FedML key (components.defense_from_args)
+    run_args = ("comm_round", "dataset")
 
     def __init__(self, **params: Any) -> None:
         allowed = FEDML_DEFENSES[self.fedml_type]
