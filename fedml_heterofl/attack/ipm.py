@@ -16,7 +16,8 @@ from typing import Optional
 
 from torch import Tensor
 
-from fedml_heterofl.attack.base import KNOWLEDGE, ModelAttack, check_choice, check_positive, reference_updates, register
+from fedml_heterofl.attack.base import (KNOWLEDGE, ModelAttack, _mean, check_choice, check_positive, reference_updates,
+                                        register)
 from fedml_heterofl.defense.base import Defense, RoundContext
 
 
@@ -41,5 +42,5 @@ class InnerProductManipulation(ModelAttack):
     def poison_updates(self, benign: Tensor, own: Tensor, ctx: RoundContext, defense: Optional[Defense]) -> Tensor:
         reference = reference_updates(benign, own, self.knowledge)
         self.report["epsilon"] = self.epsilon
-        poisoned = (-self.epsilon * reference.double().mean(dim=0)).to(own.dtype)
+        poisoned = (-self.epsilon * _mean(reference)).to(own.dtype)  # the mean as Min-Max's (attack/base.py)
         return poisoned.expand_as(own).clone()
