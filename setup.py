@@ -22,7 +22,9 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
+        # byzfl: tests/test_byzfl_crosscheck.py checks our rules and attacks against ByzFL's (skipped
+        # without it); it pulls seaborn, nothing else new (torch/numpy as pinned)
+        "test": ["pytest>=7", "hypothesis>=6", "byzfl==0.0.11"],
         "mpi": ["mpi4py>=3.1"],
         "plot": ["matplotlib>=3.6"],
         "mutation": ["mutmut>=3.3"],

@@ -1,4 +1,5 @@
-"""The ``fedml-heterofl`` command: ``run | grid | report | archive | data`` (benchmarks: ``benchmarks/*.py``).
+"""The ``fedml-heterofl`` command: ``run | grid | report | archive | data | defenses | attacks`` (benchmarks:
+``benchmarks/*.py``).
 
 Each subcommand lives in the module that owns its work and exposes ``add_arguments(parser)`` and
 ``main(args) -> int``; this file only dispatches, importing the module lazily (``import fedml``
@@ -21,6 +22,8 @@ COMMANDS = {
     "report": ("fedml_heterofl.experiments.report", "tables and plots from result folders"),
     "archive": ("fedml_heterofl.experiments.archive", "copy finished runs' small files to a tracked folder"),
     "data": ("fedml_heterofl.data.cli", "fetch and inspect datasets"),
+    "defenses": ("fedml_heterofl.catalog", "list the defenses: ours and FedML's own (fedml:NAME)"),
+    "attacks": ("fedml_heterofl.catalog:attacks", "list the attacks"),
 }
 
 
@@ -36,6 +39,15 @@ def report_error(command: str, problem: object) -> int:
     return 2
 
 
+class _Command:
+    """A subcommand's ``add_arguments``/``main``: the module's own, or ``add_<variant>_arguments`` /
+    ``main_<variant>`` for a ``module:variant`` entry (two subcommands in one module)."""
+
+    def __init__(self, module: object, variant: str = "") -> None:
+        self.add_arguments = getattr(module, f"add_{variant}_arguments" if variant else "add_arguments")
+        self.main = getattr(module, f"main_{variant}" if variant else "main")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # FedML's convention `python -m fedml_heterofl --cf config.yaml` means `run --cf config.yaml`.
@@ -49,7 +61,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         if name == chosen:  # only the chosen subcommand's module is imported
-            modules[name] = importlib.import_module(COMMANDS[name][0])
+            module, _, variant = COMMANDS[name][0].partition(":")
+            modules[name] = _Command(importlib.import_module(module), variant)
             modules[name].add_arguments(p)
         else:
             p.add_argument("rest", nargs=argparse.REMAINDER)

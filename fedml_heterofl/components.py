@@ -6,7 +6,9 @@ Keys read (FedML's names, flattened from any YAML section):
 ``enable_defense``          false -> FedAvg (``fedavg``)
 ``defense_type``            a name in :data:`fedml_heterofl.defense.REGISTRY`
 ``defense_params``          mapping of the defense's keyword arguments; ``f`` (and Zeno's ``b``)
-                            default to the attacker count for rules that take them
+                            default to the attacker count for rules that take them, and the
+                            run keys a rule names in ``run_args`` (FedML's CRFL: ``comm_round``,
+                            ``dataset``) to the run's values
 ``enable_attack``           false -> no attackers (f = 0)
 ``attack_type``             a name in :data:`fedml_heterofl.attack.REGISTRY`
 ``attack_params``           mapping of the attack's keyword arguments; ``num_classes`` defaults
@@ -123,6 +125,9 @@ def defense_from_args(args: Any) -> Defense:
     for key in ATTACKER_COUNT_PARAMS:
         if key in accepted and key not in params:
             params[key] = attacker_count(args)
+    for key in getattr(cls, "run_args", ()):  # e.g. FedML's CRFL reads the run's comm_round and dataset
+        if key in accepted and key not in params and getattr(args, key, None) is not None:
+            params[key] = getattr(args, key)
     _check_parameters(name, cls, params)
     return build_defense(name, **params)
 

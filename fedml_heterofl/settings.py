@@ -532,7 +532,7 @@ def _validate_cross(s: Settings) -> None:
 
     if s.defense_name not in DEFENSES:
         raise SettingsError(f"defense_args.defense_type: {s.defense_args.defense_type!r} is not allowed; "
-                            f"allowed: {', '.join(sorted(DEFENSES))}")
+                            f"allowed: {DEFENSES.allowed()}")
     if s.attack_name is not None and s.attack_name not in ATTACKS:
         raise SettingsError(f"attack_args.attack_type: {s.attack_args.attack_type!r} is not allowed; "
                             f"allowed: {', '.join(sorted(ATTACKS))}")

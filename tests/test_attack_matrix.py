@@ -26,7 +26,8 @@ def problem(seed=0):
     return clients, trigger, root
 
 
-PARAMS = {"multikrum": {"f": F}, "dnc": {"f": F}, "zeno": {"b": F}, "heterofl": {"lam": -50.0}}
+PARAMS = {"multikrum": {"f": F}, "dnc": {"f": F}, "zeno": {"b": F}, "heterofl": {"lam": -50.0},
+          "trimmed_mean": {"f": F}, "bulyan": {"f": 2}}  # Bulyan: n = 12 >= 4f + 3
 ATTACK_PARAMS = {"label_flip": {"num_classes": L}, "adaptive": {"gamma_init": 2.0, "tau": 1e-2}}
 
 

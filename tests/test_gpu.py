@@ -47,7 +47,8 @@ def test_every_defense_gives_the_cpu_round_on_cuda(name):
     U[3] *= -5  # one odd update, so that selecting rules have something to remove
     trigger = (torch.randn(4, 6, generator=g), torch.full((4,), 3))
     root = data[0]
-    params = {"multikrum": {"f": 3}, "dnc": {"f": 3}, "zeno": {"b": 3}, "heterofl": {"lam": -50.0}}
+    params = {"multikrum": {"f": 3}, "dnc": {"f": 3}, "zeno": {"b": 3}, "heterofl": {"lam": -50.0},
+              "trimmed_mean": {"f": 3}, "bulyan": {"f": 2}}
 
     def round_on(device):
         on = lambda b: tuple(t.to(device) for t in b)  # noqa: E731

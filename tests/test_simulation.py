@@ -237,7 +237,7 @@ def test_cli_reports_bad_configs(tmp_path, capsys):
     assert "fedml-heterofl data fetch mnist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["run", "grid", "report", "data"])
+@pytest.mark.parametrize("command", ["run", "grid", "report", "data", "defenses", "attacks"])
 def test_every_subcommand_prints_its_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli_main([command, "--help"])

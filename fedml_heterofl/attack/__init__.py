@@ -1,5 +1,5 @@
 """Attacks as pure tensor code (no FedML import): label flipping, sign flipping, Min-Max, Min-Sum and
-the adaptive AGR-tailored attack of the HeteroFL paper §VI."""
+the adaptive AGR-tailored attack of the HeteroFL paper §VI, ALIE and IPM."""
 from fedml_heterofl.attack.base import (
     REGISTRY,
     DataAttack,
@@ -11,6 +11,7 @@ from fedml_heterofl.attack.base import (
     register,
 )
 from fedml_heterofl.attack import adaptive, label_flip, min_max, min_sum, sign_flip  # noqa: F401  (registration)
+from fedml_heterofl.attack import alie, ipm  # noqa: F401  (registration)
 
 __all__ = ["REGISTRY", "DataAttack", "ModelAttack", "apply_model_attack", "attack_context", "build_attack",
            "choose_attackers", "register"]

@@ -1,4 +1,6 @@
-"""Aggregation rules as pure tensor code (no FedML import): HeteroFL and the paper's baselines."""
+"""Aggregation rules as pure tensor code (no FedML import): HeteroFL, the paper's baselines, and the
+breadth rules (trimmed mean, Bulyan, geometric median, centered clipping). FedML's own defenses are
+reached as ``fedml:<name>``, registered on first use by :mod:`fedml_heterofl.fedml_bridge.fedml_defenses`."""
 from fedml_heterofl.defense.base import (
     REGISTRY,
     AggregationResult,
@@ -10,5 +12,6 @@ from fedml_heterofl.defense.base import (
 )
 from fedml_heterofl.defense import heterofl  # noqa: F401  (registers "heterofl")
 from fedml_heterofl.defense import fedavg, multikrum, median, zeno, fltrust, dnc  # noqa: F401
+from fedml_heterofl.defense import trimmed_mean, bulyan, geomed, centered_clipping  # noqa: F401
 
 __all__ = ["REGISTRY", "AggregationResult", "Defense", "RoundContext", "Selection", "build_defense", "register"]

@@ -18,12 +18,13 @@ aggregate is the zero update (the global model stays as it is) and a warning is 
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -56,6 +57,9 @@ class RoundContext:
         trigger_set: HeteroFL's ``D_trg`` (Alg. 1, lines 1-3), labelled ``L``.
         validation_batch: server-side validation batch (Zeno).
         server_update: FLTrust's server update ``g_0`` trained on the root dataset, shape ``(d,)``.
+        param_layout: the model's parameter layout (an object with ``names``, ``shapes`` and ``numels``
+            of the flat vector's parts, in order: :class:`~fedml_heterofl.models.ParamLayout`), for
+            rules that work on per-layer tensors (FedML's own defenses, ``fedml:<name>``).
         device: where the rule computes.
     """
 
@@ -68,6 +72,7 @@ class RoundContext:
     trigger_set: Optional[Batch] = None
     validation_batch: Optional[Batch] = None
     server_update: Optional[Tensor] = None
+    param_layout: Optional[Any] = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def ids(self, n: int) -> Tensor:
@@ -444,11 +449,64 @@ class Registry(dict):
     """Name -> class, filled by the :meth:`register` class decorator; :meth:`build` instantiates.
 
     Shared by the defense and the attack registries; ``kind`` names the entries in error messages.
+
+    Lazy families: :meth:`provide` maps a name prefix (``"fedml:"``) to a module that registers the
+    family's classes with :meth:`register_lazy` when it is first imported — on the first lookup of
+    such a name (``in``, ``[]``, ``get``, :meth:`build`), so a package that needs a heavy import (FedML)
+    is imported only when one of its names is used. Lazy entries are found by lookup but not listed by
+    iteration (``sorted(REGISTRY)`` is the package's own names); :meth:`allowed` names both.
     """
 
     def __init__(self, kind: str) -> None:
         super().__init__()
         self.kind = kind
+        self._providers: Dict[str, str] = {}
+        self._lazy: Dict[str, type] = {}
+
+    def provide(self, prefix: str, module: str) -> None:
+        """Names starting with ``prefix`` are registered by importing ``module`` on first lookup."""
+        self._providers[prefix] = module
+
+    def register_lazy(self, cls: type) -> type:
+        """Add ``cls`` under ``cls.name`` as a lazy entry (its name starts with a provided prefix)."""
+        if not any(cls.name.startswith(p) for p in self._providers):
+            raise ValueError(f"{cls.name!r} has none of the lazy prefixes {sorted(self._providers)}")
+        self._lazy[cls.name] = cls
+        return cls
+
+    def _lookup(self, key: object) -> Optional[type]:
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        if not isinstance(key, str):
+            return None
+        for prefix, module in self._providers.items():
+            if key.startswith(prefix):
+                if key not in self._lazy:
+                    try:
+                        importlib.import_module(module)
+                    except ImportError as exc:
+                        raise ValueError(f"{self.kind} {key!r} needs {module}, which cannot be imported: {exc}") \
+                            from exc
+                return self._lazy.get(key)
+        return None
+
+    def __contains__(self, key: object) -> bool:
+        return self._lookup(key) is not None
+
+    def __getitem__(self, key: str) -> type:
+        cls = self._lookup(key)
+        if cls is None:
+            raise KeyError(key)
+        return cls
+
+    def get(self, key: str, default: Any = None) -> Any:
+        cls = self._lookup(key)
+        return default if cls is None else cls
+
+    def allowed(self) -> str:
+        """The allowed names for an error message: the package's own, then each lazy family."""
+        families = [f"{p}<name> ({self._providers[p]})" for p in sorted(self._providers)]
+        return ", ".join(sorted(dict.keys(self)) + families)
 
     def register(self, cls: type) -> type:
         """Class decorator: add ``cls`` under ``cls.name`` (a second class under a taken name is an error)."""
@@ -466,10 +524,11 @@ class Registry(dict):
         ``ValueError``/``TypeError`` (prefixed with the name) for bad parameters.
         """
         key = name.strip().lower()
-        if key not in self:
-            raise ValueError(f"unknown {self.kind} {name!r}; allowed: {', '.join(sorted(self))}")
+        cls = self._lookup(key)
+        if cls is None:
+            raise ValueError(f"unknown {self.kind} {name!r}; allowed: {self.allowed()}")
         try:
-            return self[key](**params)
+            return cls(**params)
         except TypeError as exc:
             raise TypeError(f"{self.kind} {key!r}: {exc}") from exc
 
@@ -477,6 +536,8 @@ class Registry(dict):
 REGISTRY = Registry("defense")
 #: class decorator adding a :class:`Defense` subclass to :data:`REGISTRY` under ``cls.name``
 register = REGISTRY.register
+#: FedML 0.9.6's own defenses as ``fedml:<defense_type>`` (the module imports FedML; loaded on first use)
+REGISTRY.provide("fedml:", "fedml_heterofl.fedml_bridge.fedml_defenses")
 
 
 def build_defense(name: str, **params: object) -> Defense:

@@ -74,6 +74,23 @@ def krum_scores(sq_dist: Tensor, f: int, alive: Optional[Tensor] = None) -> Tens
     return scores
 
 
+def iterative_krum(sq_dist: Tensor, f: int, m: int, ids: Tensor, first: Optional[Tensor] = None) -> Tensor:
+    """Mask of the ``m`` rows picked by repeated Krum: score the remaining rows (:func:`krum_scores`),
+    move the best (ties by client id, :func:`order_by_score`) to the selected set, repeat ``m`` times
+    (NDSS'21's iterative Multi-Krum; Bulyan's selection, El Mhamdi et al. 2018, Alg. 1 step 1).
+    ``first`` are the scores of the whole set when already computed."""
+    n = sq_dist.shape[0]
+    kept = torch.zeros(n, dtype=torch.bool)
+    alive = torch.ones(n, dtype=torch.bool)
+    scores = krum_scores(sq_dist, f) if first is None else first
+    for _ in range(m):
+        best = int(order_by_score(scores, ids)[0])
+        kept[best] = True
+        alive[best] = False
+        scores = krum_scores(sq_dist, f, alive)
+    return kept
+
+
 @register
 class MultiKrum(RowsDefense):
     """Multi-Krum: mean of the ``m`` updates with the lowest Krum scores.
@@ -130,16 +147,10 @@ class MultiKrum(RowsDefense):
             D = sq_distances_from_gram(rows.gram()).cpu()  # float64 (n, n): select on CPU
         with timed(diagnostics, "selection"):
             first = krum_scores(D, f)
-            kept = torch.zeros(n, dtype=torch.bool)
             if self.variant == "static":
+                kept = torch.zeros(n, dtype=torch.bool)
                 kept[order_by_score(first, ids)[:m]] = True
             else:
-                alive = torch.ones(n, dtype=torch.bool)
-                scores = first
-                for _ in range(m):
-                    best = int(order_by_score(scores, ids)[0])
-                    kept[best] = True
-                    alive[best] = False
-                    scores = krum_scores(D, f, alive)
+                kept = iterative_krum(D, f, m, ids, first)
         return Selection(kept, {"multikrum": (~kept).nonzero().flatten()}, {"krum": first.float()},
                          diagnostics, uniform_weights(kept))

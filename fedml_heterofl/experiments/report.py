@@ -69,8 +69,11 @@ log = logging.getLogger(__name__)
 #: summary.json fields every run writes and the report reads as labels
 SUMMARY_LABELS = ("defense", "attack", "dataset", "model")
 #: column order of attacks (Table I) and row order of defenses
-ATTACK_ORDER = ("none", "adaptive", "min_max", "min_sum", "label_flip", "sign_flip")
-DEFENSE_ORDER = ("fedavg", "multikrum", "median", "zeno", "fltrust", "dnc", "heterofl")
+ATTACK_ORDER = ("none", "adaptive", "min_max", "min_sum", "alie", "ipm", "label_flip", "sign_flip")
+#: our rules (the paper's baselines, then the breadth rules); FedML's own (``fedml:<name>``) come
+#: after them, alphabetically, and HeteroFL last
+DEFENSE_ORDER = ("fedavg", "multikrum", "median", "zeno", "fltrust", "dnc", "trimmed_mean", "bulyan", "geomed",
+                 "centered_clipping", "fedml:", "heterofl")
 #: HeteroFL's steps in order, and its defaults for values a config may leave out
 ALL_STEPS: Tuple[int, ...] = tuple(sorted(STEP_NAMES))
 DEFAULT_LAM = float(inspect.signature(HeteroFL).parameters["lam"].default)
@@ -300,7 +303,8 @@ def _defense_rank(run: Run, ablation: bool) -> Tuple[Any, ...]:
     """Row order: :data:`DEFENSE_ORDER` (ablation tables: FedAvg, the HeteroFL variants by their
     steps, then the other defenses), then the swept values."""
     base = "heterofl" if run.steps else run.defense
-    rank = DEFENSE_ORDER.index(base) if base in DEFENSE_ORDER else len(DEFENSE_ORDER)
+    family = "fedml:" if base.startswith("fedml:") else base
+    rank = DEFENSE_ORDER.index(family) if family in DEFENSE_ORDER else len(DEFENSE_ORDER)
     if ablation:
         rank = (0 if base == "fedavg" else 1 if base == "heterofl" else 2, rank)
     return (rank, base, run.steps, run.lam or 0.0, run.trigger_size or 0, run.row)

@@ -13,6 +13,8 @@ min_max`` work in an ordinary FedML YAML beside FedML's built-ins.
   without hangs, with worker processes as FedML's silos; :mod:`.mpi_backend` — the MPI backend of
   ``fedml-heterofl run`` (imported on demand).
 * :func:`malicious_client_ids` — the run's fixed attackers.
+* :mod:`.fedml_defenses` — FedML's own defenses as our rules ``fedml:<name>`` (imported by the defense
+  registry on the first lookup of such a name, not here).
 """
 from fedml_heterofl.fedml_bridge.adapters import AttackAdapter, DefenseAdapter, RoundProduct, fedml_round
 from fedml_heterofl.fedml_bridge.aggregator import HeteroFLServerAggregator

@@ -120,7 +120,8 @@ class HeteroFLServerAggregator(ServerAggregator):
         self._root = None if root_data is None else tuple(t.to(self.codec.device) for t in as_tensors(root_data))
         self._scratch = copy.deepcopy(model) if root_data is not None else None
         context = dict(loss_fn=self._loss, trigger_set=trigger_set, validation_batch=validation_batch,
-                       server_update_fn=self._server_update if root_data is not None else None)
+                       server_update_fn=self._server_update if root_data is not None else None,
+                       param_layout=self.layout)
         defender, attacker = _configured()
         if defender is not None:
             defender.provide(codec=self.codec, **context)

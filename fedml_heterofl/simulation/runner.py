@@ -160,7 +160,7 @@ class Simulation:
             loss_fn=lambda p, b: batched_loss(self.model, self.work.layout, p, b),
             trigger_set=_to(self.work.trigger_set, self.device),
             validation_batch=_to(self.work.validation, self.device),
-            server_update_fn=self._server_update)
+            server_update_fn=self._server_update, param_layout=self.work.layout)
 
     # -- one round -----------------------------------------------------------------------------
     def train(self, round_idx: int, clients: Tensor, w: Tensor) -> Tensor:

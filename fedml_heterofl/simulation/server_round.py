@@ -58,6 +58,8 @@ class ServerRound:
         seed: the run seed.
         loss_fn, trigger_set, validation_batch: context for rules that evaluate models.
         server_update_fn: ``(round, w_t) -> g_0``, the server's own update on its root data (FLTrust).
+        param_layout: the model's :class:`~fedml_heterofl.models.ParamLayout`, for rules that work on
+            per-layer tensors (FedML's own defenses; without it they see one flat tensor).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class ServerRound:
         trigger_set: Optional[Batch] = None,
         validation_batch: Optional[Batch] = None,
         server_update_fn: Optional[Callable[[int, Tensor], Tensor]] = None,
+        param_layout: Optional[Any] = None,
     ) -> None:
         self.defense = defense
         self.attack = attack
@@ -80,6 +83,7 @@ class ServerRound:
         self.trigger_set = trigger_set
         self.validation_batch = validation_batch
         self.server_update_fn = server_update_fn
+        self.param_layout = param_layout
 
     def context(self, round_idx: int, global_params: Tensor, client_ids: Tensor,
                 sample_counts: Optional[Tensor] = None) -> RoundContext:
@@ -89,6 +93,7 @@ class ServerRound:
             "loss_fn": self.loss_fn, "trigger_set": self.trigger_set, "validation_batch": self.validation_batch,
         }
         missing = [k for k in needs if k in available and available[k] is None]
+        available["param_layout"] = self.param_layout  # optional: a rule without it sees one flat tensor
         if "server_update" in needs and self.server_update_fn is None:
             missing.append("server_update")
         if missing:
