@@ -52,7 +52,7 @@ def attack_cell(rule: str, n: int, f: int, quick: bool) -> Dict[str, object]:
     shape = (784,) if quick else (1, 28, 28)
     trigger = (torch.rand(4, *shape, generator=g), torch.full((4,), 10))
     validation = (torch.rand(32, *shape, generator=g), torch.randint(0, 10, (32,), generator=g))
-    params = {"multikrum": {"f": f}, "dnc": {"f": f}, "zeno": {"b": f}}
+    params = {"multikrum": {"f": f}, "dnc": {"f": f}, "zeno": {"b": f}, "trimmed_mean": {"f": f}, "bulyan": {"f": f}}
     U = _updates(n, layout.d)
     ctx = RoundContext(global_params=layout.flatten(model), generator=torch.Generator().manual_seed(2),
                        client_ids=torch.arange(n), sample_counts=torch.randint(50, 500, (n,), generator=g).float(),

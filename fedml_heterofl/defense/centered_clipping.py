@@ -39,17 +39,25 @@ log = logging.getLogger(__name__)
 CENTERS = ("previous", "zero")
 
 
-def centered_clip(updates: Tensor, center: Tensor, tau: Optional[float], iterations: int) -> Tensor:
+def centered_clip(updates: Tensor, center: Tensor, tau: Optional[float], iterations: int,
+                  chunk: int = 1 << 15) -> Tensor:
     """``v_L`` of centered clipping from ``v₀ = center`` (module doc); ``tau=None``: the median distance
-    of each iteration. Distances in float64 (an update near the centre must not lose its direction)."""
+    of each iteration. Differences ``g_i − v`` in float64 (an update near the centre must not lose its
+    direction), formed over blocks of ``chunk`` columns: no float64 copy of the updates."""
+    n, d = updates.shape
     v = center.to(torch.float64)
     for _ in range(iterations):
-        diff = updates.double() - v
-        dist = torch.linalg.vector_norm(diff, dim=1)
+        sq = torch.zeros(n, dtype=torch.float64, device=updates.device)
+        for start in range(0, d, chunk):
+            sq += (updates[:, start:start + chunk].double() - v[start:start + chunk]).square().sum(dim=1)
+        dist = sq.sqrt()
         radius = float(dist.median()) if tau is None else tau
         scale = torch.where(dist > radius, radius / dist.clamp_min(torch.finfo(torch.float64).tiny),
                             torch.ones_like(dist))
-        v = v + (scale @ diff) / updates.shape[0]
+        step = torch.empty_like(v)
+        for start in range(0, d, chunk):
+            step[start:start + chunk] = scale @ (updates[:, start:start + chunk].double() - v[start:start + chunk])
+        v = v + step / n
     return v.to(updates.dtype)
 
 
