@@ -46,6 +46,7 @@ def attack_cell(rule: str, n: int, f: int, quick: bool) -> Dict[str, object]:
     from fedml_heterofl.defense import RoundContext, build_defense
     from fedml_heterofl.models import ParamLayout, batched_loss, build_model
 
+    torch.manual_seed(0)  # the model's initialisation: every cell attacks the same round
     model = build_model("lr" if quick else "cnn", num_classes=10, watermark=True)
     layout = ParamLayout(model)
     g = torch.Generator().manual_seed(1)

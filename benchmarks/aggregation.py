@@ -28,6 +28,7 @@ from collections import OrderedDict
 from statistics import median
 from typing import Dict, List, Optional
 
+import numpy as np
 import torch
 
 log = logging.getLogger("benchmarks.aggregation")
@@ -54,7 +55,7 @@ def _updates(n: int, d: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     U = torch.randn(n, d, generator=g)
     classes = torch.randn(10, d, generator=g)
-    mix = torch.distributions.Dirichlet(torch.full((10,), 0.2)).sample((n,))
+    mix = torch.from_numpy(np.random.default_rng(seed).dirichlet(np.full(10, 0.2), size=n)).float()
     U.addmm_(mix, classes)
     U.add_(torch.randn(d, generator=g), alpha=0.5)
     return U.mul_(1e-3)

@@ -24,6 +24,7 @@ of the Gram matrix and their dot products come from the rows as sent (one O((k +
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -105,12 +106,21 @@ def poisoned_rows(base: Tensor, directions: Tensor, gamma: float) -> Tensor:
     return torch.mul(directions, gamma).add_(base)
 
 
-def model_losses(params: Tensor, global_params: Tensor, loss_fn: LossFn, batch: Batch, chunk: int) -> Tensor:
+def model_losses(params: Tensor, global_params: Tensor, loss_fn: LossFn, batch: Batch, chunk: int,
+                 scratch: Optional[Tensor] = None) -> Tensor:
     """``ℓ(batch, w_t + g_i)`` for the rows ``params`` ``(m, d)`` of updates, ``chunk`` models per
-    ``loss_fn`` call (float64, shape ``(m,)``)."""
+    ``loss_fn`` call (float64, shape ``(m,)``); ``scratch`` (at least ``chunk`` rows) holds the models
+    instead of a new tensor per call."""
     if params.shape[0] == 0:
         return torch.zeros(0, dtype=torch.float64)
-    out = [loss_fn(global_params + params[s:s + chunk], batch).reshape(-1) for s in range(0, params.shape[0], chunk)]
+
+    def models(s: int) -> Tensor:
+        block = params[s:s + chunk]
+        if scratch is None:
+            return global_params + block
+        return torch.add(global_params, block, out=scratch[:block.shape[0]])
+
+    out = [loss_fn(models(s), batch).reshape(-1) for s in range(0, params.shape[0], chunk)]
     losses = torch.cat(out).to(torch.float64)
     if losses.numel() != params.shape[0]:
         raise ValueError(f"loss_fn returned {losses.numel()} losses for {params.shape[0]} parameter vectors")
@@ -227,6 +237,15 @@ class AffineBasis:
                           torch.float64, known.device)
         self._dots: List[Tuple[Tensor, Tensor]] = []
         self._losses: List[Tuple[Tuple[object, ...], Tensor]] = []
+        # one buffer for the poisoned rows of the latest candidate that needed them, one for its models
+        # w_t + row: a search's candidates reuse them (a fresh f x d tensor per γ is page faults,
+        # ~20 % of a CNN-sized search)
+        #: ``max|b_i|``, ``max|Δ_ji|`` (float64): bound the poisoned rows' entries (:meth:`_Candidate.screen`)
+        self.max_base = float(self.base.abs().max().double()) if self.d else 0.0
+        self.max_direction = float(self.directions.abs().max().double()) if self.d and self.f else 0.0
+        self._rows: Optional[Tensor] = None
+        self._rows_owner: Optional["_Candidate"] = None
+        self._models: Optional[Tensor] = None
 
     def coefficients(self, gamma: float) -> Tensor:
         """``M`` (k + f, k + f + 1): row i of the candidate set is ``M_i Z``."""
@@ -274,9 +293,9 @@ class _Candidate:
     def __init__(self, basis: AffineBasis, gamma: float, rounded: bool = False) -> None:
         self.basis, self.gamma, self.rounded = basis, gamma, rounded
         self.M = basis.coefficients(gamma)
-        self._poisoned: Optional[Tensor] = None
+        self._sq_norms: Optional[Tensor] = None
         self._gram: Optional[Tensor] = None
-        self._losses: List[Tuple[Tuple[object, ...], Tuple[Tensor, Tensor]]] = []
+        self._losses: List[Tuple[Tuple[object, ...], List[Optional[Tensor]]]] = []
 
     def gram(self) -> Tensor:
         """The ``(k + f)²`` Gram matrix of the candidate rows, with ``rounded`` the poisoned rows'
@@ -291,29 +310,73 @@ class _Candidate:
         return self._gram
 
     def dots(self, v: Tensor) -> Tensor:
-        """``(k + f,)`` dot products of the candidate rows with ``v`` (as :meth:`gram`)."""
+        """``(k + f,)`` dot products of the candidate rows with ``v``: the known rows' from ``Z v``, the
+        poisoned rows' from the rows as sent (an O(f·d) pass, as the rules that read dot products and
+        norms — FLTrust, Zeno — read them per row)."""
         out = self.M @ self.basis.basis_dots(v)
-        if self.rounded:
-            out[self.basis.k:] = matvec64(self.poisoned, v)
+        out[self.basis.k:] = matvec64(self.poisoned, v)
         return out
+
+    def sq_norms(self) -> Tensor:
+        """``(k + f,)`` squared norms: the known rows' from ``H``, the poisoned rows' from the rows as sent."""
+        if self._sq_norms is None:
+            basis = self.basis
+            self._sq_norms = torch.cat([basis.H.diagonal()[:basis.k], sq_norms64(self.poisoned).to(basis.H.device)])
+        return self._sq_norms
 
     def poisoned_losses(self, j: Tensor, global_params: Tensor, loss_fn: LossFn, batch: Batch,
                         chunk: int) -> Tensor:
-        """``ℓ(batch, w_t + b + γΔ_j)`` for the poisoned rows ``j`` (float64)."""
-        values, done = _cached(self._losses, (global_params, loss_fn, batch),
-                               lambda: (torch.zeros(self.basis.f, dtype=torch.float64),
-                                        torch.zeros(self.basis.f, dtype=torch.bool)))
-        todo = j[~done[j]].unique()
-        if todo.numel():
-            values[todo] = model_losses(self.poisoned[todo], global_params, loss_fn, batch, chunk)
-            done[todo] = True
-        return values[j]
+        """``ℓ(batch, w_t + b + γΔ_j)`` for the poisoned rows ``j`` (float64).
+
+        The losses of all f poisoned models are kept once computed together (in ``chunk``-model calls,
+        as a rule's selection asks for them); those of a part (an early exit's one-at-a-time scores) are
+        returned but not kept: a vectorised ``loss_fn`` may round a model's loss differently in another
+        batch, and the selection must see the values it would compute itself."""
+        values = _cached(self._losses, (global_params, loss_fn, batch), lambda: [None])
+        if values[0] is not None:
+            return values[0][j]
+        todo = j.unique()  # sorted: all f rows are arange(f)
+        basis = self.basis
+        rows = self.poisoned if todo.numel() == basis.f else self.poisoned[todo]
+        if basis._models is None or basis._models.shape[0] < min(chunk, basis.f):
+            basis._models = torch.empty(min(chunk, basis.f), basis.d, dtype=rows.dtype, device=rows.device)
+        losses = model_losses(rows, global_params, loss_fn, batch, chunk, scratch=basis._models)
+        if todo.numel() == basis.f:
+            values[0] = losses
+            return losses[j]
+        out = torch.empty(basis.f, dtype=torch.float64)
+        out[todo] = losses
+        return out[j]
+
+    def screen(self) -> Tuple[Tensor, Tensor]:
+        """``(finite, nonzero)`` of the poisoned rows as sent, without a pass over them when a bound
+        settles it: every entry of ``b + γΔ`` is at most ``B = max|b| + |γ|·max|Δ|`` before rounding and
+        is rounded twice (``γΔ``, then ``+ b``) by at most ``B·2⁻²⁴`` each, so with ``B < 10³⁷`` every
+        row is finite, and a row whose exact norm (from ``H``) exceeds ``√d·B·2⁻²²`` is not zero after
+        rounding. Otherwise (rows near overflow, or a poisoned row near zero) the rows are screened."""
+        basis, k = self.basis, self.basis.k
+        bound = basis.max_base + abs(self.gamma) * basis.max_direction
+        if math.isfinite(bound) and bound < 1e37:
+            m = self.M[k:]
+            exact = ((m @ basis.H) * m).sum(dim=1).clamp_min(0).sqrt()
+            if bool((exact > math.sqrt(basis.d) * bound * 2.0 ** -22).all()):
+                ones = torch.ones(basis.f, dtype=torch.bool)
+                return ones, ones.clone()
+        finite, norms = finite_rows(self.poisoned)
+        return finite.cpu(), (norms != 0).cpu()
 
     @property
     def poisoned(self) -> Tensor:
-        if self._poisoned is None:
-            self._poisoned = poisoned_rows(self.basis.base, self.basis.directions, self.gamma)
-        return self._poisoned
+        """The poisoned rows ``b + γΔ`` exactly as :func:`poisoned_rows` makes them, in the basis's
+        buffer (valid until another candidate of the basis needs its rows: use them at once; a candidate
+        whose buffer was taken writes it again)."""
+        basis = self.basis
+        if basis._rows_owner is not self:
+            if basis._rows is None:
+                basis._rows = torch.empty_like(basis.directions)
+            torch.mul(basis.directions, self.gamma, out=basis._rows).add_(basis.base)
+            basis._rows_owner = self
+        return basis._rows
 
 
 class AffineRows(Rows):
@@ -340,14 +403,10 @@ class AffineRows(Rows):
         return self._gram
 
     def sq_norms(self) -> Tensor:
-        if self._gram is not None or self.candidate.rounded:
-            return self.gram().diagonal().clone()
-        return ((self.M @ self.candidate.basis.H) * self.M).sum(dim=1)
+        return self.candidate.sq_norms()[self.positions]
 
     def dots(self, v: Tensor) -> Tensor:
-        if self.candidate.rounded:
-            return self.candidate.dots(v)[self.positions]
-        return self.M @ self.candidate.basis.basis_dots(v)
+        return self.candidate.dots(v)[self.positions]
 
     def columns(self, idx: Tensor) -> Tensor:
         basis = self.candidate.basis
@@ -375,9 +434,9 @@ class AffineRows(Rows):
         finite[is_known] = basis.known_screen[0][pos[is_known]]
         nonzero[is_known] = basis.known_screen[1][pos[is_known]]
         if bool((~is_known).any()):
-            pf, pn = finite_rows(self.candidate.poisoned)
-            finite[~is_known] = pf.cpu()[pos[~is_known] - basis.k]
-            nonzero[~is_known] = (pn != 0).cpu()[pos[~is_known] - basis.k]
+            pf, pn = self.candidate.screen()
+            finite[~is_known] = pf[pos[~is_known] - basis.k]
+            nonzero[~is_known] = pn[pos[~is_known] - basis.k]
         return finite, nonzero
 
     def losses(self, idx: Tensor, global_params: Tensor, loss_fn: LossFn, batch: Batch, chunk: int) -> Tensor:
