@@ -88,8 +88,7 @@ def batched_loss(
     def one(p: Dict[str, Tensor]) -> Tensor:
         return loss(functional_call(model, (p, buffers), (x,)), y)
 
-    # models whose copies evaluate faster one at a time on a CPU (the RNN: ``vectorise_on_cpu = False``)
-    step = chunk if params.device.type != "cpu" or getattr(model, "vectorise_on_cpu", True) else 1
+    step = 1 if evaluates_one_at_a_time(model, params.device) else chunk
     evaluate = vmap(one) if step > 1 else (lambda p: one({k: v[0] for k, v in p.items()})[None])
     try:
         with torch.no_grad():
@@ -118,6 +117,30 @@ class LogisticRegression(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x.flatten(1))
+
+
+def evaluates_one_at_a_time(model: nn.Module, device: torch.device) -> bool:
+    """Whether :func:`batched_loss` evaluates ``model``'s copies one at a time on ``device`` (on a CPU,
+    models with ``vectorise_on_cpu = False``: the CNN, the RNN): then a copy's loss does not depend on
+    which other copies it is evaluated with, bit for bit."""
+    return device.type == "cpu" and not getattr(model, "vectorise_on_cpu", True)
+
+
+class ModelLoss:
+    """``loss_fn(params, batch)`` of a round context (:data:`~fedml_heterofl.defense.rows.LossFn`):
+    :func:`batched_loss` of ``model``, with ``per_model`` telling the oracle whether a copy's loss is
+    the same whichever copies it is evaluated with (:func:`evaluates_one_at_a_time`)."""
+
+    def __init__(self, model: nn.Module, layout: ParamLayout) -> None:
+        self.model, self.layout = model, layout
+
+    def __call__(self, params: Tensor, batch: Batch) -> Tensor:
+        return batched_loss(self.model, self.layout, params, batch)
+
+    @property
+    def per_model(self) -> bool:
+        device = next(self.model.parameters()).device
+        return evaluates_one_at_a_time(self.model, device)
 
 
 def dropout_mask(shape: Tuple[int, ...], p: float, *, dtype: torch.dtype = torch.float32,

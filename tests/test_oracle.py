@@ -348,3 +348,32 @@ def test_fast_and_plain_oracle_send_the_same_updates_in_the_benchmarks_round(ben
     # losses, rounded differently than the selection's batched ones, were reused by the selection.
     row = benchmark("adaptive").attack_cell(rule, 20, 4, True)
     assert row["plain_gamma"] == row["fast_gamma"] and row["same_updates"]
+
+
+@pytest.mark.parametrize("per_model", [True, False])
+def test_partial_poisoned_losses_are_kept_only_for_a_per_model_loss(per_model):
+    # an early exit asks for the poisoned models one at a time, then the selection for all of them
+    calls = []
+
+    class Loss:
+        def __call__(self, p, batch):
+            calls.append(p.shape[0])
+            return p.sum(dim=1) * batch
+
+    loss = Loss()
+    loss.per_model = per_model
+    K, b, D = torch.randn(3, 10), torch.randn(10), torch.randn(4, 10)
+    rows = AffineBasis(K, b, D).rows(0.5)
+    w = torch.zeros(10)
+    first = rows.losses(torch.tensor([3]), w, loss, 2, chunk=8)
+    everything = rows.losses(torch.arange(7), w, loss, 2, chunk=8)
+    expected = 2 * torch.cat([K, poisoned_rows(b, D, 0.5)]).sum(dim=1).double()
+    assert torch.allclose(everything, expected) and torch.allclose(first, expected[3:4])
+    # poisoned row 0 alone, then K once (3 rows), then: kept -> the 3 other poisoned rows; not kept -> all 4
+    assert calls == ([1, 3, 3] if per_model else [1, 3, 4])
+
+
+def test_model_loss_says_when_a_models_loss_is_per_model():
+    from fedml_heterofl.models import ModelLoss, ParamLayout, build_model
+    cnn, lr = build_model("cnn", 10), build_model("lr", 10)
+    assert ModelLoss(cnn, ParamLayout(cnn)).per_model and not ModelLoss(lr, ParamLayout(lr)).per_model

@@ -295,7 +295,7 @@ class _Candidate:
         self.M = basis.coefficients(gamma)
         self._sq_norms: Optional[Tensor] = None
         self._gram: Optional[Tensor] = None
-        self._losses: List[Tuple[Tuple[object, ...], List[Optional[Tensor]]]] = []
+        self._losses: List[Tuple[Tuple[object, ...], Tuple[Tensor, Tensor]]] = []
 
     def gram(self) -> Tensor:
         """The ``(k + f)²`` Gram matrix of the candidate rows, with ``rounded`` the poisoned rows'
@@ -326,25 +326,30 @@ class _Candidate:
 
     def poisoned_losses(self, j: Tensor, global_params: Tensor, loss_fn: LossFn, batch: Batch,
                         chunk: int) -> Tensor:
-        """``ℓ(batch, w_t + b + γΔ_j)`` for the poisoned rows ``j`` (float64).
+        """``ℓ(batch, w_t + b + γΔ_j)`` for the poisoned rows ``j`` (float64), each model evaluated at
+        most once per ``(w_t, loss_fn, batch)``.
 
-        The losses of all f poisoned models are kept once computed together (in ``chunk``-model calls,
-        as a rule's selection asks for them); those of a part (an early exit's one-at-a-time scores) are
-        returned but not kept: a vectorised ``loss_fn`` may round a model's loss differently in another
-        batch, and the selection must see the values it would compute itself."""
-        values = _cached(self._losses, (global_params, loss_fn, batch), lambda: [None])
-        if values[0] is not None:
-            return values[0][j]
-        todo = j.unique()  # sorted: all f rows are arange(f)
+        Losses of a part of the poisoned rows (an early exit's one-at-a-time scores) are kept only when
+        ``loss_fn.per_model`` says a model's loss does not depend on the models evaluated with it
+        (:class:`~fedml_heterofl.models.ModelLoss`); otherwise only the losses of all f rows computed
+        together are kept — as a rule's selection asks for them — so that the selection sees the values
+        it would compute itself (a vectorised loss may round a model's loss differently in another batch)."""
+        values, done = _cached(self._losses, (global_params, loss_fn, batch),
+                               lambda: (torch.zeros(self.basis.f, dtype=torch.float64),
+                                        torch.zeros(self.basis.f, dtype=torch.bool)))
+        todo = j[~done[j]].unique()  # sorted: all f rows are arange(f)
+        if todo.numel() == 0:
+            return values[j]
         basis = self.basis
         rows = self.poisoned if todo.numel() == basis.f else self.poisoned[todo]
         if basis._models is None or basis._models.shape[0] < min(chunk, basis.f):
             basis._models = torch.empty(min(chunk, basis.f), basis.d, dtype=rows.dtype, device=rows.device)
         losses = model_losses(rows, global_params, loss_fn, batch, chunk, scratch=basis._models)
-        if todo.numel() == basis.f:
-            values[0] = losses
-            return losses[j]
-        out = torch.empty(basis.f, dtype=torch.float64)
+        if todo.numel() == basis.f or getattr(loss_fn, "per_model", False):
+            values[todo] = losses
+            done[todo] = True
+            return values[j]
+        out = values.clone()
         out[todo] = losses
         return out[j]
 

@@ -75,10 +75,9 @@ class Zeno(RowsDefense):
     def removes_any(self, rows: Rows, ctx: RoundContext, index: Tensor) -> bool:
         """Zeno removes the b lowest scores, so a row of ``index`` that scores below the b-th lowest
         score of the other rows is removed, or another row of ``index`` with a lower score is (the
-        oracle's test for a γ that fails). The rows of ``index`` are scored together, as the selection
-        scores them, so a γ that passes reuses their losses. A margin of 1e-9 of the largest score seen
-        keeps the ranking's ties (:func:`~fedml_heterofl.defense.multikrum.order_by_score`'s resolution)
-        out of the test."""
+        oracle's test for a γ that fails). The rows of ``index`` are scored one model at a time,
+        stopping at the first such row. A margin of 1e-9 of the largest score seen keeps the ranking's
+        ties (:func:`~fedml_heterofl.defense.multikrum.order_by_score`'s resolution) out of the test."""
         others = torch.ones(rows.n, dtype=torch.bool)
         others[index] = False
         if self.b == 0 or int(others.sum()) < self.b:
@@ -89,10 +88,11 @@ class Zeno(RowsDefense):
         bound = float(other_scores.kthvalue(self.b).values)
         finite = other_scores[torch.isfinite(other_scores)]
         seen = float(finite.abs().max()) if finite.numel() else 0.0
-        scores = self._scores(rows, ctx, index, base, sq_norms)
-        margin = 1e-9 * torch.maximum(scores.abs().nan_to_num(posinf=0.0, neginf=0.0),
-                                      torch.tensor([seen, abs(bound)], dtype=torch.float64).max())
-        return bool((scores < bound - margin).any())
+        for j in index:
+            score = float(self._scores(rows, ctx, j.reshape(1), base, sq_norms)[0])
+            if score < bound - 1e-9 * max(seen, abs(score), abs(bound)):
+                return True
+        return False
 
     def _check(self, rows: Rows, ctx: RoundContext) -> None:
         missing = [key for key in self.requires if getattr(ctx, key) is None]

@@ -65,7 +65,7 @@ from fedml_heterofl.fedml_bridge.adapters import (
 from fedml_heterofl.components import malicious_client_ids, round_index, sgd_settings
 from fedml_heterofl.fedml_bridge.convert import ClientUpdates, ModelList, StateCodec, StateDict, as_tensors, copy_state
 from fedml_heterofl.fedml_bridge.trainer import evaluate
-from fedml_heterofl.models import ParamLayout, batched_loss
+from fedml_heterofl.models import ModelLoss, ParamLayout
 from fedml_heterofl.simulation.local_training import server_update
 from fedml_heterofl.simulation.runner import is_test_round
 from fedml_heterofl.simulation.server_round import ServerRound
@@ -119,7 +119,7 @@ class HeteroFLServerAggregator(ServerAggregator):
         self.last: Optional[RoundProduct] = None
         self._root = None if root_data is None else tuple(t.to(self.codec.device) for t in as_tensors(root_data))
         self._scratch = copy.deepcopy(model) if root_data is not None else None
-        context = dict(loss_fn=self._loss, trigger_set=trigger_set, validation_batch=validation_batch,
+        context = dict(loss_fn=ModelLoss(self.model, self.layout), trigger_set=trigger_set, validation_batch=validation_batch,
                        server_update_fn=self._server_update if root_data is not None else None,
                        param_layout=self.layout)
         defender, attacker = _configured()
@@ -285,9 +285,6 @@ class HeteroFLServerAggregator(ServerAggregator):
                              "kept": ids[kept].tolist()})
         return kept_models, list(positions)
 
-    def _loss(self, params: Tensor, batch: Batch) -> Tensor:
-        """Mean loss of each flat parameter vector on ``batch`` (the global model's architecture/buffers)."""
-        return batched_loss(self.model, self.layout, params, batch)
 
     def _server_update(self, round_idx: int, global_params: Tensor) -> Tensor:
         """FLTrust's ``g_0``: local SGD on the root data from ``w_t``."""

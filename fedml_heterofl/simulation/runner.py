@@ -54,7 +54,7 @@ from fedml_heterofl.attack import ModelAttack
 from fedml_heterofl.experiments.metrics import EVAL_COLUMNS, evaluate_model
 from fedml_heterofl.defense.base import finite_rows
 from fedml_heterofl.experiments.store import RunStore, StoreError
-from fedml_heterofl.models import batched_loss
+from fedml_heterofl.models import ModelLoss
 from fedml_heterofl.settings import Settings, SettingsError, check_dry_round
 from fedml_heterofl.simulation.clients import can_vectorise, client_threads, train_clients
 from fedml_heterofl.simulation.local_training import client_seed, server_update
@@ -157,7 +157,7 @@ class Simulation:
         self.server = ServerRound(
             defense, attack=attack if isinstance(attack, ModelAttack) else None,
             malicious_ids=self.work.malicious, seed=self.seed,
-            loss_fn=lambda p, b: batched_loss(self.model, self.work.layout, p, b),
+            loss_fn=ModelLoss(self.model, self.work.layout),
             trigger_set=_to(self.work.trigger_set, self.device),
             validation_batch=_to(self.work.validation, self.device),
             server_update_fn=self._server_update, param_layout=self.work.layout)
