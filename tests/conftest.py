@@ -35,6 +35,26 @@ def benchmark():
     return load
 
 
+@pytest.fixture
+def fresh_fedml_singletons():
+    """FedML's security/DP/FHE singletons live for the process: the test starts from new ones and leaves
+    none behind."""
+    from fedml.core.dp.fedml_differential_privacy import FedMLDifferentialPrivacy
+    from fedml.core.fhe.fhe_agg import FedMLFHE
+    from fedml.core.security.fedml_attacker import FedMLAttacker
+    from fedml.core.security.fedml_defender import FedMLDefender
+
+    def reset():
+        FedMLDefender._defender_instance = None
+        FedMLAttacker._attacker_instance = None
+        FedMLDifferentialPrivacy._dp_instance = None
+        FedMLFHE._fhe_instance = None
+
+    reset()
+    yield
+    reset()
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one and never required by CI "
                                        "(run on a GPU machine with `pytest -m gpu`)")

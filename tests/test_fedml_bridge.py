@@ -16,8 +16,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import fedml
 from fedml.core import ServerAggregator
-from fedml.core.dp.fedml_differential_privacy import FedMLDifferentialPrivacy
-from fedml.core.fhe.fhe_agg import FedMLFHE
 from fedml.core.security.defense.krum_defense import KrumDefense
 from fedml.core.security.fedml_attacker import FedMLAttacker
 from fedml.core.security.fedml_defender import FedMLDefender
@@ -30,18 +28,7 @@ from fedml_heterofl.simulation.local_training import client_seed, local_sgd
 SQRT2 = math.sqrt(2.0)
 
 
-@pytest.fixture(autouse=True)
-def fresh_fedml_singletons():
-    """FedML's security/DP/FHE singletons live for the process: every test starts from new ones."""
-    def reset():
-        FedMLDefender._defender_instance = None
-        FedMLAttacker._attacker_instance = None
-        FedMLDifferentialPrivacy._dp_instance = None
-        FedMLFHE._fhe_instance = None
-
-    reset()
-    yield
-    reset()
+pytestmark = pytest.mark.usefixtures("fresh_fedml_singletons")  # tests/conftest.py
 
 
 def fedml_args(**kw):

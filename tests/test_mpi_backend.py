@@ -20,10 +20,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from fedml.core.dp.fedml_differential_privacy import FedMLDifferentialPrivacy
-from fedml.core.fhe.fhe_agg import FedMLFHE
-from fedml.core.security.fedml_attacker import FedMLAttacker
-from fedml.core.security.fedml_defender import FedMLDefender
 from hypothesis import given, settings as hsettings, strategies as st
 
 from fedml_heterofl.data import load_dataset
@@ -45,17 +41,7 @@ needs_mpirun = pytest.mark.skipif(subprocess.run(["which", "mpirun"], capture_ou
                                   reason="mpirun not found (run/setup.sh installs OpenMPI)")
 
 
-@pytest.fixture(autouse=True)
-def fresh_fedml_singletons():
-    def reset():
-        FedMLDefender._defender_instance = None
-        FedMLAttacker._attacker_instance = None
-        FedMLDifferentialPrivacy._dp_instance = None
-        FedMLFHE._fhe_instance = None
-
-    reset()
-    yield
-    reset()
+pytestmark = pytest.mark.usefixtures("fresh_fedml_singletons")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -283,17 +283,13 @@ def test_oracle_agrees_is_absent_for_partial_knowledge_and_other_attacks():
 
 
 @pytest.mark.parametrize("name", ["heterofl", "zeno", "dnc", "multikrum", "fltrust", "median", "fedavg"])
-def test_oracle_agrees_in_the_fedml_aggregator(name, tmp_path):
+def test_oracle_agrees_in_the_fedml_aggregator(name, tmp_path, fresh_fedml_singletons):
     """MPI backend: our FedML ServerAggregator's hooks (on_before_aggregation runs ServerRound) record
     ``oracle_agrees`` in the round's history."""
     import argparse
 
     import fedml_heterofl.fedml_bridge as bridge
-    from fedml.core.security.fedml_attacker import FedMLAttacker
-    from fedml.core.security.fedml_defender import FedMLDefender
 
-    FedMLDefender._defender_instance = None
-    FedMLAttacker._attacker_instance = None
     U, w, loss_fn, trigger, root, server_update, model = federation(seed=8)
     layout = ParamLayout(model)
     states = []
@@ -309,11 +305,7 @@ def test_oracle_agrees_in_the_fedml_aggregator(name, tmp_path):
     agg = bridge.HeteroFLServerAggregator(copy.deepcopy(model), args, trigger_set=trigger, validation_batch=root,
                                           root_data=root)
     agg.server.malicious_ids = torch.tensor(MALICIOUS)
-    try:
-        agg.on_before_aggregation(states)
-    finally:
-        FedMLDefender._defender_instance = None
-        FedMLAttacker._attacker_instance = None
+    agg.on_before_aggregation(states)
     assert agg.history[-1]["oracle_agrees"] == 1.0
 
 
