@@ -158,12 +158,14 @@ def test_grid_and_report_smoke(tmp_path):
     mtime = (tmp_path / "grid" / folders[0] / "summary.json").stat().st_mtime
     assert cli_main(["grid", "--cf", str(grid), "--no-progress"]) == 0  # finished cells are skipped
     assert (tmp_path / "grid" / folders[0] / "summary.json").stat().st_mtime == mtime
-    # Two cells at a time, each in its own process: the same numbers as one after the other.
+    # Two cells at a time, each in its own process: the same numbers as one after the other. (Its
+    # archive is in a folder of its own: beside tmp_path/runs, the finished cells would be copied.)
     spec = yaml.safe_load(grid.read_text())
-    spec["results_dir"], spec["archive_dir"] = str(tmp_path / "grid_jobs"), str(tmp_path / "runs_jobs")
+    spec["results_dir"], spec["archive_dir"] = str(tmp_path / "grid_jobs"), str(tmp_path / "jobs" / "runs")
     grid.write_text(yaml.safe_dump(spec, sort_keys=False))
     assert cli_main(["grid", "--cf", str(grid), "--no-progress", "--jobs", "2"]) == 0
     for folder in folders:
+        assert (tmp_path / "grid_jobs" / folder / "checkpoint.pt").exists()  # it ran
         pair = [metrics(tmp_path / root / folder) for root in ("grid", "grid_jobs")]
         assert [[(r["test_acc"], r["removed"]) for r in rows] for rows in pair] == \
             [[(r["test_acc"], r["removed"]) for r in pair[0]]] * 2
@@ -187,6 +189,34 @@ def test_grid_and_report_smoke(tmp_path):
     grid.write_text(yaml.safe_dump(spec, sort_keys=False))
     assert cli_main(["grid", "--cf", str(grid), "--no-progress"]) == 0
     assert sorted(p.name for p in (tmp_path / "fresh_clone").iterdir()) == [folders[0]]
+
+
+def test_grid_copies_cells_another_archive_already_ran(tmp_path):
+    # A sweep whose "3" cell has the settings of a Table I cell archived beside it (as the trigger-share
+    # grid's 200-samples cells are Table I's): that cell is copied under the sweep's name, not run; the
+    # sweep's other cell and a cell whose settings differ only in the seed run.
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(tiny(tmp_path, train_args={"comm_round": 1})))
+    table = tmp_path / "table.yaml"
+    table.write_text(yaml.safe_dump({"base": "base.yaml", "results_dir": str(tmp_path / "results" / "table"),
+                                     "archive_dir": str(tmp_path / "runs" / "table"), "axes": {"seed": [0]}}))
+    assert cli_main(["grid", "--cf", str(table), "--no-progress"]) == 0
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "base": "base.yaml", "results_dir": str(tmp_path / "results" / "sweep"),
+        "archive_dir": str(tmp_path / "runs" / "sweep"),
+        "axes": {"clients": {"4": {"train_args.client_num_in_total": 4, "train_args.client_num_per_round": 4},
+                             "3": {}},
+                 "seed": [0, 1]}}, sort_keys=False))
+    assert cli_main(["grid", "--cf", str(sweep), "--no-progress"]) == 0
+    ran = {p.parent.name for p in (tmp_path / "results" / "sweep").glob("*/checkpoint.pt")}
+    assert ran == {"clients=4,seed=0", "clients=4,seed=1", "clients=3,seed=1"}
+    copied = "clients=3,seed=0"
+    for root in ("results", "runs"):
+        assert sorted(p.name for p in (tmp_path / root / "sweep" / copied).iterdir()) == sorted(ARCHIVED_FILES)
+        assert (tmp_path / root / "sweep" / copied / "metrics.csv").read_text() == \
+            (tmp_path / "runs" / "table" / "seed=0" / "metrics.csv").read_text()
+    assert len(list((tmp_path / "runs" / "sweep").iterdir())) == 4
 
 
 def test_a_failing_cell_does_not_stop_the_grid(tmp_path, capsys):

@@ -7,7 +7,9 @@ A finished run folder (``summary.json`` with ``finished: true``) is copied as it
 statistics, a few kilobytes per run — to ``DEST/<run name>/`` (default ``runs/<name of RESULTS_DIR>``);
 checkpoints and logs stay behind. ``fedml-heterofl report DEST`` reads an archive like a results
 folder. A grid file's ``archive_dir`` archives each cell as soon as it finishes, and a cell already
-archived with the same settings (:func:`is_archived`) is not run again — on a fresh clone too.
+archived with the same settings (:func:`is_archived`) is not run again — on a fresh clone too. Nor is
+a cell whose settings another grid's archive beside it already holds (:func:`archive_index`; e.g. the
+trigger-share sweep's 200-samples cells are Table I's): that run is copied in under the cell's name.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import logging
 import shutil
 import sys
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import yaml
 
@@ -35,7 +37,12 @@ def archive_run(run: Union[str, Path], dest_root: Union[str, Path]) -> Optional[
     run = Path(run)
     if not RunStore(run.parent, run.name).finished:
         return None
-    dest = Path(dest_root) / run.name
+    return copy_run(run, Path(dest_root) / run.name)
+
+
+def copy_run(run: Union[str, Path], dest: Union[str, Path]) -> Path:
+    """Copy the :data:`ARCHIVED_FILES` a run folder has to the folder ``dest`` (made if missing)."""
+    run, dest = Path(run), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for name in ARCHIVED_FILES:
         if (run / name).exists():
@@ -43,21 +50,36 @@ def archive_run(run: Union[str, Path], dest_root: Union[str, Path]) -> Optional[
     return dest
 
 
+def _archived_identity(run: Path) -> Optional[str]:
+    """The settings identity of the finished run archived in ``run`` (None: unfinished or unreadable)."""
+    if not RunStore(run.parent, run.name).finished:
+        return None
+    try:
+        with open(run / "config.yaml") as fh:
+            return settings_from_dict(yaml.safe_load(fh) or {}).identity
+    except (OSError, yaml.YAMLError, SettingsError) as exc:
+        log.warning("archived run %s cannot be read (%s); it runs again", run, exc)
+        return None
+
+
 def is_archived(dest_root: Union[str, Path], name: str, settings: Settings) -> bool:
     """Whether ``dest_root/name/`` holds a finished run of ``settings``: its summary says finished
     and its ``config.yaml`` has the same :attr:`~fedml_heterofl.settings.Settings.identity` (a run of
     other settings under the same name — e.g. after the grid's overrides changed — does not count; an
     archived config this version cannot read does not count either, with a warning)."""
-    store = RunStore(dest_root, name)
-    if not store.finished:
-        return False
-    try:
-        with open(store.path / "config.yaml") as fh:
-            archived = settings_from_dict(yaml.safe_load(fh) or {})
-    except (OSError, yaml.YAMLError, SettingsError) as exc:
-        log.warning("archived run %s cannot be read (%s); it runs again", store.path, exc)
-        return False
-    return archived.identity == settings.identity
+    return _archived_identity(Path(dest_root) / name) == settings.identity
+
+
+def archive_index(root: Union[str, Path]) -> Dict[str, Path]:
+    """Settings identity -> archived run folder, for every finished run in every archive directly
+    under ``root`` (``root/<grid>/<run>/``, e.g. ``runs/``; the first in path order when two share an
+    identity)."""
+    index: Dict[str, Path] = {}
+    for config in sorted(Path(root).glob("*/*/config.yaml")):
+        identity = _archived_identity(config.parent)
+        if identity is not None:
+            index.setdefault(identity, config.parent)
+    return index
 
 
 def archive_results(results: Union[str, Path], dest_root: Union[str, Path]) -> List[Path]:

@@ -24,9 +24,10 @@ resumes from its checkpoint, so the grid is safe to kill and restart. A cell tha
 does not stop the others: its error is logged, the remaining cells run, and the grid then fails
 with every failed cell's name and error (:class:`GridError`). With ``archive_dir``, each cell's
 config, metrics and summary are copied there as soon as it finishes
-(:func:`~fedml_heterofl.experiments.archive.archive_run`), ready to be committed. ``--jobs N`` runs N cells at a
-time in separate processes (the numbers do not depend on it); ``--set section.key=VALUE`` overrides a
-key in every cell (e.g. ``device_args.using_gpu=true``).
+(:func:`~fedml_heterofl.experiments.archive.archive_run`), ready to be committed; a cell whose settings
+are already archived there, or in another grid's archive beside it, is copied, not run. ``--jobs N``
+runs N cells at a time in separate processes (the numbers do not depend on it); ``--set
+section.key=VALUE`` overrides a key in every cell (e.g. ``device_args.using_gpu=true``).
 """
 from __future__ import annotations
 
@@ -143,7 +144,8 @@ def _run_cell(settings: Settings, results: Path, progress: bool, threads: Option
 
 def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional[Mapping[str, Any]] = None) -> Path:
     """Run every unfinished cell of the grid file ``path`` (finished: in the results folder, or in the
-    grid's ``archive_dir`` with the same settings), ``jobs`` cells at a time (each in its own
+    grid's ``archive_dir`` with the same settings; a run of the same settings in another archive beside
+    it is copied into both under the cell's name), ``jobs`` cells at a time (each in its own
     process with ``cpu_count // jobs`` torch threads when ``jobs > 1``); returns the results folder.
     Cells are independent and seeded by their own settings, so ``jobs`` does not change any number.
     Raises :class:`GridError` after the last cell when some cells failed."""
@@ -151,7 +153,7 @@ def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    from fedml_heterofl.experiments.archive import archive_run, is_archived
+    from fedml_heterofl.experiments.archive import archive_index, archive_run, copy_run, is_archived
 
     results, cells = load_grid(path, extra)
     archive = archive_dir(path)
@@ -161,6 +163,14 @@ def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional
                 archive_run(results / name, archive)
     todo = [(name, s) for name, s in cells if not RunStore(results, name).finished
             and not (archive is not None and is_archived(archive, name, s))]
+    if archive is not None and todo:  # cells another grid's archive beside this one already ran
+        index = archive_index(archive.parent)
+        for name, s in [cell for cell in todo if cell[1].identity in index]:
+            source = index[s.identity]
+            copy_run(source, archive / name)
+            copy_run(source, results / name)
+            log.info("%s: the same settings finished as %s; copied, not run again", name, source)
+        todo = [cell for cell in todo if cell[1].identity not in index]
     log.info("grid %s: %d cells, %d to run, results in %s", path, len(cells), len(todo), results)
     quiet = not progress or bool(os.environ.get("FEDML_HETEROFL_QUIET"))
     bar = tqdm(total=len(todo), desc="grid cells", disable=quiet)
