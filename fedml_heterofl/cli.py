@@ -1,4 +1,4 @@
-"""The ``fedml-heterofl`` command: ``run | grid | report | archive | data | defenses | attacks`` (benchmarks:
+"""The ``fedml-heterofl`` command: ``run | grid | report | summary | archive | data | defenses | attacks`` (benchmarks:
 ``benchmarks/*.py``).
 
 Each subcommand lives in the module that owns its work and exposes ``add_arguments(parser)`` and
@@ -20,6 +20,7 @@ COMMANDS = {
     "run": ("fedml_heterofl.simulation.cli", "run one experiment from a FedML YAML (--cf)"),
     "grid": ("fedml_heterofl.experiments.grid", "run a grid of experiments, resumable"),
     "report": ("fedml_heterofl.experiments.report", "tables and plots from result folders"),
+    "summary": ("fedml_heterofl.experiments.report:summary", "one summary row per Table I folder (docs/results.md)"),
     "archive": ("fedml_heterofl.experiments.archive", "copy finished runs' small files to a tracked folder"),
     "data": ("fedml_heterofl.data.cli", "fetch and inspect datasets"),
     "defenses": ("fedml_heterofl.catalog", "list the defenses: ours and FedML's own (fedml:NAME)"),

@@ -478,3 +478,40 @@ def test_no_calibration_table_for_one_learning_rate(tmp_path):
     write_run(root, "b", no_attack(fedavg(common_args__random_seed=1)), acc_rows(final=0.7, best=0.7))
     out, _ = write_report(root)
     assert not (out / "table_calibration.md").exists()
+
+
+def with_summary(folder: Path, **fields: Any) -> None:
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, **fields}))
+
+
+def test_summary_table_rows(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for seed, clean, task_clean, task_mm, task_sf in ((0, 0.80, 0.70, 0.60, 0.72), (1, 0.90, 0.80, 0.70, 0.74)):
+        with_summary(write_run(a, f"f{seed}", no_attack(fedavg(common_args__random_seed=seed)),
+                               acc_rows(final=clean, best=clean)), samples_per_client=600.0)
+        def attacked(attack: str, **kw: Any) -> Dict[str, Any]:
+            return heterofl(common_args__random_seed=seed, attack_args__attack_type=attack, **kw)
+
+        for name, cfg, task in ((f"h{seed}", no_attack(heterofl(common_args__random_seed=seed)), task_clean),
+                                (f"hmm{seed}", attacked("min_max"), task_mm), (f"hsf{seed}", attacked("sign_flip"), task_sf),
+                                # neither an ablation variant nor FedAvg under attack is HeteroFL's worst case
+                                (f"abl{seed}", attacked("min_max", steps=(1, 2)), 0.1)):
+            with_summary(write_run(a, name, cfg, acc_rows(final=0.5, best=0.5)), final_acc_task=task,
+                         samples_per_client=600.0)
+    write_run(a, "fmm", fedavg(attack_args__attack_type="min_max"), acc_rows(final=0.2, best=0.2))
+    with_summary(write_run(b, "f", no_attack(fedavg(data_args__max_samples_per_client=200)),
+                           acc_rows(final=0.7, best=0.7)), samples_per_client=192.17)
+    assert cli_main(["summary", f"A (lr 0.1)={a}", f"B={b}"]) == 0
+    # A: FedAvg (0.80 + 0.90) / 2; HeteroFL's task accuracy clean (0.70 + 0.80) / 2, Min-Max (0.60 + 0.70) / 2
+    # = 0.65 below sign flipping's (0.72 + 0.74) / 2 = 0.73; two evaluated rounds, seeds 0 and 1
+    assert capsys.readouterr().out.splitlines() == [
+        "| " + " | ".join(report.SUMMARY_HEADER) + " |", "|---" * 8 + "|",
+        "| A (lr 0.1) | 600 (mean) | 2 | 2 | 0.8500 | 0.7500 | 0.6500 | min_max |",
+        "| B | 192 (mean; cap 200) | 2 | 1 | 0.7000 | – | – | – |"]
+    # a folder that sweeps a value mixes settings: refused, naming the sweep; a row without its folder too
+    write_run(b, "f2", no_attack(fedavg(train_args__learning_rate=0.5)), acc_rows(final=0.7, best=0.7))
+    assert cli_main(["summary", f"B={b}"]) == 2
+    assert "sweep lr" in capsys.readouterr().err
+    assert cli_main(["summary", str(a)]) == 2
+    assert "expected LABEL=FOLDER" in capsys.readouterr().err

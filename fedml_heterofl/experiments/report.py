@@ -40,6 +40,9 @@ defense, FLTrust's server update) and so already holds ``time_attack`` and ``tim
 training time is ``time_train + time_server`` (evaluation, ``time_eval``, is not counted).
 
 The Markdown accuracy tables are also printed.
+
+``fedml-heterofl summary LABEL=FOLDER ...`` prints docs/results.md's summary table instead: one row per
+Table I folder (:func:`summary_row`), read from the same files.
 """
 from __future__ import annotations
 
@@ -841,6 +844,56 @@ def plot_sweeps(runs: List[Run], out: Path) -> List[Path]:
     return paths
 
 
+# -- the summary table of docs/results.md --------------------------------------------------------------
+SUMMARY_HEADER = ("workload", "samples per client", "rounds", "seeds", "FedAvg clean", "HeteroFL clean",
+                  "HeteroFL worst under attack", "worst attack")
+
+
+def _span(values: Iterable[Any]) -> str:
+    """``30`` when every value is 30, ``10–30`` when they range from 10 to 30, ``–`` for none."""
+    found = sorted({v for v in values if v is not None})
+    if not found:
+        return "–"
+    return f"{found[0]:g}" if len(found) == 1 else f"{found[0]:g}–{found[-1]:g}"
+
+
+def summary_row(label: str, runs: List[Run]) -> List[str]:
+    """One row of :data:`SUMMARY_HEADER` for a Table I folder's ``runs``: the clients' mean number of
+    training samples (with the ``max_samples_per_client`` cap where one is set), the rounds and the
+    number of seeds; FedAvg's final accuracy without attack; HeteroFL's (all four steps) final accuracy
+    over the task's classes without attack, and its lowest under an attack with that attack (means
+    over seeds; ``–`` where the runs are missing). A folder whose runs sweep a value is refused (its
+    cells would mix settings)."""
+    sweeps = swept(runs)
+    if sweeps:
+        raise ValueError(f"{label}: the summary reads Table I folders; these runs sweep {', '.join(sweeps)}")
+    fedavg = [r.final_acc for r in runs if r.defense == "fedavg" and r.attack == "none"]
+    heterofl: Dict[str, List[float]] = defaultdict(list)
+    for run in runs:
+        if run.defense == "heterofl":
+            heterofl[run.column].append(run.final_acc_task)
+    attacked = {column: _mean(accs) for column, accs in heterofl.items() if column != "none"}
+    worst = min(attacked, key=attacked.__getitem__) if attacked else None
+    samples = _mean(r.samples for r in runs if r.samples is not None)
+    caps = {_config_get(r.config, "data_args.max_samples_per_client") for r in runs}
+    cap = f"; cap {caps.pop()}" if len(caps) == 1 and None not in caps else ""
+    return [label, "–" if math.isnan(samples) else f"{samples:.0f} (mean{cap})",
+            _span(r.summary.get("rounds") for r in runs), str(len({r.summary.get("seed") for r in runs})),
+            _num(_mean(fedavg), ".4f"), _num(_mean(heterofl.get("none", [])), ".4f"),
+            _num(attacked[worst], ".4f") if worst else "–", worst or "–"]
+
+
+def summary_table(folders: Sequence[Tuple[str, Path]]) -> str:
+    """The Markdown summary table of docs/results.md: one :func:`summary_row` per ``(label, folder)``."""
+    body = []
+    for label, folder in folders:
+        runs = load_runs(Path(folder))
+        if not runs:
+            raise ValueError(f"no finished runs under {folder} (a run folder holds summary.json with finished: true)")
+        body.append(summary_row(label, runs))
+    return "\n".join(_md_table(SUMMARY_HEADER, body)) + "\n"
+
+
 # -- the report -------------------------------------------------------------------------------------
 SECTIONS = (
     ("table_accuracy", "Accuracy (Table I)"),
@@ -892,7 +945,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", help="folder holding run folders (e.g. results/demo)")
     parser.add_argument("--target", type=float, default=None,
                         help=f"time-to-accuracy target for every workload (e.g. 0.8, as the paper's Table II); "
-                             f"default: {TARGET_SHARE:.0%}% of the workload's FedAvg-without-attack final accuracy")
+                             f"default: {TARGET_SHARE:.0%} of the workload's FedAvg-without-attack final accuracy")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -905,4 +958,29 @@ def main(args: argparse.Namespace) -> int:
                                       f"{exc.strerror or exc}")
     print(table)
     print(f"report written to {out}")
+    return 0
+
+
+def add_summary_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("rows", nargs="+", metavar="LABEL=FOLDER",
+                        help="a row's workload label and its Table I folder (e.g. 'MNIST/LR=runs/table1_mnist_lr')")
+
+
+def parse_summary_rows(rows: Sequence[str]) -> List[Tuple[str, Path]]:
+    """``["LABEL=FOLDER", ...]`` -> ``[(label, Path(folder)), ...]`` (split at the last ``=``)."""
+    out = []
+    for row in rows:
+        label, sep, folder = row.rpartition("=")
+        if not sep or not label or not folder:
+            raise ValueError(f"{row!r}: expected LABEL=FOLDER, e.g. 'MNIST/LR=runs/table1_mnist_lr'")
+        out.append((label, Path(folder)))
+    return out
+
+
+def main_summary(args: argparse.Namespace) -> int:
+    """``fedml-heterofl summary LABEL=FOLDER ...``: print the summary table of docs/results.md."""
+    try:
+        print(summary_table(parse_summary_rows(args.rows)), end="")
+    except ValueError as exc:
+        return report_error("summary", exc)
     return 0
