@@ -945,7 +945,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", help="folder holding run folders (e.g. results/demo)")
     parser.add_argument("--target", type=float, default=None,
                         help=f"time-to-accuracy target for every workload (e.g. 0.8, as the paper's Table II); "
-                             f"default: {TARGET_SHARE:.0%} of the workload's FedAvg-without-attack final accuracy")
+                             f"default: {TARGET_SHARE:.0%}% of the workload's FedAvg-without-attack final accuracy")
 
 
 def main(args: argparse.Namespace) -> int:
