@@ -119,7 +119,8 @@ class HeteroFLServerAggregator(ServerAggregator):
         self.last: Optional[RoundProduct] = None
         self._root = None if root_data is None else tuple(t.to(self.codec.device) for t in as_tensors(root_data))
         self._scratch = copy.deepcopy(model) if root_data is not None else None
-        context = dict(loss_fn=ModelLoss(self.model, self.layout), trigger_set=trigger_set, validation_batch=validation_batch,
+        context = dict(loss_fn=ModelLoss(self.model, self.layout), trigger_set=trigger_set,
+                       validation_batch=validation_batch,
                        server_update_fn=self._server_update if root_data is not None else None,
                        param_layout=self.layout)
         defender, attacker = _configured()
@@ -284,7 +285,6 @@ class HeteroFLServerAggregator(ServerAggregator):
         self.history.append({"round": round_idx, **detection_metrics(kept, malicious, {}),
                              "kept": ids[kept].tolist()})
         return kept_models, list(positions)
-
 
     def _server_update(self, round_idx: int, global_params: Tensor) -> Tensor:
         """FLTrust's ``g_0``: local SGD on the root data from ``w_t``."""
