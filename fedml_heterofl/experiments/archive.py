@@ -7,8 +7,8 @@ A finished run folder (``summary.json`` with ``finished: true``) is copied as it
 statistics, a few kilobytes per run — to ``DEST/<run name>/`` (default ``runs/<name of RESULTS_DIR>``);
 checkpoints and logs stay behind. ``fedml-heterofl report DEST`` reads an archive like a results
 folder. A grid file's ``archive_dir`` archives each cell as soon as it finishes, and a cell already
-archived with the same settings (:func:`is_archived`) is not run again — on a fresh clone too. Nor is
-a cell whose settings another grid's archive beside it already holds (:func:`archive_index`; e.g. the
+archived with the same settings (:func:`archived_identities`) is not run again — on a fresh clone too.
+Nor is a cell whose settings another grid's archive beside it already holds (e.g. the
 trigger-share sweep's 200-samples cells are Table I's): that run is copied in under the cell's name.
 """
 from __future__ import annotations
@@ -62,24 +62,17 @@ def _archived_identity(run: Path) -> Optional[str]:
         return None
 
 
-def is_archived(dest_root: Union[str, Path], name: str, settings: Settings) -> bool:
-    """Whether ``dest_root/name/`` holds a finished run of ``settings``: its summary says finished
-    and its ``config.yaml`` has the same :attr:`~fedml_heterofl.settings.Settings.identity` (a run of
-    other settings under the same name — e.g. after the grid's overrides changed — does not count; an
-    archived config this version cannot read does not count either, with a warning)."""
-    return _archived_identity(Path(dest_root) / name) == settings.identity
-
-
-def archive_index(root: Union[str, Path]) -> Dict[str, Path]:
-    """Settings identity -> archived run folder, for every finished run in every archive directly
-    under ``root`` (``root/<grid>/<run>/``, e.g. ``runs/``; the first in path order when two share an
-    identity)."""
-    index: Dict[str, Path] = {}
+def archived_identities(root: Union[str, Path]) -> Dict[Path, str]:
+    """Archived run folder -> its settings identity, for every finished run in every archive directly
+    under ``root`` (``root/<grid>/<run>/``, e.g. ``runs/``). A run of other settings under a cell's name
+    — e.g. after the grid's overrides changed — does not count for that cell; an archived config this
+    version cannot read is left out, with a warning."""
+    out: Dict[Path, str] = {}
     for config in sorted(Path(root).glob("*/*/config.yaml")):
         identity = _archived_identity(config.parent)
         if identity is not None:
-            index.setdefault(identity, config.parent)
-    return index
+            out[config.parent] = identity
+    return out
 
 
 def archive_results(results: Union[str, Path], dest_root: Union[str, Path]) -> List[Path]:

@@ -153,7 +153,7 @@ def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    from fedml_heterofl.experiments.archive import archive_index, archive_run, copy_run, is_archived
+    from fedml_heterofl.experiments.archive import archive_run, archived_identities, copy_run
 
     results, cells = load_grid(path, extra)
     archive = archive_dir(path)
@@ -161,16 +161,18 @@ def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional
         for name, _ in cells:
             if (results / name).is_dir():
                 archive_run(results / name, archive)
-    todo = [(name, s) for name, s in cells if not RunStore(results, name).finished
-            and not (archive is not None and is_archived(archive, name, s))]
-    if archive is not None and todo:  # cells another grid's archive beside this one already ran
-        index = archive_index(archive.parent)
-        for name, s in [cell for cell in todo if cell[1].identity in index]:
-            source = index[s.identity]
-            copy_run(source, archive / name)
-            copy_run(source, results / name)
-            log.info("%s: the same settings finished as %s; copied, not run again", name, source)
-        todo = [cell for cell in todo if cell[1].identity not in index]
+    todo = [(name, s) for name, s in cells if not RunStore(results, name).finished]
+    if archive is not None and todo:  # archived with the same settings: here, or by another grid beside it
+        identities = archived_identities(archive.parent)
+        sources: Dict[str, Path] = {}
+        for folder, identity in identities.items():
+            sources.setdefault(identity, folder)
+        for name, s in todo:
+            if identities.get(archive / name) != s.identity and s.identity in sources:
+                copy_run(sources[s.identity], archive / name)
+                copy_run(sources[s.identity], results / name)
+                log.info("%s: the same settings finished as %s; copied, not run again", name, sources[s.identity])
+        todo = [cell for cell in todo if cell[1].identity not in sources]
     log.info("grid %s: %d cells, %d to run, results in %s", path, len(cells), len(todo), results)
     quiet = not progress or bool(os.environ.get("FEDML_HETEROFL_QUIET"))
     bar = tqdm(total=len(todo), desc="grid cells", disable=quiet)
