@@ -6,14 +6,16 @@ Keys read (FedML's names, flattened from any YAML section):
 ``enable_defense``          false -> FedAvg (``fedavg``)
 ``defense_type``            a name in :data:`fedml_heterofl.defense.REGISTRY`
 ``defense_params``          mapping of the defense's keyword arguments; ``f`` (and Zeno's ``b``)
-                            default to the attacker count for rules that take them, and the
+                            default to ``byzantine_client_num`` for rules that take them, with
+                            or without an attack (a server does not know whether it is
+                            attacked; FedML's defenders read it the same way), and the
                             run keys a rule names in ``run_args`` (FedML's CRFL: ``comm_round``,
                             ``dataset``) to the run's values
 ``enable_attack``           false -> no attackers (f = 0)
 ``attack_type``             a name in :data:`fedml_heterofl.attack.REGISTRY`
 ``attack_params``           mapping of the attack's keyword arguments; ``num_classes`` defaults
                             to ``num_classes``/``class_num`` for attacks that take it (label flip)
-``byzantine_client_num``    f, the number of fixed attackers
+``byzantine_client_num``    f, the number of fixed attackers, and the number a defense guards against
 ``client_num_in_total``     N, clients are ``0..N-1``
 ``random_seed``             the run seed (attacker draw, every per-round generator)
 ``epochs``, ``batch_size``, ``learning_rate``, ``momentum`` (0), ``weight_decay`` (0),
@@ -31,7 +33,7 @@ import torch
 from fedml_heterofl.defense import build_defense
 from fedml_heterofl.defense.base import REGISTRY as DEFENSES, Defense, RoundContext
 
-#: defense parameters that default to the attacker count f (Multi-Krum's and DnC's f, Zeno's b)
+#: defense parameters that default to ``byzantine_client_num`` (Multi-Krum's and DnC's f, Zeno's b)
 ATTACKER_COUNT_PARAMS = ("f", "b")
 
 
@@ -44,14 +46,20 @@ def round_index(args: Any) -> int:
     return int(getattr(args, "round_idx", 0) or 0)
 
 
-def attacker_count(args: Any) -> int:
-    """f: ``byzantine_client_num`` when ``enable_attack`` is true, else 0."""
-    if not getattr(args, "enable_attack", False):
-        return 0
+def byzantine_count(args: Any) -> int:
+    """f as the defense sees it: ``byzantine_client_num`` (0 when unset), whether or not an attack is
+    enabled, so a rule aggregates the same way in a run with and without attackers."""
     f = getattr(args, "byzantine_client_num", None)
+    if f is None:
+        return 0
     if isinstance(f, bool) or not isinstance(f, int) or f < 0:
-        raise ValueError(f"byzantine_client_num must be an integer >= 0 when enable_attack is true, got {f!r}")
+        raise ValueError(f"byzantine_client_num must be an integer >= 0, got {f!r}")
     return f
+
+
+def attacker_count(args: Any) -> int:
+    """The number of malicious clients: :func:`byzantine_count` when ``enable_attack`` is true, else 0."""
+    return byzantine_count(args) if getattr(args, "enable_attack", False) else 0
 
 
 def malicious_client_ids(args: Any) -> Tuple[int, ...]:
@@ -124,7 +132,7 @@ def defense_from_args(args: Any) -> Defense:
     accepted = inspect.signature(cls.__init__).parameters if cls is not None else {}
     for key in ATTACKER_COUNT_PARAMS:
         if key in accepted and key not in params:
-            params[key] = attacker_count(args)
+            params[key] = byzantine_count(args)
     for key in getattr(cls, "run_args", ()):  # e.g. FedML's CRFL reads the run's comm_round and dataset
         if key in accepted and key not in params and getattr(args, key, None) is not None:
             params[key] = getattr(args, key)

@@ -23,7 +23,7 @@ mapping (``attack_params`` / ``defense_params``); they are checked against the c
 by building the object once at start-up by :mod:`fedml_heterofl.components` (the same code FedML's
 processes use; an unknown name is listed with the accepted ones): the attacker
 count is FedML's ``byzantine_client_num``; rules that take ``f`` get it from there unless
-``defense_params`` sets ``f``.
+``defense_params`` sets ``f``, with or without an attack (a server does not know whether it is attacked).
 """
 from __future__ import annotations
 
@@ -540,15 +540,15 @@ def _validate_cross(s: Settings) -> None:
     if dataset not in MODEL_DATASETS[model]:
         raise SettingsError(f"model_args.model: {model!r} does not take {dataset} inputs; allowed for "
                             f"{dataset}: {', '.join(m for m, sets in MODEL_DATASETS.items() if dataset in sets)}")
-    n, f = s.train_args.client_num_per_round, s.f
+    # f: the attackers when attacked, and what a defense guards against either way
+    n, args = s.train_args.client_num_per_round, s.to_fedml_args()
+    f = components.byzantine_count(args)
     if f >= s.train_args.client_num_in_total:
         raise SettingsError(f"attack_args.byzantine_client_num: f={f} must be below "
                             f"client_num_in_total={s.train_args.client_num_in_total}")
-    cls = DEFENSES[s.defense_name]
-    if getattr(cls, "honest_majority", False) and 2 * f >= n:
+    if getattr(DEFENSES[s.defense_name], "honest_majority", False) and 2 * f >= n:
         raise SettingsError(f"attack_args.byzantine_client_num: {s.defense_name} needs f < n/2; got f={f} "
                             f"with n={n} clients per round")
-    args = s.to_fedml_args()
     for section, build in (("defense_args.defense_params", components.defense_from_args),
                            ("attack_args.attack_params", components.attack_from_args)):
         try:

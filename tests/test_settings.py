@@ -2,8 +2,10 @@
 import textwrap
 
 import pytest
+import torch
 
 from fedml_heterofl import components
+from fedml_heterofl.defense.base import RoundContext
 from fedml_heterofl.settings import SettingsError, load_settings, settings_from_dict
 
 BASE = {
@@ -37,6 +39,28 @@ def test_f_is_passed_to_rules_that_take_it():
     assert components.defense_from_args(s.to_fedml_args()).f == 2
     s = settings_from_dict(with_("defense_args", defense_type="multikrum", defense_params={"f": 1}))
     assert components.defense_from_args(s.to_fedml_args()).f == 1
+
+
+def test_f_reaches_the_rule_in_a_run_without_attack():
+    """A server does not know whether it is attacked: Multi-Krum guards against byzantine_client_num
+    (2 here) with enable_attack false too, while no client is malicious."""
+    cfg = with_("defense_args", defense_type="multikrum", defense_params={})
+    cfg["attack_args"] = {**cfg["attack_args"], "enable_attack": False}
+    s = settings_from_dict(cfg)
+    args = s.to_fedml_args()
+    assert s.f == 0 and components.malicious_client_ids(args) == ()
+    rule = components.defense_from_args(args)
+    assert rule.f == 2
+    # n = 10 rows: nine at 1 and one at 11; f = 2 keeps the n - f = 8 rows nearest the rest, all at 1,
+    # where the plain mean (f = 0) would be (9 + 11) / 10 = 2
+    updates = torch.ones(10, 3)
+    updates[4] = 11.0
+    ctx = RoundContext(global_params=torch.zeros(3), client_ids=torch.arange(10), sample_counts=torch.ones(10))
+    result = rule(updates, ctx)
+    assert result.kept.sum() == 8 and not result.kept[4] and torch.equal(result.update, torch.ones(3))
+    cfg["attack_args"]["byzantine_client_num"] = 5
+    with pytest.raises(SettingsError, match=r"multikrum needs f < n/2; got f=5 with n=10"):
+        settings_from_dict(cfg)
 
 
 def test_label_flip_gets_the_datasets_class_count():

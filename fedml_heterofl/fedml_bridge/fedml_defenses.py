@@ -30,8 +30,8 @@ t − 1 (the server's), so the adaptive attack's oracle, which calls the rule ma
 does not advance it.
 
 FedML's parameters keep FedML's names (``krum_param_m``, ``beta``, ``tau``, ``bucket_size``, ...) in
-``defense_params``; ``f`` is FedML's ``byzantine_client_num`` (filled with the run's attacker count) and
-``client_num_per_round`` is the round's n; CRFL's ``comm_round`` and ``dataset`` default to the run's.
+``defense_params``; ``f`` is FedML's ``byzantine_client_num`` (the run's, with or without an attack)
+and ``client_num_per_round`` is the round's n; CRFL's ``comm_round`` and ``dataset`` default to the run's.
 A parameter left out is not set: FedML's own default applies, or FedML's error, which is reported
 naming the parameter.
 
