@@ -147,6 +147,36 @@ def test_accuracy_mean_std_over_seeds_best_accuracy_and_unfinished_runs(tmp_path
     assert not list(out.glob("removal_*.png")) and not list(out.glob("accuracy_vs_*.png"))
 
 
+def test_drops_beside_the_papers_table_one(tmp_path):
+    root = tmp_path / "res"
+    mkrum = dict(defense_args__defense_type="multikrum", defense_args__defense_params={})
+    write_run(root, "fedavg-none", no_attack(fedavg()), acc_rows(final=0.80, best=0.80))
+    write_run(root, "fedavg-minmax", fedavg(), acc_rows(final=0.50, best=0.80))
+    for seed, final in ((0, 0.70), (1, 0.74)):  # clean mean 0.72
+        write_run(root, f"mkrum-none-{seed}", no_attack(config(common_args__random_seed=seed, **mkrum)),
+                  acc_rows(final=final, best=final))
+    write_run(root, "mkrum-minmax", config(**mkrum), acc_rows(final=0.60, best=0.70))
+    # a HeteroFL ablation variant is not a rule of Table I: no row
+    write_run(root, "steps12-none", no_attack(heterofl(steps=[1, 2])), acc_rows(final=0.81, best=0.81))
+    write_run(root, "steps12-minmax", heterofl(steps=[1, 2]), acc_rows(final=0.41, best=0.81))
+    out, _ = write_report(root)
+    md = (out / "table_drops.md").read_text()
+    # FedAvg is not in the paper: 0.50 - 0.80 = -30.0 points.  Multi-Krum: 0.60 - 0.72 = -12.0 points;
+    # the paper's MNIST (LR) row: 0.4501 - 0.8201 = -37.0 points, clean 0.820
+    assert "| fedavg | – / 0.800 | – / -30.0 |" in md
+    assert "| multikrum | 0.820 / 0.720 | -37.0 / -12.0 |" in md
+    assert "heterofl[1-2]" not in md and "MNIST (LR) row" in md
+    row = find(read_csv(out / "table_drops.csv"), defense="multikrum", attack="min_max")
+    assert float(row["paper_clean"]) == 0.8201 and float(row["paper_acc"]) == 0.4501
+    assert float(row["clean_mean"]) == pytest.approx(0.72) and float(row["acc_mean"]) == 0.60
+    assert "table_drops.csv" in (out / "README.md").read_text()
+    # a workload the paper has no row for gets no drops table
+    for summary_path in root.glob("*/summary.json"):
+        summary = json.loads(summary_path.read_text())
+        summary_path.write_text(json.dumps({**summary, "dataset": "svhn"}))
+    assert report.drops_table(load_runs(root)) is None
+
+
 # -- Table III ---------------------------------------------------------------------------------------
 def ablation_results(root: Path) -> None:
     """FedAvg, HeteroFL steps [1, 2] and all four steps under Min-Max (f = 20 of 100), one seed each,

@@ -6,6 +6,9 @@ warning naming the file) and writes, into ``RESULTS_DIR/report/``:
 
 * ``table_accuracy.md`` / ``.csv`` — Table I style: rows defense, columns attack, final test accuracy
   as mean ± std over seeds, and the best accuracy of each run (mean ± std over seeds) beside it;
+* ``table_drops.md`` / ``.csv`` — beside the paper's Table I (:mod:`~fedml_heterofl.experiments.paper`),
+  for workloads it has a row for: each rule's accuracy without attack and, under each attack, its
+  accuracy minus that, in points, paper / ours;
 * ``table_removal.md`` / ``.csv`` — mean removal success rate (ARSR) and FPR per defense × attack;
 * ``table_ablation.md`` / ``.csv`` — Table III style, when HeteroFL runs with fewer than four steps
   exist: rows FedAvg, step 1, steps 1-2, 1-3, 1-4 and the other defenses, cells "ACC / ARSR";
@@ -64,6 +67,7 @@ import yaml
 
 from fedml_heterofl.cli import one_line, report_error
 from fedml_heterofl.defense.heterofl import STEP_NAMES, HeteroFL
+from fedml_heterofl.experiments.paper import PAPER_ROW, paper_accuracy
 from fedml_heterofl.experiments.store import StoreError, atomic_write
 from fedml_heterofl.settings import DataArgs
 
@@ -466,6 +470,46 @@ def removal_table(runs: List[Run]) -> Tuple[str, str]:
                        csv_names=("arsr_mean", "fpr_mean"))
 
 
+# -- Table I beside the paper -----------------------------------------------------------------------
+def drops_table(runs: List[Run]) -> Optional[Tuple[str, str]]:
+    """Per workload with a row in the paper's Table I (:func:`~fedml_heterofl.experiments.paper.paper_accuracy`)
+    and per defense with runs without attack (HeteroFL with all four steps only): the accuracy without
+    attack, paper / ours, and under each attack the accuracy minus the rule's own accuracy without
+    attack, in points (means over seeds), paper / ours; ``–`` where a side has no number (FedAvg, ALIE
+    and IPM are not in the paper's table). None when no workload has both."""
+    groups = group(runs)
+    md: List[str] = []
+    body: List[List[Any]] = []
+    for wl in workloads_of(runs):
+        paper = paper_accuracy(wl)
+        wl_runs = [r for r in runs if r.workload == wl and (not r.steps or r.steps == ALL_STEPS)]
+        attacks = [a for a in columns_of(wl_runs) if a != "none"]
+        md_rows = []
+        for d in rows_of(wl_runs):
+            clean = _mean(r.final_acc for r in groups.get((wl, d, "none"), []))
+            if not paper or math.isnan(clean):
+                continue
+            theirs = paper.get(d, {})
+            cells = [d, f"{_num(theirs.get('none', math.nan), '.3f')} / {clean:.3f}"]
+            for a in attacks:
+                rs = groups.get((wl, d, a), [])
+                ours = 100 * (_mean(r.final_acc for r in rs) - clean)
+                drop = 100 * (theirs[a] - theirs["none"]) if a in theirs else math.nan
+                cells.append(f"{_num(drop, '+.1f')} / {_num(ours, '+.1f')}" if rs else "–")
+                if rs:
+                    body.append([wl, d, a, len(rs), theirs.get("none", ""), theirs.get(a, ""), clean,
+                                 _mean(r.final_acc for r in rs)])
+            md_rows.append(cells)
+        if md_rows:
+            md += [f"\n**{wl}** — accuracy without attack, and under each attack minus it, in points "
+                   f"(means over seeds): the paper's Table I, {PAPER_ROW[wl]} row / ours\n"]
+            md += _md_table(["defense", "clean", *attacks], md_rows)
+    if not md:
+        return None
+    header = ["workload", "defense", "attack", "seeds", "paper_clean", "paper_acc", "clean_mean", "acc_mean"]
+    return "\n".join(md) + "\n", _csv(header, body)
+
+
 # -- Table III: ablation and per-step removal -------------------------------------------------------
 def ablation_name(label: str) -> str:
     """Table III's row names: ``FedAvg``, ``step 1``, ``steps 1-2``, ..., ``steps 1-4 (HeteroFL)``."""
@@ -697,7 +741,8 @@ def time_table(runs: List[Run], target: Optional[float] = None) -> Tuple[str, st
 def tables(runs: List[Run], target: Optional[float] = None) -> Dict[str, Tuple[str, str]]:
     """``{name: (markdown, csv)}`` of every table that applies to ``runs``."""
     out = {"table_accuracy": accuracy_table(runs), "table_removal": removal_table(runs)}
-    for name, table in (("table_ablation", ablation_table(runs)), ("table_steps", steps_table(runs)),
+    for name, table in (("table_drops", drops_table(runs)),
+                        ("table_ablation", ablation_table(runs)), ("table_steps", steps_table(runs)),
                         ("table_oracle", oracle_table(runs)), ("table_calibration", calibration_table(runs))):
         if table is not None:
             out[name] = table
@@ -897,6 +942,7 @@ def summary_table(folders: Sequence[Tuple[str, Path]]) -> str:
 # -- the report -------------------------------------------------------------------------------------
 SECTIONS = (
     ("table_accuracy", "Accuracy (Table I)"),
+    ("table_drops", "Beside the paper: accuracy drops (Table I)"),
     ("table_removal", "Removal success rate and FPR"),
     ("table_ablation", "Ablation (Table III)"),
     ("table_steps", "Removals per HeteroFL step"),
