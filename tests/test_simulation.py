@@ -156,8 +156,13 @@ def test_grid_and_report_smoke(tmp_path):
         assert (tmp_path / "runs" / folder / "metrics.csv").read_text() == \
             (tmp_path / "grid" / folder / "metrics.csv").read_text()
     mtime = (tmp_path / "grid" / folders[0] / "summary.json").stat().st_mtime
+    # a committed archive edited after the run (e.g. a field backfilled) is not overwritten by the
+    # results folder's older copy of the same run
+    archived_summary = tmp_path / "runs" / folders[0] / "summary.json"
+    archived_summary.write_text(json.dumps({**json.loads(archived_summary.read_text()), "backfilled": 1.0}))
     assert cli_main(["grid", "--cf", str(grid), "--no-progress"]) == 0  # finished cells are skipped
     assert (tmp_path / "grid" / folders[0] / "summary.json").stat().st_mtime == mtime
+    assert json.loads(archived_summary.read_text())["backfilled"] == 1.0
     # Two cells at a time, each in its own process: the same numbers as one after the other. (Its
     # archive is in a folder of its own: beside tmp_path/runs, the finished cells would be copied.)
     spec = yaml.safe_load(grid.read_text())

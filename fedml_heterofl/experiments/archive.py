@@ -50,8 +50,8 @@ def copy_run(run: Union[str, Path], dest: Union[str, Path]) -> Path:
     return dest
 
 
-def _archived_identity(run: Path) -> Optional[str]:
-    """The settings identity of the finished run archived in ``run`` (None: unfinished or unreadable)."""
+def run_identity(run: Path) -> Optional[str]:
+    """The settings identity of the finished run in the folder ``run`` (None: unfinished or unreadable)."""
     if not RunStore(run.parent, run.name).finished:
         return None
     try:
@@ -69,7 +69,7 @@ def archived_identities(root: Union[str, Path]) -> Dict[Path, str]:
     version cannot read is left out, with a warning."""
     out: Dict[Path, str] = {}
     for config in sorted(Path(root).glob("*/*/config.yaml")):
-        identity = _archived_identity(config.parent)
+        identity = run_identity(config.parent)
         if identity is not None:
             out[config.parent] = identity
     return out

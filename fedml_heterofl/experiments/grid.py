@@ -153,13 +153,13 @@ def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    from fedml_heterofl.experiments.archive import archive_run, archived_identities, copy_run
+    from fedml_heterofl.experiments.archive import archive_run, archived_identities, copy_run, run_identity
 
     results, cells = load_grid(path, extra)
     archive = archive_dir(path)
-    if archive is not None:  # cells that finished before (e.g. before archive_dir was set)
-        for name, _ in cells:
-            if (results / name).is_dir():
+    if archive is not None:  # cells that finished before (e.g. before archive_dir was set), not yet archived
+        for name, _ in cells:  # as they are: an archived run of the same settings is kept (it may be newer)
+            if (results / name).is_dir() and run_identity(results / name) != run_identity(archive / name):
                 archive_run(results / name, archive)
     todo = [(name, s) for name, s in cells if not RunStore(results, name).finished]
     if archive is not None and todo:  # archived with the same settings: here, or by another grid beside it
