@@ -308,13 +308,13 @@ def group(runs: Iterable[Run]) -> Dict[Key, List[Run]]:
 
 def _defense_rank(run: Run, ablation: bool) -> Tuple[Any, ...]:
     """Row order: :data:`DEFENSE_ORDER` (ablation tables: FedAvg, the HeteroFL variants by their
-    steps, then the other defenses), then the swept values."""
+    steps, then the other defenses), then the swept values, as numbers (40/client before 192/client)."""
     base = "heterofl" if run.steps else run.defense
     family = "fedml:" if base.startswith("fedml:") else base
     rank = DEFENSE_ORDER.index(family) if family in DEFENSE_ORDER else len(DEFENSE_ORDER)
     if ablation:
         rank = (0 if base == "fedavg" else 1 if base == "heterofl" else 2, rank)
-    return (rank, base, run.steps, run.lam or 0.0, run.trigger_size or 0, run.row)
+    return (rank, base, run.steps, run.lam or 0.0, run.trigger_size or 0, run.samples or 0.0, run.lr or 0.0, run.row)
 
 
 def _attack_rank(run: Run) -> Tuple[Any, ...]:
