@@ -58,8 +58,13 @@ def byzantine_count(args: Any) -> int:
 
 
 def attacker_count(args: Any) -> int:
-    """The number of malicious clients: :func:`byzantine_count` when ``enable_attack`` is true, else 0."""
-    return byzantine_count(args) if getattr(args, "enable_attack", False) else 0
+    """The number of malicious clients: :func:`byzantine_count` when ``enable_attack`` is true (it must
+    then be set), else 0."""
+    if not getattr(args, "enable_attack", False):
+        return 0
+    if getattr(args, "byzantine_client_num", None) is None:
+        raise ValueError("byzantine_client_num must be an integer >= 0 when enable_attack is true, got None")
+    return byzantine_count(args)
 
 
 def malicious_client_ids(args: Any) -> Tuple[int, ...]:

@@ -61,6 +61,12 @@ def test_f_reaches_the_rule_in_a_run_without_attack():
     cfg["attack_args"]["byzantine_client_num"] = 5
     with pytest.raises(SettingsError, match=r"multikrum needs f < n/2; got f=5 with n=10"):
         settings_from_dict(cfg)
+    # FedML's flat args straight from a YAML (no Settings): an attack without an attacker count is an error
+    del args.byzantine_client_num
+    assert components.byzantine_count(args) == 0 and components.attacker_count(args) == 0
+    args.enable_attack = True
+    with pytest.raises(ValueError, match=r"byzantine_client_num must be an integer >= 0 when enable_attack is true"):
+        components.attacker_count(args)
 
 
 def test_label_flip_gets_the_datasets_class_count():
