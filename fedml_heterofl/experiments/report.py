@@ -482,23 +482,24 @@ def drops_table(runs: List[Run]) -> Optional[Tuple[str, str]]:
     body: List[List[Any]] = []
     for wl in workloads_of(runs):
         paper = paper_accuracy(wl)
+        if not paper:
+            continue
         wl_runs = [r for r in runs if r.workload == wl and (not r.steps or r.steps == ALL_STEPS)]
         attacks = [a for a in columns_of(wl_runs) if a != "none"]
         md_rows = []
         for d in rows_of(wl_runs):
             clean = _mean(r.final_acc for r in groups.get((wl, d, "none"), []))
-            if not paper or math.isnan(clean):
+            if math.isnan(clean):
                 continue
             theirs = paper.get(d, {})
             cells = [d, f"{_num(theirs.get('none', math.nan), '.3f')} / {clean:.3f}"]
             for a in attacks:
                 rs = groups.get((wl, d, a), [])
-                ours = 100 * (_mean(r.final_acc for r in rs) - clean)
+                acc = _mean(r.final_acc for r in rs)
                 drop = 100 * (theirs[a] - theirs["none"]) if a in theirs else math.nan
-                cells.append(f"{_num(drop, '+.1f')} / {_num(ours, '+.1f')}" if rs else "–")
+                cells.append(f"{_num(drop, '+.1f')} / {_num(100 * (acc - clean), '+.1f')}" if rs else "–")
                 if rs:
-                    body.append([wl, d, a, len(rs), theirs.get("none", ""), theirs.get(a, ""), clean,
-                                 _mean(r.final_acc for r in rs)])
+                    body.append([wl, d, a, len(rs), theirs.get("none", ""), theirs.get(a, ""), clean, acc])
             md_rows.append(cells)
         if md_rows:
             md += [f"\n**{wl}** — accuracy without attack, and under each attack minus it, in points "
