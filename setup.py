@@ -17,6 +17,12 @@ setup(
         "torch>=2.0",
         "torchvision>=0.15",
         "numpy<2",
+        # FedML 0.9.6 imports wandb 0.13.2, whose wandb/util.py calls sentry_sdk.Hub (gone in sentry-sdk 3):
+        # without this cap `import fedml` fails on a fresh install.
+        "sentry-sdk<3",
+        # FedML pulls chardet unpinned; requests 2.31 (FedML's pin) supports chardet < 6 and warns on import
+        # (RequestsDependencyWarning) with anything newer.
+        "chardet<6",
         "scikit-learn>=1.2",
         "pyyaml>=6",
         "tqdm>=4.60",

@@ -1,5 +1,5 @@
-"""The ``fedml-heterofl`` command: ``run | grid | report | summary | archive | data | defenses | attacks`` (benchmarks:
-``benchmarks/*.py``).
+"""The ``fedml-heterofl`` command: ``run | grid | report | summary | archive | data | defenses | attacks | env``
+(and ``--version``; benchmarks: ``benchmarks/*.py``).
 
 Each subcommand lives in the module that owns its work and exposes ``add_arguments(parser)`` and
 ``main(args) -> int``; this file only dispatches, importing the module lazily (``import fedml``
@@ -15,6 +15,8 @@ import os
 import sys
 from typing import List, Optional
 
+from fedml_heterofl.environment import version_lines
+
 #: subcommand -> (module, one-line help)
 COMMANDS = {
     "run": ("fedml_heterofl.simulation.cli", "run one experiment from a FedML YAML (--cf)"),
@@ -25,6 +27,7 @@ COMMANDS = {
     "data": ("fedml_heterofl.data.cli", "fetch and inspect datasets"),
     "defenses": ("fedml_heterofl.catalog", "list the defenses: ours and FedML's own (fedml:NAME)"),
     "attacks": ("fedml_heterofl.catalog:attacks", "list the attacks"),
+    "env": ("fedml_heterofl.environment:env", "versions of Python, torch, FedML, numpy, mpi4py (for bug reports)"),
 }
 
 
@@ -54,8 +57,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     # FedML's convention `python -m fedml_heterofl --cf config.yaml` means `run --cf config.yaml`.
     if argv and argv[0] in ("--cf", "--yaml_config_file"):
         argv = ["run", *argv]
-    parser = argparse.ArgumentParser(prog="fedml-heterofl", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fedml-heterofl", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # --version's lines
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version="\n".join(version_lines()),
+                        help="print the versions of fedml_heterofl, Python, torch, FedML, numpy and mpi4py")
     sub = parser.add_subparsers(dest="command", required=True)
     chosen = next((a for a in argv if not a.startswith("-")), None)  # options before it are global
     modules = {}

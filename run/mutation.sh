@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash run/setup.sh >/dev/null
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[mutation]" 2>&1 | grep -v -E "is ignored|^$" || true
+.venv/bin/python -m pip install -q -c requirements.lock -e ".[mutation]" 2>&1 | grep -v -E "is ignored|^$" || true
 paths=("$@")
 [ ${#paths[@]} -gt 0 ] || paths=(fedml_heterofl/defense fedml_heterofl/attack)
 work=$(mktemp -d /tmp/mutation.XXXXXX)

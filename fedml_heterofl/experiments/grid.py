@@ -17,12 +17,17 @@ the cells::
         min_max: {attack_args.enable_attack: true, attack_args.attack_type: min_max}
       seed: [0, 1, 2]                  # a list: values of common_args.random_seed
 
+A key with more dots reaches into a mapping (``attack_args.attack_params.gamma_init: 0.01``), so two
+axes can each set one parameter of the same attack or defense.
+
 Every cell is validated before the first one runs (a bad cell stops the grid at start-up with the
 cell's name and the offending key). A cell's folder is named by its labels
 (``defense=heterofl,attack=min_max,seed=0``); finished cells are skipped and an interrupted cell
 resumes from its checkpoint, so the grid is safe to kill and restart. A cell that fails while running
 does not stop the others: its error is logged, the remaining cells run, and the grid then fails
-with every failed cell's name and error (:class:`GridError`). With ``archive_dir``, each cell's
+with every failed cell's name and error (:class:`GridError`). A cell that fails outside its run — at an
+import (a broken install), or while its finished run is archived — stops the grid at once
+(:class:`CellAbort`, one line, exit 1). With ``archive_dir``, each cell's
 config, metrics and summary are copied there as soon as it finishes
 (:func:`~fedml_heterofl.experiments.archive.archive_run`), ready to be committed; a cell whose settings
 are already archived there, or in another grid's archive beside it, is copied, not run. ``--jobs N``
@@ -45,6 +50,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import yaml
 from tqdm.auto import tqdm
 
+from fedml_heterofl.environment import failed_at_import, raised_where
 from fedml_heterofl.settings import Settings, SettingsError, settings_from_dict
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,12 @@ class GridError(RuntimeError):
     """Some cells of a grid failed while running (the message names each with its error)."""
 
 
+class CellAbort(RuntimeError):
+    """A cell failed outside its own run — a module failed to import (a broken install): the grid stops
+    at once rather than run later cells on half-imported modules (a failed import leaves the modules it
+    imported before the error in ``sys.modules``)."""
+
+
 #: the axis whose list values set the seed
 SEED_AXIS = "seed"
 #: the keys of a grid file
@@ -61,13 +73,17 @@ GRID_KEYS = ("base", "results_dir", "archive_dir", "overrides", "axes")
 
 
 def _set(config: Dict[str, Any], dotted: str, value: Any) -> None:
-    section, _, key = dotted.partition(".")
-    if not key:
+    """Set ``config[section][key]`` for ``section.key``; deeper dots reach into mappings
+    (``attack_args.attack_params.gamma_init``), created where missing."""
+    section, *keys = dotted.split(".")
+    if not keys or not all(keys):
         raise SettingsError(f"grid override {dotted!r}: expected 'section.key'")
-    body = config.setdefault(section, {})
-    if not isinstance(body, dict):
-        raise SettingsError(f"grid override {dotted!r}: section {section!r} is not a mapping")
-    body[key] = value
+    body = config
+    for name in [section, *keys[:-1]]:
+        body = body.setdefault(name, {})
+        if not isinstance(body, dict):
+            raise SettingsError(f"grid override {dotted!r}: {name!r} is not a mapping")
+    body[keys[-1]] = value
 
 
 def _axis(name: str, values: Any) -> List[Tuple[str, Mapping[str, Any]]]:
@@ -131,15 +147,24 @@ def archive_dir(path: str) -> Optional[Path]:
 
 
 def _run_cell(settings: Settings, results: Path, progress: bool, threads: Optional[int] = None) -> Dict[str, Any]:
-    """One cell's run (in a worker process when ``threads`` is given: torch gets that many threads)."""
-    from fedml_heterofl.simulation.runner import Simulation
+    """One cell's run (in a worker process when ``threads`` is given: torch gets that many threads).
+    Raises :class:`CellAbort` (one line) when the cell failed at an import."""
+    try:
+        from fedml_heterofl.simulation.runner import Simulation
 
-    if threads is not None:  # a worker process: its share of the threads; run.log at INFO as in the CLI
-        import torch
+        if threads is not None:  # a worker process: its share of the threads; run.log at INFO as in the CLI
+            import torch
 
-        torch.set_num_threads(threads)
-        logging.getLogger("fedml_heterofl").setLevel(logging.INFO)
-    return Simulation(settings, results_dir=str(results)).run(progress=progress)
+            torch.set_num_threads(threads)
+            logging.getLogger("fedml_heterofl").setLevel(logging.INFO)
+        return Simulation(settings, results_dir=str(results)).run(progress=progress)
+    except Exception as exc:
+        if failed_at_import(exc):
+            where = raised_where(exc)
+            log.debug("cell %s failed at an import", settings.common_args.run_name, exc_info=True)
+            raise CellAbort(f"a module failed to import: {type(exc).__name__}: {' '.join(str(exc).split())}"
+                            + (f" (raised in {where})" if where else "")) from None
+        raise
 
 
 def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional[Mapping[str, Any]] = None) -> Path:
@@ -177,27 +202,40 @@ def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional
     quiet = not progress or bool(os.environ.get("FEDML_HETEROFL_QUIET"))
     bar = tqdm(total=len(todo), desc="grid cells", disable=quiet)
     failed: List[str] = []
+    finished: List[str] = []
 
     def done(name: str, run: Callable[[], Dict[str, Any]]) -> None:
         try:
-            log.info("%s: final accuracy %.4f", name, run()["final_acc"])
-            if archive is not None:
-                archive_run(results / name, archive)
+            summary = run()
+        except CellAbort as exc:  # not the cell's own failure: no later cell can be trusted
+            raise CellAbort(f"cell {name} stopped the grid: {exc}; {len(todo) - len(finished) - 1} cells not run "
+                            "(fix the install, e.g. bash run/setup.sh, and run the grid again)") from None
         except Exception as exc:  # one broken cell must not stop the independent others
             log.exception("grid cell %s failed: %s", name, exc)
             failed.append(f"{name}: {exc}")
+        else:  # an error here (archiving) is outside the run: it stops the grid
+            log.info("%s: final accuracy %.4f", name, summary["final_acc"])
+            if archive is not None:
+                archive_run(results / name, archive)
+        finished.append(name)
         bar.update()
 
-    if jobs == 1:
-        for name, settings in todo:
-            done(name, lambda: _run_cell(settings, results, not quiet))
-    else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_run_cell, s, results, False, threads): name for name, s in todo}
-            for future in as_completed(futures):
-                done(futures[future], future.result)
-    bar.close()
+    try:
+        if jobs == 1:
+            for name, settings in todo:
+                done(name, lambda: _run_cell(settings, results, not quiet))
+        else:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {pool.submit(_run_cell, s, results, False, threads): name for name, s in todo}
+                try:
+                    for future in as_completed(futures):
+                        done(futures[future], future.result)
+                except BaseException:  # cells not started are not started; running ones finish
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+    finally:
+        bar.close()
     if failed:
         raise GridError(f"{len(failed)} of {len(todo)} cells failed (the others finished; fix the cause and run "
                         f"the grid again to run only these): " + "; ".join(failed))
@@ -221,7 +259,7 @@ def main(args: argparse.Namespace) -> int:
         results = run_grid(args.cf, progress=not args.no_progress, jobs=args.jobs, extra=parse_set(args.set))
     except (SettingsError, DataError, ValueError, OSError, yaml.YAMLError) as exc:
         return report_error("grid", exc)
-    except GridError as exc:
+    except (GridError, CellAbort) as exc:
         print(f"fedml-heterofl grid: {exc}", file=sys.stderr)
         return 1
     print(f"results in {results}; tables: fedml-heterofl report {results}")
