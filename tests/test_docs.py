@@ -73,3 +73,71 @@ def test_results_summary_table_is_the_summary_commands_output(monkeypatch):
     table = summary_table(parse_summary_rows(argv[2:]))
     assert table in text, ("docs/results.md's summary table is not what its command prints from runs/ now; "
                            f"paste this in its place:\n{table}")
+
+
+#: a table's source, on the line before it: ``<!-- table: COMMAND -->`` (the command prints it) or
+#: ``<!-- table: written -->`` (a table of words about the tables, allowed only under these headers)
+MARKER = re.compile(r"^<!-- table: (.*) -->$")
+WRITTEN_HEADERS = {"| the paper's claim | MNIST/LR calibrated | MNIST/LR converged | Fashion-MNIST/CNN | Shakespeare/RNN |",
+                   "| | |"}
+
+
+def markdown_tables(lines: list) -> list:
+    """``(header line index, header, rows)`` of every Markdown table in ``lines``."""
+    found, i = [], 0
+    while i < len(lines) - 1:
+        if lines[i].startswith("|") and re.match(r"^\|[-| :]+\|$", lines[i + 1]):
+            j = i + 2
+            while j < len(lines) and lines[j].startswith("|"):
+                j += 1
+            found.append((i, lines[i], lines[i + 2:j]))
+            i = j
+        else:
+            i += 1
+    return found
+
+
+def test_markdown_tables_and_their_markers_are_found():
+    lines = ["text", "<!-- table: written -->", "", "| a | b |", "|---|---|", "| 1 | 2 |", "", "| c |", "|---|"]
+    assert markdown_tables(lines) == [(3, "| a | b |", ["| 1 | 2 |"]), (7, "| c |", [])]
+    assert MARKER.match(lines[1]).group(1) == "written"
+
+
+def test_every_results_table_is_what_its_command_prints(monkeypatch, capsys):
+    # Each table of docs/results.md names the command that prints it (a report table may be quoted with
+    # some of its rows left out); run on the committed runs/ now, the command must print the table's
+    # header and every row it quotes, in one table.
+    import shlex
+
+    from fedml_heterofl.cli import main as cli_main
+
+    monkeypatch.chdir(ROOT)
+    lines = (ROOT / "docs" / "results.md").read_text().splitlines()
+    problems, quoted = [], []
+    for index, header, rows in markdown_tables(lines):
+        before = next((lines[k] for k in range(index - 1, -1, -1) if lines[k].strip()), "")
+        marker = MARKER.match(before)
+        if not marker:
+            problems.append(f"line {index + 1}: no <!-- table: COMMAND --> line before {header[:60]}")
+        elif marker.group(1) == "written":
+            if header not in WRITTEN_HEADERS:
+                problems.append(f"line {index + 1}: a written table that is not one of {sorted(WRITTEN_HEADERS)}")
+        else:
+            quoted.append((index, marker.group(1), header, rows))
+    # one run per folder: a report folder's --print tables are printed by one command
+    commands: dict = {}
+    for _, command, _, _ in quoted:
+        argv = shlex.split(command)
+        assert argv[0] == "fedml-heterofl", command
+        key = tuple(a for a in argv[1:] if a != "--print" and not a.startswith("table_"))
+        commands.setdefault(key, []).extend(a for a in argv[1:] if a.startswith("table_"))
+    printed: dict = {}
+    for key, names in commands.items():
+        argv = [*key, *(arg for name in dict.fromkeys(names) for arg in ("--print", name))]
+        assert cli_main(argv) == 0, argv
+        printed[key] = markdown_tables(capsys.readouterr().out.splitlines())
+    for index, command, header, rows in quoted:
+        key = tuple(a for a in shlex.split(command)[1:] if a != "--print" and not a.startswith("table_"))
+        if not any(h == header and set(rows) <= set(out) for _, h, out in printed[key]):
+            problems.append(f"line {index + 1}: `{command}` no longer prints this table ({header[:60]}...)")
+    assert not problems, "\n".join(problems)

@@ -556,9 +556,9 @@ def test_summary_table_rows(tmp_path, capsys):
     # A: FedAvg (0.80 + 0.90) / 2; HeteroFL's task accuracy clean (0.70 + 0.80) / 2, Min-Max (0.60 + 0.70) / 2
     # = 0.65 below sign flipping's (0.72 + 0.74) / 2 = 0.73; two evaluated rounds, seeds 0 and 1
     assert capsys.readouterr().out.splitlines() == [
-        "| " + " | ".join(report.SUMMARY_HEADER) + " |", "|---" * 8 + "|",
-        "| A (lr 0.1) | 600 (mean) | 2 | 2 | 0.8500 | 0.7500 | 0.6500 | min_max |",
-        "| B | 192 (mean; cap 200) | 2 | 1 | 0.7000 | – | – | – |"]
+        "| " + " | ".join(report.SUMMARY_HEADER) + " |", "|---" * 9 + "|",
+        "| A (lr 0.1) | 100 / 20 | 600 (mean) | 2 | 2 | 0.8500 | 0.7500 | 0.6500 | min_max |",
+        "| B | 100 / 20 | 192 (mean; cap 200) | 2 | 1 | 0.7000 | – | – | – |"]
     # a folder that sweeps a value mixes settings: refused, naming the sweep; a row without its folder too
     write_run(b, "f2", no_attack(fedavg(train_args__learning_rate=0.5)), acc_rows(final=0.7, best=0.7))
     assert cli_main(["summary", f"B={b}"]) == 2

@@ -914,8 +914,8 @@ def plot_sweeps(runs: List[Run], out: Path) -> List[Path]:
 
 
 # -- the summary table of docs/results.md --------------------------------------------------------------
-SUMMARY_HEADER = ("workload", "samples per client", "rounds", "seeds", "FedAvg clean", "HeteroFL clean",
-                  "HeteroFL worst under attack", "worst attack")
+SUMMARY_HEADER = ("workload", "clients / attackers", "samples per client", "rounds", "seeds", "FedAvg clean",
+                  "HeteroFL clean", "HeteroFL worst under attack", "worst attack")
 
 
 def _span(values: Iterable[Any]) -> str:
@@ -927,7 +927,8 @@ def _span(values: Iterable[Any]) -> str:
 
 
 def summary_row(label: str, runs: List[Run]) -> List[str]:
-    """One row of :data:`SUMMARY_HEADER` for a Table I folder's ``runs``: the clients' mean number of
+    """One row of :data:`SUMMARY_HEADER` for a Table I folder's ``runs``: the number of clients and of
+    attackers (``byzantine_client_num``, also the rules' f without attack), the clients' mean number of
     training samples (with the ``max_samples_per_client`` cap where one is set), the rounds and the
     number of seeds; FedAvg's final accuracy without attack; HeteroFL's (all four steps) final accuracy
     over the task's classes without attack, and its lowest under an attack with that attack (means
@@ -946,7 +947,9 @@ def summary_row(label: str, runs: List[Run]) -> List[str]:
     samples = _mean(r.samples for r in runs if r.samples is not None)
     caps = {_config_get(r.config, "data_args.max_samples_per_client") for r in runs}
     cap = f"; cap {caps.pop()}" if len(caps) == 1 and None not in caps else ""
-    return [label, "–" if math.isnan(samples) else f"{samples:.0f} (mean{cap})",
+    clients = _span(_config_get(r.config, "train_args.client_num_in_total") for r in runs)
+    attackers = _span(_config_get(r.config, "attack_args.byzantine_client_num") for r in runs)
+    return [label, f"{clients} / {attackers}", "–" if math.isnan(samples) else f"{samples:.0f} (mean{cap})",
             _span(r.summary.get("rounds") for r in runs), str(len({r.summary.get("seed") for r in runs})),
             _num(_mean(fedavg), ".4f"), _num(_mean(heterofl.get("none", [])), ".4f"),
             _num(attacked[worst], ".4f") if worst else "–", worst or "–"]
@@ -1016,10 +1019,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", type=float, default=None,
                         help=f"time-to-accuracy target for every workload (e.g. 0.8, as the paper's Table II); "
                              f"default: {TARGET_SHARE:.0%}% of the workload's FedAvg-without-attack final accuracy")
+    parser.add_argument("--print", dest="print_tables", action="append", default=[], metavar="TABLE",
+                        help="print this table's Markdown (e.g. table_accuracy, table_time; repeatable) and write "
+                             "nothing: what docs/results.md quotes")
+
+
+def print_tables(results: Path, names: Sequence[str], target: Optional[float] = None) -> None:
+    """Print the Markdown of the tables ``names`` (:func:`tables`' keys) of the runs under ``results``."""
+    runs = load_runs(results)
+    if not runs:
+        raise ValueError(f"no finished runs under {results} (a run folder holds summary.json with finished: true)")
+    made = tables(runs, target)
+    missing = [name for name in names if name not in made]
+    if missing:
+        raise ValueError(f"no {missing[0]} for the runs under {results}; these have: {', '.join(made)}")
+    for name in names:
+        print(made[name][0].rstrip() + "\n")
 
 
 def main(args: argparse.Namespace) -> int:
     try:
+        if args.print_tables:
+            print_tables(Path(args.results), args.print_tables, args.target)
+            return 0
         out, table = write_report(Path(args.results), target=args.target)
     except (ValueError, StoreError) as exc:
         return report_error("report", exc)
