@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from fedml_heterofl.cli import main as cli_main
-from fedml_heterofl.experiments import report
+from fedml_heterofl.experiments import figures, report
 from fedml_heterofl.experiments.report import (
-    ablation_name, defense_label, load_runs, steps_label, sweep_points, time_table, write_report)
+    ablation_name, defense_label, load_runs, steps_label, time_table, write_report)
+from fedml_heterofl.experiments.figures import sweep_points
 from fedml_heterofl.settings import settings_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,7 +239,7 @@ def test_ablation_table_and_per_step_removals(tmp_path):
     assert "| heterofl | min_max | 0.00 (0%) / 0.00 | 12.00 (60%) / 0.00 | 8.00 (40%) / 0.00 | 0.00 (0%) / 1.00 |" in md
     # the per-round removal plot of Min-Max, one panel per HeteroFL variant
     assert (out / "removal_mnist_lr_min_max.png").exists()
-    curves = report.removal_curves(load_runs(root))
+    curves = figures.removal_curves(load_runs(root))
     rounds, rates = curves[("mnist/lr", "heterofl[1-2]", "min_max")]["similarity_detection"]
     assert rounds == [0, 1] and rates == pytest.approx([0.15, 0.15])
     readme = (out / "README.md").read_text()
@@ -377,19 +378,19 @@ def test_sweep_panels_per_defense_when_one_defense_runs_under_several_attacks(tm
         write_run(root, f"sf,{lam}", heterofl(lam=lam, attack_args__attack_type="sign_flip"),
                   [removal_row(0, 20, {}, test_acc=acc)])
         write_run(root, f"none,{lam}", no_attack(heterofl(lam=lam)), [removal_row(0, 0, {}, test_acc=acc + 0.1)])
-    panels = report._sweep_panels(load_runs(root), "lam")
-    assert list(panels) == ["mnist/lr, heterofl"]  # one panel, a line per attack
-    assert panels["mnist/lr, heterofl"] == {
-        "none": [(-5.0, pytest.approx(0.9), pytest.approx(math.nan, nan_ok=True)),
-                 (-2.0, pytest.approx(0.8), pytest.approx(math.nan, nan_ok=True))],
-        "sign_flip": [(-5.0, 0.8, 0.0), (-2.0, 0.7, 0.0)]}
+    panels = figures.sweep_panels(load_runs(root), "lam")
+    assert list(panels) == ["MNIST/LR, HeteroFL"]  # one panel, a line per attack
+    assert panels["MNIST/LR, HeteroFL"] == {
+        "no attack": [(-5.0, pytest.approx(0.9), pytest.approx(math.nan, nan_ok=True)),
+                      (-2.0, pytest.approx(0.8), pytest.approx(math.nan, nan_ok=True))],
+        "sign flipping": [(-5.0, 0.8, 0.0), (-2.0, 0.7, 0.0)]}
     # two defenses under one attack (Fig. 9's layout): a panel per attack, a line per defense
     other = tmp_path / "frac"
     for f in (10, 20):
         write_run(other, f"fedavg,{f}", fedavg(attack_args__byzantine_client_num=f), [removal_row(0, f, {}, test_acc=0.5)])
         write_run(other, f"hetero,{f}", heterofl(attack_args__byzantine_client_num=f), [removal_row(0, f, {}, test_acc=0.8)])
-    panels = report._sweep_panels(load_runs(other), "fraction")
-    assert list(panels) == ["mnist/lr under min_max"] and sorted(panels["mnist/lr under min_max"]) == ["fedavg", "heterofl"]
+    panels = figures.sweep_panels(load_runs(other), "fraction")
+    assert list(panels) == ["MNIST/LR: Min-Max"] and sorted(panels["MNIST/LR: Min-Max"]) == ["FedAvg", "HeteroFL"]
 
 
 def test_fraction_and_trigger_size_sweeps(tmp_path):
@@ -565,3 +566,79 @@ def test_summary_table_rows(tmp_path, capsys):
     assert "sweep lr" in capsys.readouterr().err
     assert cli_main(["summary", str(a)]) == 2
     assert "expected LABEL=FOLDER" in capsys.readouterr().err
+
+
+# -- sensitivity sweeps (Figs. 7 and 8) and the figures -----------------------------------------------
+def test_heterogeneity_sweep_labels_and_draws_iid_last(tmp_path):
+    root = tmp_path / "res"
+    # q = 0.1 and 0.5 (Dirichlet) and an IID split (q -> infinity), FedAvg without attack
+    for name, over, acc in (("q=0.1", {"data_args__partition_alpha": 0.1}, 0.6),
+                            ("q=0.5", {"data_args__partition_alpha": 0.5}, 0.7),
+                            ("iid", {"data_args__partition_method": "homo"}, 0.8)):
+        write_run(root, name, no_attack(fedavg(**over)), acc_rows(final=acc, best=acc))
+    runs = load_runs(root)
+    assert report.swept(runs) == ["q"]
+    assert sorted(r.row for r in runs) == ["fedavg IID", "fedavg q=0.1", "fedavg q=0.5"]
+    assert report.rows_of(runs) == ["fedavg q=0.1", "fedavg q=0.5", "fedavg IID"]  # numeric, IID (q = inf) last
+    assert sweep_points(runs, "q")[("mnist/lr", "none")]["fedavg"] == [(0.1, 0.6, pytest.approx(math.nan, nan_ok=True)),
+                                                                       (0.5, 0.7, pytest.approx(math.nan, nan_ok=True)),
+                                                                       (math.inf, 0.8, pytest.approx(math.nan, nan_ok=True))]
+    out, table = write_report(root)
+    assert "| fedavg IID | 0.8000 |" in table and (out / "accuracy_vs_heterogeneity.png").exists()
+
+
+def test_gamma_init_and_perturbation_sweep(tmp_path):
+    root = tmp_path / "res"
+    # the adaptive attack against HeteroFL with gamma_init 0.01 and 10 (the default, not written), and
+    # perturbations unit_vec and std (the default): two swept values, both in the row label
+    for pert, gamma, acc in (("unit_vec", 0.01, 0.5), ("unit_vec", None, 0.6), (None, 0.01, 0.7), (None, None, 0.8)):
+        params = {k: v for k, v in (("perturbation", pert), ("gamma_init", gamma)) if v is not None}
+        write_run(root, f"{pert},{gamma}", heterofl(attack_args__attack_type="adaptive", attack_args__attack_params=params),
+                  [removal_row(0, 20, {}, test_acc=acc, oracle_agrees=1.0)])
+    runs = load_runs(root)
+    assert report.swept(runs) == ["gamma_init", "perturbation"]
+    # the oracle table has a row per swept variant, each with its one agreeing round
+    oracle_md, _ = report.oracle_table(runs)
+    assert "| heterofl unit_vec γ_init=0.01 | 1/1 | 1.000 | 1 |" in oracle_md and oracle_md.count("| 1/1 |") == 4
+    assert report.rows_of(runs) == ["heterofl std γ_init=0.01", "heterofl std γ_init=10",
+                                    "heterofl unit_vec γ_init=0.01", "heterofl unit_vec γ_init=10"]
+    # one line per perturbation, γ_init on the x axis
+    points = sweep_points(runs, "gamma_init")[("mnist/lr", "adaptive")]
+    assert points == {"heterofl std": [(0.01, 0.7, 0.0), (10.0, 0.8, 0.0)],
+                      "heterofl unit_vec": [(0.01, 0.5, 0.0), (10.0, 0.6, 0.0)]}
+    out, _ = write_report(root)
+    assert (out / "accuracy_vs_gamma_init.png").exists()
+    assert not (out / "accuracy_vs_perturbation.png").exists()  # a category labels lines, it is no x axis
+
+
+def test_figure_labels_and_seed_bands(tmp_path):
+    assert figures.pretty("heterofl[1-2] λ=-2") == "HeteroFL steps 1-2 λ=-2"
+    assert figures.pretty("heterofl[1]") == "HeteroFL step 1"
+    assert figures.pretty("min_max 30%") == "Min-Max 30%" and figures.pretty("fashion_mnist/cnn") == "Fashion-MNIST/CNN"
+    assert figures.pretty("fedml:krum") == "fedml:krum"
+    root = tmp_path / "res"
+    # two seeds: accuracies 0.5 / 0.7 after round 0 and 0.6 / 0.9 after round 1 -> mean 0.6, 0.75; band
+    # from the lower to the higher seed
+    for seed, (a0, a1) in ((0, (0.5, 0.6)), (1, (0.7, 0.9))):
+        write_run(root, f"s{seed}", no_attack(fedavg(common_args__random_seed=seed)), acc_rows(final=a1, best=a0))
+    runs = load_runs(root)
+    rounds, mean, low, high = figures.accuracy_curves(runs)[("mnist/lr", "fedavg", "none")]
+    assert rounds == [0, 1] and mean == pytest.approx([0.6, 0.75]) and low == [0.5, 0.6] and high == [0.7, 0.9]
+    assert figures.setting(runs) == "lr 0.1 · 100 clients · 2 rounds · 2 seeds"
+
+
+def test_ablation_and_trigger_share_figures(tmp_path):
+    root = tmp_path / "res"
+    for name, cfg in (("fedavg", fedavg()), ("h12", heterofl(steps=(1, 2))), ("h", heterofl())):
+        write_run(root, name, cfg, [removal_row(0, 20, {}, test_acc=0.5)])
+    out, _ = write_report(root)
+    assert (out / "ablation_mnist_lr.png").exists() and not list(out.glob("trigger_share_*.png"))
+    other = tmp_path / "share"
+    for samples in (40.0, 200.0):
+        for name, cfg in (("none", no_attack(heterofl())), ("mm", heterofl())):
+            folder = write_run(other, f"{name},{samples}", cfg, [removal_row(0, 20, {}, test_acc=0.6)])
+            summary = json.loads((folder / "summary.json").read_text())
+            (folder / "summary.json").write_text(json.dumps({**summary, "samples_per_client": samples,
+                                                             "final_acc_task": 0.6, "final_watermark_share": 0.01}))
+    out, _ = write_report(other)
+    assert (out / "trigger_share_mnist_lr.png").exists() and (out / "accuracy_vs_samples.png").exists()

@@ -23,13 +23,8 @@ warning naming the file) and writes, into ``RESULTS_DIR/report/``:
   training seconds up to it (and their multiple of FedAvg's), the mean seconds per round; for the
   paper's Table II target where the paper has the workload (its hours beside), and for 95 % of
   FedAvg's clean accuracy (or ``--target``);
-* ``accuracy_<workload>_<attack>.png`` — accuracy per round of each defense (mean over seeds);
-* ``removal_<workload>_<attack>.png`` — per HeteroFL variant, the share of the attackers each step
-  removed per round;
-* ``accuracy_vs_fraction.png`` / ``accuracy_vs_lambda.png`` / ``accuracy_vs_trigger_size.png`` /
-  ``accuracy_vs_samples.png`` / ``accuracy_vs_lr.png`` — sweeps (Fig. 9, Fig. 10, the clients' data
-  size, the learning rate), drawn only when
-  the runs differ in that value;
+* the figures of :mod:`~fedml_heterofl.experiments.figures` (accuracy per round with a band over seeds,
+  removal per HeteroFL step, the sweeps, the ablation, the trigger-share study);
 * ``README.md`` — every table and a link to every plot.
 
 Labels come from the stored files only (no summary field is needed beyond the ones every run writes):
@@ -68,6 +63,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import yaml
 
 from fedml_heterofl.cli import one_line, report_error
+from fedml_heterofl.attack.adaptive import Adaptive
 from fedml_heterofl.defense.heterofl import STEP_NAMES, HeteroFL
 from fedml_heterofl.experiments.paper import PAPER_ROW, TIME_COLUMN, paper_accuracy, paper_time
 from fedml_heterofl.experiments.store import StoreError, atomic_write
@@ -87,6 +83,8 @@ DEFENSE_ORDER = ("fedavg", "multikrum", "median", "zeno", "fltrust", "dnc", "tri
 ALL_STEPS: Tuple[int, ...] = tuple(sorted(STEP_NAMES))
 DEFAULT_LAM = float(inspect.signature(HeteroFL).parameters["lam"].default)
 DEFAULT_TRIGGER_SIZE = DataArgs().trigger_size
+DEFAULT_GAMMA_INIT = float(inspect.signature(Adaptive).parameters["gamma_init"].default)
+DEFAULT_PERTURBATION = str(inspect.signature(Adaptive).parameters["perturbation"].default)
 #: per-round columns that make up a round's training time (``time_server`` holds attack and defense)
 TIME_COLUMNS = ("time_train", "time_server")
 #: share of FedAvg's no-attack final accuracy used as the time-to-accuracy target
@@ -98,7 +96,11 @@ SWEEPS: Dict[str, Tuple[str, str, bool]] = {
     "trigger_size": ("|D_trg| (trigger set size)", "accuracy_vs_trigger_size.png", True),
     "samples": ("training samples per client (mean)", "accuracy_vs_samples.png", True),
     "lr": ("learning rate", "accuracy_vs_lr.png", False),
+    "q": ("data heterogeneity: Dirichlet q (IID: q → ∞)", "accuracy_vs_heterogeneity.png", True),
+    "gamma_init": ("γ_init of the adaptive attack", "accuracy_vs_gamma_init.png", True),
 }
+#: swept values that only label rows (categories; a sweep plot draws a line per value)
+LABEL_SWEEPS = ("perturbation",)
 #: the calibration table gives the accuracy after every this many rounds (and after the last)
 CALIBRATION_EVERY = 10
 
@@ -112,7 +114,8 @@ class Run:
 
     ``defense`` is the defense label (``fedavg``, ``heterofl[1-2]``, ``multikrum`` ...); ``lam`` and
     ``trigger_size`` are set for HeteroFL runs only and ``fraction`` (attackers / clients) for attacked
-    runs only. ``row`` and ``column`` are the table labels, set by :func:`load_runs`.
+    runs only; ``q`` is the Dirichlet concentration of the partition (``math.inf`` for an IID split, None
+    for a natural one); ``gamma_init`` and ``perturbation`` are set for adaptive-attack runs only. ``row`` and ``column`` are the table labels, set by :func:`load_runs`.
     """
 
     name: str
@@ -128,6 +131,9 @@ class Run:
     trigger_size: Optional[int] = None
     samples: Optional[float] = None
     lr: Optional[float] = None
+    q: Optional[float] = None
+    gamma_init: Optional[float] = None
+    perturbation: Optional[str] = None
     row: str = ""
     column: str = ""
 
@@ -241,6 +247,7 @@ def read_run(folder: Path) -> Optional[Run]:
         heterofl = summary["defense"] == "heterofl"
         f = int(_config_get(config, "attack_args.byzantine_client_num", len(summary.get("malicious") or [])))
         attacked = summary["attack"] != "none" and f > 0
+        adaptive = summary["attack"] == "adaptive" and attacked
         n = int(_config_get(config, "train_args.client_num_in_total", 0))
         return Run(
             name=folder.name, summary=summary, rows=rows, config=config,
@@ -252,15 +259,36 @@ def read_run(folder: Path) -> Optional[Run]:
             samples=_float(summary["samples_per_client"]) if "samples_per_client" in summary else None,
             lr=float(_config_get(config, "train_args.learning_rate")) if _config_get(
                 config, "train_args.learning_rate") is not None else None,
+            q=_heterogeneity(config),
+            gamma_init=float(_config_get(config, "attack_args.attack_params.gamma_init", DEFAULT_GAMMA_INIT))
+            if adaptive else None,
+            perturbation=str(_config_get(config, "attack_args.attack_params.perturbation", DEFAULT_PERTURBATION))
+            if adaptive else None,
         )
     except (TypeError, ValueError) as exc:
         raise DamagedRunFile(f"{config_path}: {exc}") from None
 
 
+def _heterogeneity(config: Mapping[str, Any]) -> Optional[float]:
+    """The partition's Dirichlet q: ``partition_alpha`` for ``hetero``, ``math.inf`` for ``homo`` (IID,
+    the limit q → ∞), None for ``natural`` (or no partition in the config)."""
+    method = _config_get(config, "data_args.partition_method")
+    if method == "homo":
+        return math.inf
+    alpha = _config_get(config, "data_args.partition_alpha")
+    return float(alpha) if method == "hetero" and alpha is not None else None
+
+
+def q_label(q: float) -> str:
+    """``q=0.2``, or ``IID`` for q = ∞."""
+    return "IID" if math.isinf(q) else f"q={q:g}"
+
+
 def swept(runs: Iterable[Run]) -> List[str]:
-    """The :data:`SWEEPS` values that differ between the runs (set on at least two distinct values)."""
+    """The :data:`SWEEPS` and :data:`LABEL_SWEEPS` values that differ between the runs (set on at least two
+    distinct values)."""
     runs = list(runs)
-    return [p for p in SWEEPS if len({getattr(r, p) for r in runs if getattr(r, p) is not None}) > 1]
+    return [p for p in (*SWEEPS, *LABEL_SWEEPS) if len({getattr(r, p) for r in runs if getattr(r, p) is not None}) > 1]
 
 
 def labels(run: Run, sweeps: Iterable[str]) -> Tuple[str, str]:
@@ -276,6 +304,12 @@ def labels(run: Run, sweeps: Iterable[str]) -> Tuple[str, str]:
         row.append(f"{run.samples:.0f}/client")
     if "lr" in sweeps and run.lr is not None:
         row.append(f"lr={run.lr:g}")
+    if "q" in sweeps and run.q is not None:
+        row.append(q_label(run.q))
+    if "perturbation" in sweeps and run.perturbation is not None:
+        row.append(run.perturbation)
+    if "gamma_init" in sweeps and run.gamma_init is not None:
+        row.append(f"γ_init={run.gamma_init:g}")
     column = run.attack
     if "fraction" in sweeps and run.fraction is not None:
         column += f" {run.fraction:.0%}"
@@ -316,7 +350,8 @@ def _defense_rank(run: Run, ablation: bool) -> Tuple[Any, ...]:
     rank = DEFENSE_ORDER.index(family) if family in DEFENSE_ORDER else len(DEFENSE_ORDER)
     if ablation:
         rank = (0 if base == "fedavg" else 1 if base == "heterofl" else 2, rank)
-    return (rank, base, run.steps, run.lam or 0.0, run.trigger_size or 0, run.samples or 0.0, run.lr or 0.0, run.row)
+    return (rank, base, run.steps, run.lam or 0.0, run.trigger_size or 0, run.samples or 0.0, run.lr or 0.0,
+            run.q or 0.0, run.perturbation or "", run.gamma_init or 0.0, run.row)
 
 
 def _attack_rank(run: Run) -> Tuple[Any, ...]:
@@ -554,7 +589,7 @@ def oracle_table(runs: List[Run]) -> Optional[Tuple[str, str]]:
     for wl in workloads_of([c[0] for c in counted]):
         table = []
         for d in rows_of([c[0] for c in counted if c[0].workload == wl]):
-            cells = [c for c in counted if c[0].workload == wl and c[0].defense == d]
+            cells = [c for c in counted if c[0].workload == wl and c[0].row == d]
             agree, total = sum(c[1] for c in cells), sum(c[2] for c in cells)
             table.append([d, f"{agree}/{total}", _num(agree / total, ".3f"), str(len(cells))])
             body.append([wl, d, len(cells), agree, total])
@@ -774,145 +809,6 @@ def tables(runs: List[Run], target: Optional[float] = None) -> Dict[str, Tuple[s
     return out
 
 
-# -- curves and plots -------------------------------------------------------------------------------
-def _per_round_mean(runs: Iterable[Run], value: Callable[[Mapping[str, str]], float]) -> Tuple[List[int], List[float]]:
-    """Rounds (0-based) with a value in some run, and the mean over runs of ``value(row)`` there."""
-    per_round: Dict[int, List[float]] = defaultdict(list)
-    for run in runs:
-        for row in run.rows:
-            v = value(row)
-            if not math.isnan(v):
-                per_round[int(row["round"])].append(v)
-    rounds = sorted(per_round)
-    return rounds, [statistics.fmean(per_round[t]) for t in rounds]
-
-
-def accuracy_curves(runs: List[Run]) -> Dict[Key, Tuple[List[int], List[float]]]:
-    """Mean test accuracy per evaluated round, per (workload, row, column)."""
-    return {key: _per_round_mean(rs, lambda row: _float(row.get("test_acc"))) for key, rs in group(runs).items()}
-
-
-def removal_curves(runs: List[Run]) -> Dict[Key, Dict[str, Tuple[List[int], List[float]]]]:
-    """Per attacked HeteroFL (workload, row, column): per step, the share of the attackers it removed
-    in each round (:func:`step_rates`, mean over seeds)."""
-    out: Dict[Key, Dict[str, Tuple[List[int], List[float]]]] = {}
-    for key, rs in group(r for r in runs if r.steps and r.fraction is not None).items():
-        steps = [STEP_NAMES[s] for s in sorted({s for r in rs for s in r.steps})]
-        out[key] = {step: _per_round_mean(rs, lambda row, step=step: step_rates(row, step)) for step in steps}
-    return out
-
-
-def sweep_points(runs: List[Run], param: str) -> Dict[Tuple[str, str], Dict[str, List[Tuple[float, float, float]]]]:
-    """The sweep of ``param`` (a :data:`SWEEPS` key): per panel ``(workload, attack)``, per line
-    (defense and the other swept values), ``(value, final accuracy, ARSR)`` means over seeds, by value."""
-    others = [p for p in swept(runs) if p != param]
-    cells: Dict[Tuple[str, str, str, float], List[Run]] = defaultdict(list)
-    for run in runs:
-        if getattr(run, param) is not None:
-            row, column = labels(run, others)
-            cells[(run.workload, column, row, getattr(run, param))].append(run)
-    out: Dict[Tuple[str, str], Dict[str, List[Tuple[float, float, float]]]] = defaultdict(lambda: defaultdict(list))
-    for (wl, column, row, x), rs in sorted(cells.items(), key=lambda kv: (kv[0][:3], kv[0][3])):
-        out[(wl, column)][row].append((x, _mean(r.final_acc for r in rs), _mean(r.arsr for r in rs)))
-    return {panel: dict(lines) for panel, lines in out.items()}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    _pyplot().close(fig)
-    return path
-
-
-def plot_accuracy(runs: List[Run], out: Path) -> List[Path]:
-    """One PNG per (workload, attack): accuracy per round of every defense."""
-    plt = _pyplot()
-    curves = accuracy_curves(runs)
-    paths = []
-    for wl, attack in sorted({(k[0], k[2]) for k in curves}):
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        for (w, d, a), (rounds, accs) in sorted(curves.items()):
-            if (w, a) == (wl, attack):
-                ax.plot([t + 1 for t in rounds], accs, marker="o", ms=3, label=d)
-        ax.set(xlabel="round", ylabel="test accuracy", title=f"{wl} under {attack}", ylim=(0, 1))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        paths.append(_save(fig, out / f"accuracy_{_slug(wl)}_{_slug(attack)}.png"))
-    return paths
-
-
-def plot_removal(runs: List[Run], out: Path) -> List[Path]:
-    """One PNG per attacked (workload, attack) with HeteroFL runs: a panel per HeteroFL variant, the
-    share of the attackers each step removed per round."""
-    plt = _pyplot()
-    curves = removal_curves(runs)
-    paths = []
-    for wl, attack in sorted({(k[0], k[2]) for k in curves}):
-        variants = [d for d in rows_of([r for r in runs if r.steps], ablation=True) if (wl, d, attack) in curves]
-        fig, axes = plt.subplots(1, len(variants), figsize=(4 * len(variants), 3.2), squeeze=False, sharey=True)
-        for ax, d in zip(axes[0], variants):
-            for step, (rounds, rates) in curves[(wl, d, attack)].items():
-                ax.plot([t + 1 for t in rounds], rates, marker="o", ms=2, label=step.replace("_", " "))
-            ax.set(xlabel="round", title=d, ylim=(-0.02, 1.02))
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        axes[0][0].set_ylabel("attackers removed / f")
-        fig.suptitle(f"{wl} under {attack}: removal per HeteroFL step", fontsize=10)
-        paths.append(_save(fig, out / f"removal_{_slug(wl)}_{_slug(attack)}.png"))
-    return paths
-
-
-def _sweep_panels(runs: List[Run], param: str) -> Dict[str, Dict[str, List[Tuple[float, float, float]]]]:
-    """Panels of a sweep plot, by title: a panel per (workload, attack) with a line per defense (paper
-    Fig. 9); when every such panel has one line (one defense swept under several attacks, Fig. 10), a
-    panel per (workload, defense) with a line per attack instead."""
-    panels = sweep_points(runs, param)
-    if len(panels) > 1 and all(len(lines) == 1 for lines in panels.values()):
-        merged: Dict[str, Dict[str, List[Tuple[float, float, float]]]] = defaultdict(dict)
-        for (wl, attack), lines in sorted(panels.items()):
-            (line, points), = lines.items()
-            merged[f"{wl}, {line}"][attack] = points
-        return dict(merged)
-    return {f"{wl} under {attack}": lines for (wl, attack), lines in sorted(panels.items())}
-
-
-def plot_sweeps(runs: List[Run], out: Path) -> List[Path]:
-    """``accuracy_vs_<value>.png`` for each :data:`SWEEPS` value the runs differ in: final accuracy
-    (and for HeteroFL's parameters the ARSR, in a second row) against the value, panels and lines as
-    :func:`_sweep_panels` arranges them; lines without attackers have no ARSR and are left out there."""
-    plt = _pyplot()
-    paths = []
-    for param in swept(runs):
-        xlabel, filename, with_arsr = SWEEPS[param]
-        panels = _sweep_panels(runs, param)
-        n_rows = 2 if with_arsr else 1
-        fig, axes = plt.subplots(n_rows, len(panels), figsize=(4.5 * len(panels), 3.2 * n_rows), squeeze=False)
-        for col, (title, lines) in enumerate(panels.items()):
-            for i, (line, points) in enumerate(lines.items()):
-                xs, style = [p[0] for p in points], dict(ms=4, label=line, color=f"C{i % 10}")  # same colour in both rows
-                axes[0][col].plot(xs, [p[1] for p in points], marker="o", **style)
-                if with_arsr and _finite(p[2] for p in points):
-                    axes[1][col].plot(xs, [p[2] for p in points], marker="s", **style)
-            axes[0][col].set(title=title, ylabel="final test accuracy", ylim=(0, 1))
-            if with_arsr:
-                axes[1][col].set(ylabel="ARSR", ylim=(-0.02, 1.02))
-            axes[n_rows - 1][col].set_xlabel(xlabel)
-            for row in range(n_rows):
-                axes[row][col].grid(alpha=0.3)
-                axes[row][col].legend(fontsize=7)
-        paths.append(_save(fig, out / filename))
-    return paths
-
-
 # -- the summary table of docs/results.md --------------------------------------------------------------
 SUMMARY_HEADER = ("workload", "clients / attackers", "samples per client", "rounds", "seeds", "FedAvg clean",
                   "HeteroFL clean", "HeteroFL worst under attack", "worst attack")
@@ -1009,7 +905,9 @@ def write_report(results: Path, *, target: Optional[float] = None) -> Tuple[Path
     for name, (md, table_csv) in made.items():
         atomic_write(out / f"{name}.md", md)
         atomic_write(out / f"{name}.csv", table_csv)
-    plots = plot_accuracy(runs, out) + plot_removal(runs, out) + plot_sweeps(runs, out)
+    from fedml_heterofl.experiments.figures import draw  # the figures read this module's runs
+
+    plots = draw(runs, out)
     atomic_write(out / "README.md", index_markdown(results, runs, made, plots))
     return out, made["table_accuracy"][0]
 
