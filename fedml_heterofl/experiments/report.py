@@ -63,13 +63,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-import yaml
-
 from fedml_heterofl.cli import one_line, report_error
 from fedml_heterofl.defense.heterofl import STEP_NAMES, HeteroFL
 from fedml_heterofl.experiments.paper import PAPER_ROW, paper_accuracy
 from fedml_heterofl.experiments.store import StoreError, atomic_write
 from fedml_heterofl.settings import DataArgs
+from fedml_heterofl.yaml_input import parse_yaml
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +206,7 @@ def _load(path: Path, parse: Callable[[str], Any], kind: type) -> Any:
     """``parse`` of the text of ``path``, checked to be a ``kind``; :class:`DamagedRunFile` otherwise."""
     try:
         value = parse(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError, csv.Error) as exc:
+    except (OSError, ValueError, csv.Error) as exc:
         raise DamagedRunFile(f"{path}: {one_line(str(exc)) or type(exc).__name__}") from None
     if not isinstance(value, kind):
         raise DamagedRunFile(f"{path}: expected a {kind.__name__}, got {type(value).__name__}")
@@ -233,7 +232,7 @@ def read_run(folder: Path) -> Optional[Run]:
     if not all(str(row.get("round")).isdigit() for row in rows):
         raise DamagedRunFile(f"{metrics_path}: a row without a round number")
     config_path = folder / "config.yaml"
-    config = _load(config_path, lambda text: yaml.safe_load(text) or {}, dict) if config_path.exists() else {}
+    config = _load(config_path, lambda text: parse_yaml(text, str(config_path)) or {}, dict) if config_path.exists() else {}
     try:
         label = defense_label(summary["defense"], config)
         heterofl = summary["defense"] == "heterofl"
