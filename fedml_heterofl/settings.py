@@ -41,7 +41,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import torch
 
 from fedml_heterofl import components
-from fedml_heterofl.yaml_input import YamlInputError, read_yaml
+from fedml_heterofl.yaml_input import YamlInputError, number_hint, read_yaml
 
 #: L, the number of real classes of each dataset (EMNIST: the 62-class ``byclass`` split)
 NUM_CLASSES: Dict[str, int] = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "emnist": 62, "shakespeare": 80}
@@ -457,12 +457,12 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SettingsError(f"{section}.{key}: expected an integer, got {value!r}")
+            raise SettingsError(f"{section}.{key}: expected an integer, got {value!r}{number_hint(value)}")
         _check_number(f"{section}.{key}", value)
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SettingsError(f"{section}.{key}: expected a number, got {value!r}")
+            raise SettingsError(f"{section}.{key}: expected a number, got {value!r}{number_hint(value)}")
         _check_number(f"{section}.{key}", value)
         return float(value)
     if hint is str:

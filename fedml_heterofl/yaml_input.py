@@ -15,7 +15,9 @@ callers turn into their own one-line errors.
 """
 from __future__ import annotations
 
+import math
 import os
+import re
 from typing import Any, Hashable, Union
 
 import yaml
@@ -87,3 +89,20 @@ def read_yaml(path: Union[str, os.PathLike], what: str = "configuration") -> Any
     except UnicodeDecodeError:
         raise YamlInputError(f"{path}: not a text file (a {what} file is UTF-8 YAML)") from None
     return parse_yaml(text, str(path))
+
+
+def number_hint(value: Any) -> str:
+    """For text that Python reads as a number: how to write it as a YAML number (PyYAML follows YAML
+    1.1, which reads ``1e-3`` as text: ``1.0e-3`` is the number); else ``""``. Appended to messages
+    that expected a number."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        if not math.isfinite(float(value)):
+            return ""
+    except ValueError:
+        return ""
+    exponent = re.fullmatch(r"\s*([-+]?\d+)([eE][-+]?\d+)\s*", value)
+    if exponent:
+        return f" (YAML reads {value.strip()} as text: write {exponent.group(1)}.0{exponent.group(2)})"
+    return f" (a number in quotes is text: write {value.strip()} without quotes)"

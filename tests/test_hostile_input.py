@@ -385,3 +385,60 @@ def test_labels_out_of_range_are_one_line_before_the_run(tmp_path, capsys, monke
     assert status == 2
     one_line(err, "train-labels-idx1-ubyte holds labels from 0 to 12; allowed: 0 to 9", "data fetch mnist")
     assert not (tmp_path / "results").exists()
+
+
+# ------------------------------------------------------------------------------ 7. the smaller items
+
+@pytest.mark.parametrize("sections, parts", [
+    ({"defense_args": {"enable_defense": True, "defense_type": "heterofl", "defense_params": {"steps": "1,2"}}},
+     ["heterofl parameter 'steps': expected a list, e.g. [1, 2]", "got the text '1,2'"]),
+    ({"defense_args": {"enable_defense": True, "defense_type": "heterofl", "defense_params": {"beta": "high"}}},
+     ["heterofl parameter 'beta': expected a number (default 0.2)", "got the text 'high'"]),
+    ({"attack_args": {"enable_attack": True, "attack_type": "alie", "byzantine_client_num": 1,
+                      "attack_params": {"sign": "-1"}}},
+     ["alie parameter 'sign': expected a number", "(a number in quotes is text: write -1 without quotes)"]),
+    ({"train_args": {"learning_rate": "1e-3"}}, ["train_args.learning_rate: expected a number, got '1e-3'",
+                                                  "(YAML reads 1e-3 as text: write 1.0e-3)"]),
+])
+def test_text_where_a_number_or_list_belongs_names_the_key(tmp_path, capsys, sections, parts):
+    status, err = cli(capsys, "--cf", write(tmp_path, tiny(tmp_path, **sections)))
+    assert status == 2
+    one_line(err, *parts)
+    assert not (tmp_path / "results").exists()
+
+
+def test_learning_rate_written_as_yaml_text_gets_the_hint(tmp_path, capsys):
+    text = yaml.safe_dump(tiny(tmp_path)).replace("batch_size: 16", "batch_size: 16\n  learning_rate: 1e-3")
+    assert yaml.safe_load(text)["train_args"]["learning_rate"] == "1e-3"  # PyYAML: text, not a number
+    status, err = cli(capsys, "--cf", write(tmp_path, text))
+    assert status == 2
+    one_line(err, "write 1.0e-3")
+
+
+def test_more_clients_than_the_data_can_fill_names_real_keys(tmp_path, capsys, cached_data):
+    cfg = tiny(tmp_path, train_args={"client_num_in_total": 100_000, "client_num_per_round": 3},
+               data_args={"max_samples_per_client": None})
+    status, err = cli(capsys, "--cf", write(tmp_path, cfg))
+    assert status == 2
+    line = one_line(err, "train_args.client_num_in_total", "from only 60000 samples; allowed: at most 6000 clients")
+    assert "min_size" not in line
+
+
+@pytest.mark.parametrize("key, value", [("best_acc", 1e308), ("final_acc", float("nan")), ("final_acc", -0.5),
+                                        ("final_acc_task", "high")])
+def test_report_skips_a_summary_with_an_impossible_accuracy(tmp_path, capsys, cached_data, caplog, key, value):
+    assert cli(capsys, "--cf", write(tmp_path, tiny(tmp_path)))[0] == 0
+    summary_path = tmp_path / "results" / "tiny" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary[key] = value
+    summary_path.write_text(json.dumps(summary))  # NaN as json.dumps writes it
+    assert cli_main(["report", str(tmp_path / "results")]) == 2  # its only run is skipped, with a warning
+    one_line(capsys.readouterr().err, "no finished runs under")
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"skipping a damaged run: {summary_path}: {key} is {value!r}; allowed: an accuracy in [0, 1] or null"]
+
+
+@pytest.mark.parametrize("target", ["nan", "-3", "0", "1.5"])
+def test_report_refuses_a_target_that_is_no_accuracy(tmp_path, capsys, target):
+    assert cli_main(["report", str(tmp_path), "--target", target]) == 2
+    one_line(capsys.readouterr().err, f"--target: {float(target)} is not an accuracy; allowed: above 0, at most 1")

@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 
 #: summary.json fields every run writes and the report reads as labels
 SUMMARY_LABELS = ("defense", "attack", "dataset", "model")
+#: the accuracies of ``summary.json`` the report reads
+SUMMARY_ACCURACIES = ("final_acc", "best_acc", "final_acc_task")
 #: column order of attacks (Table I) and row order of defenses
 ATTACK_ORDER = ("none", "adaptive", "min_max", "min_sum", "alie", "ipm", "label_flip", "sign_flip")
 #: our rules (the paper's baselines, then the breadth rules); FedML's own (``fedml:<name>``) come
@@ -227,6 +229,10 @@ def read_run(folder: Path) -> Optional[Run]:
     missing = [key for key in SUMMARY_LABELS if not isinstance(summary.get(key), str)]
     if missing:
         raise DamagedRunFile(f"{summary_path}: no {', '.join(missing)} (text)")
+    for key in SUMMARY_ACCURACIES:  # a run writes null for an accuracy it has not measured, never NaN
+        value = summary.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+            raise DamagedRunFile(f"{summary_path}: {key} is {value!r}; allowed: an accuracy in [0, 1] or null")
     metrics_path = folder / "metrics.csv"
     rows = _load(metrics_path, lambda text: list(csv.DictReader(io.StringIO(text))), list)
     if not all(str(row.get("round")).isdigit() for row in rows):
@@ -995,6 +1001,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.target is not None and not 0.0 < args.target <= 1.0:  # also NaN
+        return report_error("report", f"--target: {args.target} is not an accuracy; allowed: above 0, at most 1")
     try:
         out, table = write_report(Path(args.results), target=args.target)
     except (ValueError, StoreError) as exc:
