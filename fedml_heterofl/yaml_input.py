@@ -64,8 +64,11 @@ def parse_yaml(text: str, source: str = "<text>") -> Any:
         return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
     except YamlInputError as exc:
         raise YamlInputError(f"{source}: {exc}") from None
+    except yaml.MarkedYAMLError as exc:  # one line: what is wrong and where
+        what = " ".join(filter(None, (exc.context, exc.problem)))
+        raise YamlInputError(f"{source}: not valid YAML: {what} {_where(exc.problem_mark)}".rstrip()) from None
     except yaml.YAMLError as exc:
-        raise YamlInputError(f"{source}: not valid YAML: {exc}") from None
+        raise YamlInputError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from None
     except RecursionError:
         raise YamlInputError(f"{source}: nested too deeply to be a configuration") from None
 
