@@ -31,7 +31,10 @@ to start rather than resume, and ``fresh=True`` (``--fresh``) starts over.
 Start-up does every check before the data is loaded and before the run folder is made — the
 results folder can be written, the attack and defense work with the run's n and f
 (:func:`~fedml_heterofl.settings.check_dry_round`), an existing checkpoint is intact and belongs
-to these settings — so a start that fails leaves nothing behind. A first round in which every
+to these settings — so a start that fails leaves nothing behind; a folder that is not a run folder is
+refused. A run holds its folder's lock (:meth:`~fedml_heterofl.experiments.store.RunStore.lock`);
+a failure writes its traceback to ``run.log``, and one before any round was saved removes the rest of
+what the run wrote. A first round in which every
 client's local training overflows (from ``w_0``, so the training settings and not an attack are the
 cause) stops the run with a :class:`~fedml_heterofl.settings.SettingsError` naming the learning rate.
 """
@@ -126,7 +129,8 @@ class Simulation:
         settings: the validated run settings.
         results_dir: where the run folder goes (default ``common_args.results_dir``).
         workload: a prepared :class:`Workload` (built from ``settings`` when omitted).
-        fresh: start over: ignore an existing checkpoint and replace the run folder when the run starts.
+        fresh: start over: ignore an existing checkpoint and delete the files a run wrote in the run folder
+            when the run starts (:meth:`~fedml_heterofl.experiments.store.RunStore.clear`).
 
     Raises (at construction, before the data is loaded): :class:`SettingsError`, or
     :class:`~fedml_heterofl.experiments.store.StoreError` for a results folder that cannot be written
