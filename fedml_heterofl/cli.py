@@ -88,7 +88,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     modules = {}
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=f"show tracebacks (also {DEBUG_ENV}=1)")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help=f"show tracebacks (also {DEBUG_ENV}=1)")
         if name == chosen:  # only the chosen subcommand's module is imported
             module, _, variant = COMMANDS[name][0].partition(":")
             modules[name] = _Command(importlib.import_module(module), variant)

@@ -166,7 +166,8 @@ def test_a_user_folder_survives_run_and_fresh(tmp_path, capsys, cached_data):
         assert status == 2
         one_line(err, f"{victim} exists and is not a run folder", "thesis.tex", "nothing in it is changed")
     assert sorted(p.name for p in victim.iterdir()) == ["config.yaml", "thesis.tex"]
-    assert (victim / "thesis.tex").read_text() == "years of work" and (victim / "config.yaml").read_text() == "mine: true\n"
+    assert (victim / "thesis.tex").read_text() == "years of work"
+    assert (victim / "config.yaml").read_text() == "mine: true\n"
 
 
 def test_fresh_deletes_only_the_files_a_run_writes(tmp_path, capsys, cached_data):

@@ -142,8 +142,8 @@ def _read(path: Path, what: str) -> Dict[str, Any]:
     if body is None:
         return {}
     if not isinstance(body, dict):
-        raise SettingsError(f"{path}: a {what} file is a mapping (keys: "
-                            f"{', '.join(GRID_KEYS) if what == 'grid' else 'FedML sections'}), got {type(body).__name__}")
+        keys = ", ".join(GRID_KEYS) if what == "grid" else "FedML sections"
+        raise SettingsError(f"{path}: a {what} file is a mapping (keys: {keys}), got {type(body).__name__}")
     return body
 
 

@@ -238,7 +238,8 @@ def read_run(folder: Path) -> Optional[Run]:
     if not all(str(row.get("round")).isdigit() for row in rows):
         raise DamagedRunFile(f"{metrics_path}: a row without a round number")
     config_path = folder / "config.yaml"
-    config = _load(config_path, lambda text: parse_yaml(text, str(config_path)) or {}, dict) if config_path.exists() else {}
+    config = (_load(config_path, lambda text: parse_yaml(text, str(config_path)) or {}, dict)
+              if config_path.exists() else {})
     try:
         label = defense_label(summary["defense"], config)
         heterofl = summary["defense"] == "heterofl"

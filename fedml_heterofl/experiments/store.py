@@ -54,6 +54,8 @@ LOCK = ".lock"
 #: the files a run writes into its folder (besides :data:`MARKER`, :data:`LOCK` and ``.NAME.tmpPID``)
 RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "checkpoint.pt", "checkpoint.prev.pt", "run.log",
              "partition.json")
+#: FedML's home folder in an MPI run's folder (:func:`~fedml_heterofl.fedml_bridge.offline.fedml_home`)
+FEDML_HOME = ".fedml"
 
 
 class StoreError(RuntimeError):
@@ -62,7 +64,7 @@ class StoreError(RuntimeError):
 
 def _ours(name: str) -> bool:
     """Whether a run writes a file called ``name`` (:data:`RUN_FILES`, the marker, the lock, temporaries)."""
-    return name in RUN_FILES or name in (MARKER, LOCK) or (
+    return name in RUN_FILES or name in (MARKER, LOCK, FEDML_HOME) or (
         name.startswith(".") and any(name.startswith(f".{f}.tmp") for f in RUN_FILES))
 
 
@@ -158,7 +160,8 @@ class RunStore:
         except OSError as exc:
             raise StoreError(f"cannot read the run folder {self.path}: {_reason(exc)}") from None
         foreign = [name for name in names if not _ours(name)]
-        if foreign or (names and not {"checkpoint.pt", "checkpoint.prev.pt", "summary.json", "partition.json"} & set(names)):
+        if foreign or (names and not set(names) & {"checkpoint.pt", "checkpoint.prev.pt", "summary.json",
+                                                     "partition.json"}):
             raise StoreError(f"{self.path} exists and is not a run folder (no {MARKER}; it holds "
                              f"{', '.join((foreign or names)[:3])}{', ...' if len(foreign or names) > 3 else ''}): "
                              "nothing in it is changed or deleted; choose another common_args.run_name or "
