@@ -52,14 +52,19 @@ def one_line(text: str) -> str:
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+def describe(problem: object) -> str:
+    """``problem`` (an exception or a message) in one line, an exception's notes appended."""
+    text = one_line("; ".join([str(problem), *getattr(problem, "__notes__", ())]))
+    return text or type(problem).__name__
+
+
 def report_error(command: str, problem: object) -> int:
     """Print ``problem`` (an exception or a message) as one line on stderr (``fedml-heterofl COMMAND:
     message``, with the exception's notes); returns 2, the exit status of a problem the user can fix.
     With :func:`debug`, an exception's traceback comes first."""
     if debug() and isinstance(problem, BaseException):
         traceback.print_exception(problem)
-    text = "; ".join([str(problem), *getattr(problem, "__notes__", ())])
-    print(f"fedml-heterofl {command}: {one_line(text) or type(problem).__name__}", file=sys.stderr)
+    print(f"fedml-heterofl {command}: {describe(problem)}", file=sys.stderr)
     return 2
 
 
@@ -73,6 +78,7 @@ class _Command:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    warnings.filterwarnings("ignore", module=THIRD_PARTY_WARNINGS)  # before a subcommand's imports
     argv = list(sys.argv[1:] if argv is None else argv)
     # FedML's convention `python -m fedml_heterofl --cf config.yaml` means `run --cf config.yaml`.
     if argv and argv[0] in ("--cf", "--yaml_config_file"):
@@ -99,8 +105,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.debug:
         os.environ[DEBUG_ENV] = "1"
-    else:
-        warnings.filterwarnings("ignore", module=THIRD_PARTY_WARNINGS)
     level = logging.DEBUG if args.verbose else (
         logging.WARNING if os.environ.get("FEDML_HETEROFL_QUIET") else logging.INFO)
     if not logging.getLogger().handlers:  # the console shows `level`; a run's run.log at least INFO

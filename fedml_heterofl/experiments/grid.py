@@ -32,7 +32,10 @@ config, metrics and summary are copied there as soon as it finishes
 (:func:`~fedml_heterofl.experiments.archive.archive_run`), ready to be committed; a cell whose settings
 are already archived there, or in another grid's archive beside it, is copied, not run. ``--jobs N``
 runs N cells at a time in separate processes (the numbers do not depend on it); ``--set
-section.key=VALUE`` overrides a key in every cell (e.g. ``device_args.using_gpu=true``).
+section.key=VALUE`` overrides a key in every cell (e.g. ``device_args.using_gpu=true``; not
+``common_args.run_name`` or ``results_dir``, which the grid sets). The grid file is checked key by key
+and read like a config (:mod:`fedml_heterofl.yaml_input`); a failed cell is one line in the log and in
+the grid's error, its traceback in the cell's ``run.log`` (``--debug``: in the log too).
 """
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from tqdm.auto import tqdm
 
-from fedml_heterofl.cli import debug, one_line
+from fedml_heterofl.cli import debug, describe
 from fedml_heterofl.environment import failed_at_import, raised_where
 from fedml_heterofl.settings import Settings, SettingsError, settings_from_dict
 from fedml_heterofl.yaml_input import YamlInputError, parse_yaml, read_yaml
@@ -262,7 +265,7 @@ def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional
             raise CellAbort(f"cell {name} stopped the grid: {exc}; {len(todo) - len(finished) - 1} cells not run "
                             "(fix the install, e.g. bash run/setup.sh, and run the grid again)") from None
         except Exception as exc:  # one broken cell must not stop the independent others; its traceback is
-            problem = one_line("; ".join([str(exc), *getattr(exc, "__notes__", ())]))  # in its run.log
+            problem = describe(exc)  # in its run.log
             log.error("grid cell %s failed: %s", name, problem, exc_info=debug())
             failed.append(f"{name}: {problem}")
         else:  # an error here (archiving) is outside the run: it stops the grid

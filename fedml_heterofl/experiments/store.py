@@ -162,14 +162,14 @@ class RunStore:
         foreign = [name for name in names if not _ours(name)]
         if foreign or (names and not set(names) & {"checkpoint.pt", "checkpoint.prev.pt", "summary.json",
                                                      "partition.json"}):
+            shown = foreign or names
             raise StoreError(f"{self.path} exists and is not a run folder (no {MARKER}; it holds "
-                             f"{', '.join((foreign or names)[:3])}{', ...' if len(foreign or names) > 3 else ''}): "
-                             "nothing in it is changed or deleted; choose another common_args.run_name or "
-                             "results_dir, or move the folder away")
+                             f"{', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}): nothing in it is changed "
+                             "or deleted; choose another common_args.run_name or results_dir, or move the folder away")
 
     def clear(self, keep: Sequence[str] = (MARKER, LOCK)) -> None:
         """Delete the files a run writes from the run folder (``--fresh``), except ``keep``; any other
-        file stays, and the folder is removed when nothing is left in it."""
+        file (and FedML's home folder) stays."""
         if not self.path.is_dir():
             return
         self.check_ours()
@@ -177,8 +177,6 @@ class RunStore:
             for entry in self.path.iterdir():
                 if _ours(entry.name) and entry.name not in keep and not entry.is_dir():
                     entry.unlink()
-            if not any(self.path.iterdir()):
-                self.path.rmdir()
         except OSError as exc:
             raise StoreError(f"cannot remove the files of {self.path} for --fresh: {_reason(exc)}") from None
 
