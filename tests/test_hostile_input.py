@@ -1,10 +1,13 @@
 """Hostile and careless input (issue 23): nothing runs from a data file, nothing of the user's is
 deleted or overwritten, YAML is parsed within bounds, one writer per run folder, data verified where
 it is used, and one line (never a traceback) for each user error."""
+import io
 import json
 import os
 import pickle
+import pickletools
 import re
+import struct
 import subprocess
 import sys
 import time
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import fedml_heterofl.data.sources as sources
@@ -73,6 +77,37 @@ def test_a_planted_cifar_pickle_runs_nothing_and_is_one_line(tmp_path, capsys, p
     out = capsys.readouterr().out
     assert re.search(r"^cifar10 +yes +no .*posix\.system", out, re.M), out
     assert not marker.exists()
+
+
+class Py2Pickler(pickle._Pickler):
+    """Pickles byte strings as Python 2 did (``BINSTRING``, no ``_codecs.encode``): the official
+    CIFAR-10 batches' format (protocol 2, written by Python 2's cPickle)."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_bytes(self, obj):
+        n = len(obj)
+        self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj if n < 256
+                   else pickle.BINSTRING + struct.pack("<i", n) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+
+
+def test_batches_in_the_official_format_load(tmp_path):
+    folder = write_cifar(tmp_path)
+    for b, f in enumerate(sorted(p.name for p in folder.iterdir())):
+        batch = {b"batch_label": f.encode(), b"labels": [b, 9 - b], b"filenames": [b"a.png", b"b.png"],
+                 b"data": np.stack([np.full(3072, b, np.uint8), np.arange(3072).astype(np.uint8)])}
+        out = io.BytesIO()
+        Py2Pickler(out, protocol=2).dump(batch)
+        globals_named = [arg for op, arg, _ in pickletools.genops(out.getvalue()) if op.name == "GLOBAL"]
+        assert globals_named == ["numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"]
+        (folder / f).write_bytes(out.getvalue())
+    d = load_dataset("cifar10", root=str(tmp_path))  # data_batch_1..5 are b = 0..4, test_batch b = 5
+    assert d.train_y.tolist() == [0, 9, 1, 8, 2, 7, 3, 6, 4, 5] and d.test_y.tolist() == [5, 4]
+    assert d.train_x.shape == (10, 3, 32, 32) and torch.equal(d.train_x[2], torch.full((3, 32, 32), 1.0) / 255)
+    assert torch.equal(d.test_x[1].flatten(), torch.arange(3072).remainder(256).float() / 255)
 
 
 def test_an_object_array_in_a_cifar_batch_is_refused(tmp_path):
