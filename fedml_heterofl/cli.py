@@ -4,7 +4,10 @@
 Each subcommand lives in the module that owns its work and exposes ``add_arguments(parser)`` and
 ``main(args) -> int``; this file only dispatches, importing the module lazily (``import fedml``
 alone takes seconds, and ``data`` or ``report`` never need it). A subcommand reports a problem the
-user can fix with :func:`report_error`: one line on stderr, exit status 2, no traceback.
+user can fix with :func:`report_error`: one line on stderr, exit status 2, no traceback. Any other
+error is one line too, with exit status 1; ``--debug`` (or ``FEDML_HETEROFL_DEBUG=1``) shows the
+tracebacks. Warnings that other packages raise while FedML's dependencies import (``pkg_resources``,
+``requests``, pydantic and SQLAlchemy deprecations) are silenced here, for the command only.
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import importlib
 import logging
 import os
 import sys
+import traceback
+import warnings
 from typing import List, Optional
 
 from fedml_heterofl.environment import version_lines
@@ -31,15 +36,35 @@ COMMANDS = {
 }
 
 
+#: environment variable that shows tracebacks (``--debug`` sets it, for a grid's worker processes too)
+DEBUG_ENV = "FEDML_HETEROFL_DEBUG"
+#: modules whose warnings the command silences (module doc): FedML and what it imports
+THIRD_PARTY_WARNINGS = r"(fedml|requests|pkg_resources|setuptools|sqlalchemy|pydantic|wandb|google)(\.|$)"
+
+
+def debug() -> bool:
+    """Whether tracebacks are shown (``--debug`` or ``FEDML_HETEROFL_DEBUG=1``)."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
 def one_line(text: str) -> str:
     """``text`` with its lines joined by ``; `` (YAML and torch errors span several lines)."""
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+def describe(problem: object) -> str:
+    """``problem`` (an exception or a message) in one line, an exception's notes appended."""
+    text = one_line("; ".join([str(problem), *getattr(problem, "__notes__", ())]))
+    return text or type(problem).__name__
+
+
 def report_error(command: str, problem: object) -> int:
     """Print ``problem`` (an exception or a message) as one line on stderr (``fedml-heterofl COMMAND:
-    message``); returns 2, the exit status of a problem the user can fix."""
-    print(f"fedml-heterofl {command}: {one_line(str(problem)) or type(problem).__name__}", file=sys.stderr)
+    message``, with the exception's notes); returns 2, the exit status of a problem the user can fix.
+    With :func:`debug`, an exception's traceback comes first."""
+    if debug() and isinstance(problem, BaseException):
+        traceback.print_exception(problem)
+    print(f"fedml-heterofl {command}: {describe(problem)}", file=sys.stderr)
     return 2
 
 
@@ -53,6 +78,7 @@ class _Command:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    warnings.filterwarnings("ignore", module=THIRD_PARTY_WARNINGS)  # before a subcommand's imports
     argv = list(sys.argv[1:] if argv is None else argv)
     # FedML's convention `python -m fedml_heterofl --cf config.yaml` means `run --cf config.yaml`.
     if argv and argv[0] in ("--cf", "--yaml_config_file"):
@@ -60,6 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="fedml-heterofl", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # --version's lines
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help=f"show tracebacks (also {DEBUG_ENV}=1)")
     parser.add_argument("--version", action="version", version="\n".join(version_lines()),
                         help="print the versions of fedml_heterofl, Python, torch, FedML, numpy and mpi4py")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +94,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     modules = {}
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help=f"show tracebacks (also {DEBUG_ENV}=1)")
         if name == chosen:  # only the chosen subcommand's module is imported
             module, _, variant = COMMANDS[name][0].partition(":")
             modules[name] = _Command(importlib.import_module(module), variant)
@@ -74,6 +103,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             p.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"
     level = logging.DEBUG if args.verbose else (
         logging.WARNING if os.environ.get("FEDML_HETEROFL_QUIET") else logging.INFO)
     if not logging.getLogger().handlers:  # the console shows `level`; a run's run.log at least INFO
@@ -89,6 +120,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"fedml-heterofl {args.command}: interrupted (a standalone run resumes after its last completed "
               "round when started again)", file=sys.stderr)
         return 130
+    except Exception as exc:  # not a problem the subcommand knows: one line unless --debug
+        if debug():
+            raise
+        print(f"fedml-heterofl {args.command}: {type(exc).__name__}: {one_line(str(exc))} (an unexpected error; "
+              f"--debug shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

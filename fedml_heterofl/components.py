@@ -32,6 +32,7 @@ import torch
 
 from fedml_heterofl.defense import build_defense
 from fedml_heterofl.defense.base import REGISTRY as DEFENSES, Defense, RoundContext
+from fedml_heterofl.yaml_input import number_hint
 
 #: defense parameters that default to ``byzantine_client_num`` (Multi-Krum's and DnC's f, Zeno's b)
 ATTACKER_COUNT_PARAMS = ("f", "b")
@@ -98,14 +99,25 @@ def accepted_parameters(cls: type) -> Tuple[str, ...]:
     return tuple(names)
 
 
+#: what a parameter takes, by the type of its default (text given where these are expected is refused)
+_KINDS = ((bool, "true or false"), ((int, float), "a number"), ((tuple, list), "a list, e.g. [1, 2]"))
+
+
 def _check_parameters(name: str, cls: Optional[type], params: Dict[str, Any]) -> None:
-    """``ValueError`` naming the first key of ``params`` that ``cls`` does not take, and those it takes."""
+    """``ValueError`` naming the first key of ``params`` that ``cls`` does not take, and those it takes,
+    or that is text where the parameter's default is a number, a flag or a list."""
     if cls is None:  # an unknown name: build_defense/build_attack say so with the allowed names
         return
     accepted = accepted_parameters(cls)
-    for key in params:
+    defaults = {p.name: p.default for klass in reversed(cls.__mro__) if "__init__" in vars(klass)
+                for p in inspect.signature(vars(klass)["__init__"]).parameters.values()}
+    for key, value in params.items():
         if key not in accepted:
             raise ValueError(f"{name} has no parameter {key!r}; allowed: {', '.join(accepted) or 'none'}")
+        kind = next((kind for types, kind in _KINDS if isinstance(defaults.get(key), types)), None)
+        if isinstance(value, str) and kind is not None:
+            raise ValueError(f"{name} parameter {key!r}: expected {kind} (default {defaults[key]!r}), got the text "
+                             f"{value!r}{number_hint(value)}")
 
 
 def defense_name(args: Any) -> str:

@@ -39,9 +39,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
-import yaml
 
 from fedml_heterofl import components
+from fedml_heterofl.yaml_input import YamlInputError, number_hint, read_yaml
 
 #: L, the number of real classes of each dataset (EMNIST: the 62-class ``byclass`` split)
 NUM_CLASSES: Dict[str, int] = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "emnist": 62, "shakespeare": 80}
@@ -457,12 +457,12 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SettingsError(f"{section}.{key}: expected an integer, got {value!r}")
+            raise SettingsError(f"{section}.{key}: expected an integer, got {value!r}{number_hint(value)}")
         _check_number(f"{section}.{key}", value)
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SettingsError(f"{section}.{key}: expected a number, got {value!r}")
+            raise SettingsError(f"{section}.{key}: expected a number, got {value!r}{number_hint(value)}")
         _check_number(f"{section}.{key}", value)
         return float(value)
     if hint is str:
@@ -569,19 +569,13 @@ def check_dry_round(s: Settings) -> None:
 
 
 def load_settings(path: Union[str, os.PathLike]) -> Settings:
-    """Read a FedML-style YAML file (``yaml.safe_load``) into :class:`Settings`; an empty file or one
-    that is not a mapping of sections is refused."""
+    """Read a FedML-style YAML file (:func:`~fedml_heterofl.yaml_input.read_yaml`: bounded, no aliases
+    or repeated keys) into :class:`Settings`; an empty file or one that is not a mapping of sections is
+    refused."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            config = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise SettingsError(f"configuration file not found: {path}") from None
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot read the configuration: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise SettingsError(f"{path}: not a text file (a FedML-style YAML configuration is UTF-8 text)") from None
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"{path}: not valid YAML: {exc}") from None
+        config = read_yaml(path)
+    except YamlInputError as exc:
+        raise SettingsError(str(exc)) from None
     if config is None:
         raise SettingsError(f"{path}: the file is empty; a configuration is a mapping of sections "
                             f"({', '.join(SECTIONS)}) that names at least {' and '.join(map('.'.join, REQUIRED))}")

@@ -159,13 +159,14 @@ def test_idx_reader_and_corrupt_files(tmp_path):
     assert row["present"] and not row["verified"] and "SHA-256" in row["detail"]
 
 
-def write_emnist(root, split="byclass"):
+def write_emnist(root, split="byclass", top=61):
+    """Tiny EMNIST files; ``top``: the largest training label (it must be below the split's classes)."""
     raw = root / "EMNIST" / "raw"
     raw.mkdir(parents=True)
     train = np.zeros((3, 28, 28), np.uint8)
     train[0, 0, 5] = 255  # stored transposed: row 0, column 5 in the file is row 5, column 0 upright
     test = np.full((2, 28, 28), 51, np.uint8)
-    for s, x, y in (("train", train, np.array([0, 61, 35])), ("test", test, np.array([10, 36]))):
+    for s, x, y in (("train", train, np.array([0, top, 35])), ("test", test, np.array([10, 36]))):
         for kind, a in (("images-idx3", x), ("labels-idx1", y)):
             with gzip.open(raw / f"emnist-{split}-{s}-{kind}-ubyte.gz", "wb") as fh:
                 fh.write(idx_bytes(a))
@@ -180,8 +181,11 @@ def test_emnist_loader_transposes_to_upright(tmp_path):
     assert d.train_y.tolist() == [0, 61, 35] and d.test_y.tolist() == [10, 36]
     assert torch.allclose(d.test_x, torch.full((2, 1, 28, 28), 0.2))
 
-    write_emnist(tmp_path / "b", split="balanced")
+    write_emnist(tmp_path / "b", split="balanced", top=46)
     assert load_dataset("emnist", root=str(tmp_path / "b"), split="balanced").num_classes == 47
+    write_emnist(tmp_path / "c", split="balanced")  # label 61 of 47 classes: refused naming the file
+    with pytest.raises(DataError, match="emnist-balanced-train-labels.*labels from 0 to 61; allowed: 0 to 46"):
+        load_dataset("emnist", root=str(tmp_path / "c"), split="balanced")
     with pytest.raises(ValueError, match="unknown EMNIST split"):
         load_dataset("emnist", root=str(tmp_path), split="nope")
 

@@ -11,7 +11,7 @@ import zipfile
 import pytest
 import torch
 
-from fedml_heterofl.experiments.store import RunStore, StoreError, atomic_write
+from fedml_heterofl.experiments.store import MARKER, RunStore, StoreError, atomic_write
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
@@ -61,7 +61,7 @@ def test_folder_is_made_by_the_first_write_only(tmp_path):
     assert store.load_checkpoint() is None and not store.finished
     assert not (tmp_path / "results").exists()  # checking and reading leave nothing behind
     store.save_round(*state(0))
-    assert sorted(os.listdir(store.path)) == ["checkpoint.pt", "metrics.csv"]
+    assert sorted(os.listdir(store.path)) == [MARKER, "checkpoint.pt", "metrics.csv"]  # the marker: ours
 
 
 def test_the_previous_checkpoint_is_kept(tmp_path):

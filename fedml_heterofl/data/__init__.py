@@ -8,6 +8,7 @@ from fedml_heterofl.data.sources import (
     fetch,
     info,
     load_dataset,
+    verify_installed,
 )
 
-__all__ = ["DATASETS", "DataError", "Dataset", "data_root", "fetch", "info", "load_dataset"]
+__all__ = ["DATASETS", "DataError", "Dataset", "data_root", "fetch", "info", "load_dataset", "verify_installed"]

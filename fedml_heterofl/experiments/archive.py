@@ -20,10 +20,9 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-import yaml
-
 from fedml_heterofl.experiments.store import RunStore
 from fedml_heterofl.settings import Settings, SettingsError, settings_from_dict
+from fedml_heterofl.yaml_input import YamlInputError, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +54,8 @@ def run_identity(run: Path) -> Optional[str]:
     if not RunStore(run.parent, run.name).finished:
         return None
     try:
-        with open(run / "config.yaml") as fh:
-            return settings_from_dict(yaml.safe_load(fh) or {}).identity
-    except (OSError, yaml.YAMLError, SettingsError) as exc:
+        return settings_from_dict(read_yaml(run / "config.yaml") or {}).identity
+    except (YamlInputError, SettingsError) as exc:
         log.warning("archived run %s cannot be read (%s); it runs again", run, exc)
         return None
 

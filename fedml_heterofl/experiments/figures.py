@@ -324,7 +324,8 @@ def plot_trigger_share(runs: List[Run], out: Path) -> List[Path]:
             ax.minorticks_off()
             ax.title.set_fontsize(9)
             ax.grid(alpha=0.3)
-            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, frameon=False, ncol=2)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, frameon=False, ncol=2)
         fig.suptitle(f"{pretty(wl)}: trigger-set share — {setting(wl_runs)}", fontsize=9)
         paths.append(_save(fig, out / f"trigger_share_{_slug(wl)}.png"))
     return paths

@@ -32,7 +32,10 @@ config, metrics and summary are copied there as soon as it finishes
 (:func:`~fedml_heterofl.experiments.archive.archive_run`), ready to be committed; a cell whose settings
 are already archived there, or in another grid's archive beside it, is copied, not run. ``--jobs N``
 runs N cells at a time in separate processes (the numbers do not depend on it); ``--set
-section.key=VALUE`` overrides a key in every cell (e.g. ``device_args.using_gpu=true``).
+section.key=VALUE`` overrides a key in every cell (e.g. ``device_args.using_gpu=true``; not
+``common_args.run_name`` or ``results_dir``, which the grid sets). The grid file is checked key by key
+and read like a config (:mod:`fedml_heterofl.yaml_input`); a failed cell is one line in the log and in
+the grid's error, its traceback in the cell's ``run.log`` (``--debug``: in the log too).
 """
 from __future__ import annotations
 
@@ -47,11 +50,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-import yaml
 from tqdm.auto import tqdm
 
+from fedml_heterofl.cli import debug, describe
 from fedml_heterofl.environment import failed_at_import, raised_where
 from fedml_heterofl.settings import Settings, SettingsError, settings_from_dict
+from fedml_heterofl.yaml_input import YamlInputError, parse_yaml, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +90,36 @@ def _set(config: Dict[str, Any], dotted: str, value: Any) -> None:
     body[keys[-1]] = value
 
 
-def _axis(name: str, values: Any) -> List[Tuple[str, Mapping[str, Any]]]:
+#: keys a grid sets itself for every cell (the folder ``results_dir/<cell name>``): refused as overrides
+GRID_OWNED = ("common_args.run_name", "common_args.results_dir")
+
+
+def _overrides(where: str, over: Any) -> Dict[str, Any]:
+    """``over`` checked as a mapping of ``section.key`` -> value (``where`` names it in an error)."""
+    if over is None:
+        return {}
+    if not isinstance(over, Mapping):
+        raise SettingsError(f"{where}: expected a mapping of section.key -> value, got {type(over).__name__}")
+    for dotted in over:
+        if not isinstance(dotted, str) or "." not in dotted:
+            raise SettingsError(f"{where}: key {dotted!r}: expected 'section.key'")
+        if dotted in GRID_OWNED:
+            raise SettingsError(f"{where}: {dotted} cannot be overridden: a grid runs each cell in results_dir/<cell "
+                                "name> (set results_dir in the grid file)")
+    return dict(over)
+
+
+def _axis(name: Any, values: Any) -> List[Tuple[str, Mapping[str, Any]]]:
     if isinstance(values, list):
         if name != SEED_AXIS:
             raise SettingsError(f"grid axis {name!r}: a list is only allowed for the {SEED_AXIS!r} axis; "
                                 "give a mapping of label -> overrides")
+        if not values:
+            raise SettingsError(f"grid axis {SEED_AXIS!r}: expected a non-empty list of seeds")
         return [(str(v), {"common_args.random_seed": v}) for v in values]
     if not isinstance(values, Mapping) or not values:
         raise SettingsError(f"grid axis {name!r}: expected a non-empty mapping of label -> overrides")
-    return [(str(label), dict(over or {})) for label, over in values.items()]
+    return [(str(label), _overrides(f"grid axis {name!r}, label {label!r}", over)) for label, over in values.items()]
 
 
 def parse_set(items: List[str]) -> Dict[str, Any]:
@@ -104,22 +129,52 @@ def parse_set(items: List[str]) -> Dict[str, Any]:
         dotted, sep, value = item.partition("=")
         if not sep or "." not in dotted:
             raise SettingsError(f"--set {item!r}: expected section.key=VALUE, e.g. device_args.using_gpu=true")
-        out[dotted] = yaml.safe_load(value)
-    return out
+        try:
+            out[dotted] = parse_yaml(value, f"--set {dotted}")
+        except YamlInputError as exc:
+            raise SettingsError(str(exc)) from None
+    return _overrides("--set", out)
+
+
+def _read(path: Path, what: str) -> Dict[str, Any]:
+    """The YAML mapping in ``path`` (empty: ``{}``); :class:`SettingsError` otherwise."""
+    try:
+        body = read_yaml(path, what)
+    except YamlInputError as exc:
+        raise SettingsError(str(exc)) from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        keys = ", ".join(GRID_KEYS) if what == "grid" else "FedML sections"
+        raise SettingsError(f"{path}: a {what} file is a mapping (keys: {keys}), got {type(body).__name__}")
+    return body
+
+
+def read_grid(path: str) -> Dict[str, Any]:
+    """The grid file ``path`` checked key by key (module doc); :class:`SettingsError` names the key."""
+    grid = _read(Path(path), "grid")
+    unknown = sorted(set(map(str, grid)) - set(GRID_KEYS))
+    if unknown:
+        raise SettingsError(f"grid {path}: unknown key {unknown[0]!r}; allowed: {', '.join(GRID_KEYS)}")
+    if grid.get("base") is None:
+        raise SettingsError(f"grid {path}: 'base' (the base config file) is required")
+    for key in ("base", "results_dir", "archive_dir"):
+        value = grid.get(key)
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            raise SettingsError(f"grid {path}: {key}: expected a path (text), got {value!r}")
+    if not isinstance(grid.get("axes") or {}, Mapping):
+        raise SettingsError(f"grid {path}: axes: expected a mapping of axis name -> labels (or a list of seeds for "
+                            f"{SEED_AXIS!r}), got {type(grid['axes']).__name__}")
+    _overrides(f"grid {path}: overrides", grid.get("overrides"))
+    return grid
 
 
 def load_grid(path: str, extra: Optional[Mapping[str, Any]] = None) -> Tuple[Path, List[Tuple[str, Settings]]]:
     """``(results_dir, [(cell name, settings), ...])`` of a grid file; every cell validated.
     ``extra`` overrides (``{"section.key": value}``) apply to every cell after the grid's own."""
-    with open(path) as fh:
-        grid = yaml.safe_load(fh) or {}
-    unknown = sorted(set(grid) - set(GRID_KEYS))
-    if unknown:
-        raise SettingsError(f"grid {path}: unknown key {unknown[0]!r}; allowed: {', '.join(GRID_KEYS)}")
-    if "base" not in grid:
-        raise SettingsError(f"grid {path}: 'base' (the base config file) is required")
-    with open(Path(path).parent / grid["base"]) as fh:
-        base = yaml.safe_load(fh) or {}
+    grid = read_grid(path)
+    extra = _overrides("--set", extra)
+    base = _read(Path(path).parent / grid["base"], "configuration")
     for dotted, value in (grid.get("overrides") or {}).items():
         _set(base, dotted, value)
     axes = [(name, _axis(name, values)) for name, values in (grid.get("axes") or {}).items()]
@@ -127,11 +182,11 @@ def load_grid(path: str, extra: Optional[Mapping[str, Any]] = None) -> Tuple[Pat
     for combo in itertools.product(*[values for _, values in axes]):
         name = ",".join(f"{axis}={label}" for (axis, _), (label, _) in zip(axes, combo)) or "base"
         config = copy.deepcopy(base)
-        for overrides in [*(o for _, o in combo), extra or {}]:
-            for dotted, value in overrides.items():
-                _set(config, dotted, value)
-        _set(config, "common_args.run_name", name)
         try:
+            for overrides in [*(o for _, o in combo), extra]:
+                for dotted, value in overrides.items():
+                    _set(config, dotted, value)
+            _set(config, "common_args.run_name", name)
             cells.append((name, settings_from_dict(config)))
         except SettingsError as exc:
             raise SettingsError(f"grid cell {name}: {exc}") from None
@@ -141,8 +196,7 @@ def load_grid(path: str, extra: Optional[Mapping[str, Any]] = None) -> Tuple[Pat
 
 def archive_dir(path: str) -> Optional[Path]:
     """The grid file's ``archive_dir`` (None when it has none)."""
-    with open(path) as fh:
-        value = (yaml.safe_load(fh) or {}).get("archive_dir")
+    value = read_grid(path).get("archive_dir")
     return Path(value) if value else None
 
 
@@ -210,9 +264,10 @@ def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional
         except CellAbort as exc:  # not the cell's own failure: no later cell can be trusted
             raise CellAbort(f"cell {name} stopped the grid: {exc}; {len(todo) - len(finished) - 1} cells not run "
                             "(fix the install, e.g. bash run/setup.sh, and run the grid again)") from None
-        except Exception as exc:  # one broken cell must not stop the independent others
-            log.exception("grid cell %s failed: %s", name, exc)
-            failed.append(f"{name}: {exc}")
+        except Exception as exc:  # one broken cell must not stop the independent others; its traceback is
+            problem = describe(exc)  # in its run.log
+            log.error("grid cell %s failed: %s", name, problem, exc_info=debug())
+            failed.append(f"{name}: {problem}")
         else:  # an error here (archiving) is outside the run: it stops the grid
             log.info("%s: final accuracy %.4f", name, summary["final_acc"])
             if archive is not None:
@@ -254,10 +309,11 @@ def main(args: argparse.Namespace) -> int:
     from fedml_heterofl.data import DataError
 
     from fedml_heterofl.cli import report_error
+    from fedml_heterofl.experiments.store import StoreError
 
     try:
         results = run_grid(args.cf, progress=not args.no_progress, jobs=args.jobs, extra=parse_set(args.set))
-    except (SettingsError, DataError, ValueError, OSError, yaml.YAMLError) as exc:
+    except (SettingsError, DataError, StoreError, ValueError, OSError) as exc:
         return report_error("grid", exc)
     except (GridError, CellAbort) as exc:
         print(f"fedml-heterofl grid: {exc}", file=sys.stderr)

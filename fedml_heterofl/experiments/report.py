@@ -60,19 +60,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-import yaml
-
 from fedml_heterofl.cli import one_line, report_error
 from fedml_heterofl.attack.adaptive import Adaptive
 from fedml_heterofl.defense.heterofl import STEP_NAMES, HeteroFL
 from fedml_heterofl.experiments.paper import PAPER_ROW, TIME_COLUMN, paper_accuracy, paper_time
 from fedml_heterofl.experiments.store import StoreError, atomic_write
 from fedml_heterofl.settings import DataArgs
+from fedml_heterofl.yaml_input import parse_yaml
 
 log = logging.getLogger(__name__)
 
 #: summary.json fields every run writes and the report reads as labels
 SUMMARY_LABELS = ("defense", "attack", "dataset", "model")
+#: the accuracies of ``summary.json`` the report reads
+SUMMARY_ACCURACIES = ("final_acc", "best_acc", "final_acc_task")
 #: column order of attacks (Table I) and row order of defenses
 ATTACK_ORDER = ("none", "adaptive", "min_max", "min_sum", "alie", "ipm", "label_flip", "sign_flip")
 #: our rules (the paper's baselines, then the breadth rules); FedML's own (``fedml:<name>``) come
@@ -215,7 +216,7 @@ def _load(path: Path, parse: Callable[[str], Any], kind: type) -> Any:
     """``parse`` of the text of ``path``, checked to be a ``kind``; :class:`DamagedRunFile` otherwise."""
     try:
         value = parse(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError, csv.Error) as exc:
+    except (OSError, ValueError, csv.Error) as exc:
         raise DamagedRunFile(f"{path}: {one_line(str(exc)) or type(exc).__name__}") from None
     if not isinstance(value, kind):
         raise DamagedRunFile(f"{path}: expected a {kind.__name__}, got {type(value).__name__}")
@@ -236,12 +237,17 @@ def read_run(folder: Path) -> Optional[Run]:
     missing = [key for key in SUMMARY_LABELS if not isinstance(summary.get(key), str)]
     if missing:
         raise DamagedRunFile(f"{summary_path}: no {', '.join(missing)} (text)")
+    for key in SUMMARY_ACCURACIES:  # a run writes null for an accuracy it has not measured, never NaN
+        value = summary.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+            raise DamagedRunFile(f"{summary_path}: {key} is {value!r}; allowed: an accuracy in [0, 1] or null")
     metrics_path = folder / "metrics.csv"
     rows = _load(metrics_path, lambda text: list(csv.DictReader(io.StringIO(text))), list)
     if not all(str(row.get("round")).isdigit() for row in rows):
         raise DamagedRunFile(f"{metrics_path}: a row without a round number")
     config_path = folder / "config.yaml"
-    config = _load(config_path, lambda text: yaml.safe_load(text) or {}, dict) if config_path.exists() else {}
+    config = (_load(config_path, lambda text: parse_yaml(text, str(config_path)) or {}, dict)
+              if config_path.exists() else {})
     try:
         label = defense_label(summary["defense"], config)
         heterofl = summary["defense"] == "heterofl"
@@ -936,6 +942,8 @@ def print_tables(results: Path, names: Sequence[str], target: Optional[float] = 
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.target is not None and not 0.0 < args.target <= 1.0:  # also NaN
+        return report_error("report", f"--target: {args.target} is not an accuracy; allowed: above 0, at most 1")
     try:
         if args.print_tables:
             print_tables(Path(args.results), args.print_tables, args.target)

@@ -15,29 +15,57 @@ contents; one that cannot be read or whose digest does not match is damaged: the
 is used when it is intact, otherwise :class:`StoreError` names the file and offers ``--fresh``.
 Problems with the folder itself (a file in its place, no write permission, a read-only or full
 disk) are :class:`StoreError` naming the path, never a traceback of the OS error.
+
+Only what a run made is overwritten or deleted. A folder made by a run holds the marker file
+:data:`MARKER`; an existing folder without it is a run folder only when it holds nothing but the
+files a run writes (:data:`RUN_FILES`), a checkpoint or a summary among them (folders written before
+the marker). Any other existing folder is refused (:meth:`RunStore.check_writable`), and ``--fresh``
+(:meth:`RunStore.clear`) deletes only the files a run writes, never a file of the user's beside them.
+One process writes a run folder at a time: :meth:`RunStore.lock` holds an ``flock`` on :data:`LOCK`
+in it for the run (the kernel releases it when the process ends, so a killed run never blocks its
+resume); a second run into the folder fails at once naming the first one's pid.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
 import yaml
 
 from fedml_heterofl.settings import fingerprint
+from fedml_heterofl.yaml_input import YamlInputError, parse_yaml, read_yaml
 
 log = logging.getLogger(__name__)
 
+#: the file that marks a folder as made by a run (module doc)
+MARKER = ".fedml_heterofl-run"
+#: the lock file of the run writing a folder (holds its pid)
+LOCK = ".lock"
+#: the files a run writes into its folder (besides :data:`MARKER`, :data:`LOCK` and ``.NAME.tmpPID``)
+RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "checkpoint.pt", "checkpoint.prev.pt", "run.log",
+             "partition.json")
+#: FedML's home folder in an MPI run's folder (:func:`~fedml_heterofl.fedml_bridge.offline.fedml_home`)
+FEDML_HOME = ".fedml"
+
+
 class StoreError(RuntimeError):
     """A result folder cannot be made or written, or holds a damaged file; the message names the path."""
+
+
+def _ours(name: str) -> bool:
+    """Whether a run writes a file called ``name`` (:data:`RUN_FILES`, the marker, the lock, temporaries)."""
+    return name in RUN_FILES or name in (MARKER, LOCK, FEDML_HOME) or (
+        name.startswith(".") and any(name.startswith(f".{f}.tmp") for f in RUN_FILES))
 
 
 def _reason(exc: OSError) -> str:
@@ -114,6 +142,7 @@ class RunStore:
         if not probe.is_dir():
             raise StoreError(f"cannot make the run folder {self.path}: {probe} is a file, not a folder "
                              "(common_args.results_dir or --results-dir)")
+        self.check_ours()
         try:
             with tempfile.TemporaryFile(dir=probe):
                 pass
@@ -121,20 +150,71 @@ class RunStore:
             raise StoreError(f"cannot write into {probe} (for the run folder {self.path}): {_reason(exc)}; "
                              "choose a writable common_args.results_dir or --results-dir") from None
 
-    def clear(self) -> None:
-        """Remove the run folder and everything in it (``--fresh``)."""
-        if self.path.exists():
+    def check_ours(self) -> None:
+        """:class:`StoreError` naming the folder when ``self.path`` exists but is not a run folder (module
+        doc): nothing of it is read, written or deleted."""
+        if not self.path.is_dir() or (self.path / MARKER).is_file():
+            return
+        try:
+            names = sorted(p.name for p in self.path.iterdir())
+        except OSError as exc:
+            raise StoreError(f"cannot read the run folder {self.path}: {_reason(exc)}") from None
+        foreign = [name for name in names if not _ours(name)]
+        if foreign or (names and not set(names) & {"checkpoint.pt", "checkpoint.prev.pt", "summary.json",
+                                                     "partition.json"}):
+            shown = foreign or names
+            raise StoreError(f"{self.path} exists and is not a run folder (no {MARKER}; it holds "
+                             f"{', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}): nothing in it is changed "
+                             "or deleted; choose another common_args.run_name or results_dir, or move the folder away")
+
+    def clear(self, keep: Sequence[str] = (MARKER, LOCK)) -> None:
+        """Delete the files a run writes from the run folder (``--fresh``), except ``keep``; any other
+        file (and FedML's home folder) stays."""
+        if not self.path.is_dir():
+            return
+        self.check_ours()
+        try:
+            for entry in self.path.iterdir():
+                if _ours(entry.name) and entry.name not in keep and not entry.is_dir():
+                    entry.unlink()
+        except OSError as exc:
+            raise StoreError(f"cannot remove the files of {self.path} for --fresh: {_reason(exc)}") from None
+
+    def _make(self) -> None:
+        """Make the run folder with its :data:`MARKER` (a folder from before the marker gets it)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            marker = self.path / MARKER
+            if not marker.exists():
+                marker.write_text("a run folder of fedml_heterofl: --fresh deletes the files a run writes here\n")
+        except OSError as exc:
+            raise StoreError(f"cannot make the run folder {self.path}: {_reason(exc)}") from None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run folder for this process (module doc); :class:`StoreError` naming the holder's
+        pid when another process holds it. Makes the folder."""
+        self._make()
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path / LOCK}: {_reason(exc)}") from None
+        try:
             try:
-                shutil.rmtree(self.path)
-            except OSError as exc:
-                raise StoreError(f"cannot remove {self.path} for --fresh: {_reason(exc)}") from None
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise StoreError(f"{self.path} is being written by another run (pid {holder}); wait for it to "
+                                 "end, or give this run another common_args.run_name") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
 
     def write_file(self, name: str, data: Union[str, bytes], *, previous: Optional[Path] = None) -> None:
         """Write the file ``name`` of the run folder atomically (:func:`atomic_write`), making the folder."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot make the run folder {self.path}: {_reason(exc)}") from None
+        self._make()
         atomic_write(self.path / name, data, previous=previous)
 
     def write_config(self, config: Mapping[str, Any]) -> None:
@@ -143,12 +223,11 @@ class RunStore:
     def config_matches(self, config: Mapping[str, Any]) -> bool:
         """Whether ``config.yaml`` holds ``config`` (as :meth:`write_config` would write it); the
         identity check of checkpoints written before they carried an identity."""
-        path = self.path / "config.yaml"
         try:
-            stored = yaml.safe_load(path.read_text())
-        except (OSError, ValueError, yaml.YAMLError):
+            stored = read_yaml(self.path / "config.yaml")
+        except YamlInputError:
             return False
-        return stored == yaml.safe_load(yaml.safe_dump(_jsonable(dict(config)), sort_keys=False))
+        return stored == parse_yaml(yaml.safe_dump(_jsonable(dict(config)), sort_keys=False))
 
     def save_round(self, state: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]) -> None:
         """Write the checkpoint (with its digest; the one it replaces becomes the previous
@@ -231,8 +310,8 @@ class RunStore:
     def log_handler(self) -> logging.Handler:
         """A handler appending to ``run.log`` (attach it to the package logger for the run); makes
         the folder."""
+        self._make()
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
             handler = logging.FileHandler(self.path / "run.log")
         except OSError as exc:
             raise StoreError(f"cannot write {self.path / 'run.log'}: {_reason(exc)}") from None

@@ -44,6 +44,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from fedml_heterofl.data import verify_installed
 from fedml_heterofl.data.cache import DatasetCache
 from fedml_heterofl.experiments.store import RunStore
 from fedml_heterofl.fedml_bridge.aggregator import HeteroFLServerAggregator
@@ -75,6 +76,7 @@ def run_mpi(settings: Settings, *, results_dir: Optional[str] = None) -> Optiona
         data_args = settings.data_args
         cache = DatasetCache(data_args.dataset, data_args.data_cache_dir, **data_args.load_options())
         if node.Get_rank() == 0:
+            verify_installed(data_args.dataset, data_args.data_cache_dir)
             cache.build()
         comm.Barrier()
         node.Free()

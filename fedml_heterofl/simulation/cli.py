@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cf", "--yaml_config_file", dest="cf", required=True, help="FedML-style YAML config")
     parser.add_argument("--results-dir", default=None, help="override common_args.results_dir")
     parser.add_argument("--fresh", action="store_true",
-                        help="start over: discard this run's folder (checkpoints, metrics, log) when it starts")
+                        help="start over: delete the files a run wrote in this run's folder (checkpoints, "
+                             "metrics, log; nothing else) when it starts")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Tuple, Union
 
-import yaml
-
 from fedml_heterofl.settings import Settings
+from fedml_heterofl.yaml_input import YamlInputError, read_yaml
 
 
 def mpi_world() -> Tuple[int, int]:
@@ -35,10 +34,11 @@ def mpi_world() -> Tuple[int, int]:
 def gpu_mapping(path: Union[str, os.PathLike], key: str) -> List[Tuple[str, int]]:
     """Process i -> ``(host, GPU index)`` from FedML's GPU mapping file (module doc)."""
     try:
-        with open(path) as fh:
-            config = yaml.safe_load(fh) or {}
-    except FileNotFoundError:
-        raise ValueError(f"device_args.gpu_mapping_file: {path} not found") from None
+        config = read_yaml(path, "GPU mapping") or {}
+    except YamlInputError as exc:
+        raise ValueError(f"device_args.gpu_mapping_file: {exc}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"device_args.gpu_mapping_file: {path} must map keys to hosts, got {type(config).__name__}")
     if key not in config:
         raise ValueError(f"device_args.gpu_mapping_key: {key!r} is not in {path}; allowed: {', '.join(map(str, config))}")
     hosts = config[key]

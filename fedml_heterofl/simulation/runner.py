@@ -31,7 +31,10 @@ to start rather than resume, and ``fresh=True`` (``--fresh``) starts over.
 Start-up does every check before the data is loaded and before the run folder is made — the
 results folder can be written, the attack and defense work with the run's n and f
 (:func:`~fedml_heterofl.settings.check_dry_round`), an existing checkpoint is intact and belongs
-to these settings — so a start that fails leaves nothing behind. A first round in which every
+to these settings — so a start that fails leaves nothing behind; a folder that is not a run folder is
+refused. A run holds its folder's lock (:meth:`~fedml_heterofl.experiments.store.RunStore.lock`);
+a failure writes its traceback to ``run.log``, and one before any round was saved removes the rest of
+what the run wrote. A first round in which every
 client's local training overflows (from ``w_0``, so the training settings and not an attack are the
 cause) stops the run with a :class:`~fedml_heterofl.settings.SettingsError` naming the learning rate.
 """
@@ -41,6 +44,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from typing import Any, Dict, List, Optional, Union
 
@@ -53,7 +57,7 @@ from fedml_heterofl import components
 from fedml_heterofl.attack import ModelAttack
 from fedml_heterofl.experiments.metrics import EVAL_COLUMNS, evaluate_model
 from fedml_heterofl.defense.base import finite_rows
-from fedml_heterofl.experiments.store import RunStore, StoreError
+from fedml_heterofl.experiments.store import LOCK, MARKER, RunStore, StoreError
 from fedml_heterofl.models import ModelLoss
 from fedml_heterofl.settings import Settings, SettingsError, check_dry_round
 from fedml_heterofl.simulation.clients import can_vectorise, client_threads, train_clients
@@ -125,7 +129,8 @@ class Simulation:
         settings: the validated run settings.
         results_dir: where the run folder goes (default ``common_args.results_dir``).
         workload: a prepared :class:`Workload` (built from ``settings`` when omitted).
-        fresh: start over: ignore an existing checkpoint and replace the run folder when the run starts.
+        fresh: start over: ignore an existing checkpoint and delete the files a run wrote in the run folder
+            when the run starts (:meth:`~fedml_heterofl.experiments.store.RunStore.clear`).
 
     Raises (at construction, before the data is loaded): :class:`SettingsError`, or
     :class:`~fedml_heterofl.experiments.store.StoreError` for a results folder that cannot be written
@@ -189,54 +194,71 @@ class Simulation:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, *, progress: bool = True) -> Dict[str, Any]:
-        """Run (or resume) every round; returns the summary written to ``summary.json``."""
+        """Run (or resume) every round, holding the run folder's lock; returns the summary written to
+        ``summary.json``. The traceback of a failure goes to ``run.log``; a run that fails before any
+        round was saved removes what it wrote except ``run.log``, and its error says so."""
+        store = self.store
+        with store.lock():
+            if self.fresh:
+                store.clear()
+            elif self.checkpoint is None:  # another run may have written one since start-up
+                self.checkpoint = self._checkpoint()
+            handler = store.log_handler()
+            logging.getLogger("fedml_heterofl").addHandler(handler)
+            try:
+                return self._rounds(progress)
+            except BaseException as exc:
+                handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "run %s failed", (store.path,),
+                                              sys.exc_info()))
+                if not store.checkpoint.exists() and not store.previous.exists():
+                    store.clear(keep=(MARKER, LOCK, "run.log"))
+                    exc.add_note(f"{store.path} keeps only run.log (with the traceback)")
+                raise
+            finally:
+                logging.getLogger("fedml_heterofl").removeHandler(handler)
+                handler.close()
+
+    def _rounds(self, progress: bool) -> Dict[str, Any]:
+        """The rounds from the checkpoint (or the first) to the last, then the summary."""
         settings, store = self.settings, self.store
-        if self.fresh:
-            store.clear()
-        handler = store.log_handler()
-        logging.getLogger("fedml_heterofl").addHandler(handler)
-        try:
-            w, rows, start = self._resume()
-            rounds = settings.train_args.comm_round
-            log.info("run %s: %s/%s, %s vs %s, %d clients (%d attackers), %d rounds, starting at round %d; "
-                     "identity %s", store.path, settings.data_args.dataset, settings.model_args.model,
-                     settings.defense_name, settings.attack_name or "no attack", len(self.work.parts),
-                     len(self.work.malicious), rounds, start, self.identity[:12])
-            store.write_config(settings.to_dict())
-            write_partition(store, self.work.heterogeneity)
-            every = settings.validation_args.frequency_of_the_test
-            bar = tqdm(range(start, rounds), initial=start, total=rounds, desc=store.path.name,
-                       disable=not progress or bool(os.environ.get("FEDML_HETEROFL_QUIET")), leave=False)
-            for t in bar:
-                t0 = time.perf_counter()
-                clients = participants(settings, t)
-                U = self.train(t, clients, w)
-                if t == 0:
-                    self._check_first_round(U)
-                t1 = time.perf_counter()
-                counts = self.work.sample_counts[clients]
-                outcome = self.server(t, w, clients.to(self.device), U, counts.to(self.device))
-                w = outcome.params
-                t2 = time.perf_counter()
-                row: Dict[str, Any] = {"round": t}
-                if is_test_round(t, every, rounds):
-                    row.update(self.evaluate(w))
-                row.update(outcome.metrics)
-                row.update(time_train=t1 - t0, time_server=t2 - t1, time_eval=time.perf_counter() - t2)
-                rows.append(row)
-                store.save_round({"round": t, "params": w.cpu(), "metrics": rows, "identity": self.identity}, rows)
-                if "test_acc" in row:
-                    bar.set_postfix(acc=f"{row['test_acc']:.4f}")
-                    log.debug("round %d: test accuracy %.4f, removed %d (attackers %s)", t, row["test_acc"],
-                              row["removed"], row["removed_malicious"])
-            summary = summarise(rows, settings, self.work)
-            store.write_summary(summary)
-            log.info("run %s finished: final accuracy %.4f (best %.4f) after %d rounds", store.path,
-                     summary["final_acc"], summary["best_acc"], summary["rounds"])
-            return summary
-        finally:
-            logging.getLogger("fedml_heterofl").removeHandler(handler)
-            handler.close()
+        w, rows, start = self._resume()
+        rounds = settings.train_args.comm_round
+        log.info("run %s: %s/%s, %s vs %s, %d clients (%d attackers), %d rounds, starting at round %d; "
+                 "identity %s", store.path, settings.data_args.dataset, settings.model_args.model,
+                 settings.defense_name, settings.attack_name or "no attack", len(self.work.parts),
+                 len(self.work.malicious), rounds, start, self.identity[:12])
+        store.write_config(settings.to_dict())
+        write_partition(store, self.work.heterogeneity)
+        every = settings.validation_args.frequency_of_the_test
+        bar = tqdm(range(start, rounds), initial=start, total=rounds, desc=store.path.name,
+                   disable=not progress or bool(os.environ.get("FEDML_HETEROFL_QUIET")), leave=False)
+        for t in bar:
+            t0 = time.perf_counter()
+            clients = participants(settings, t)
+            U = self.train(t, clients, w)
+            if t == 0:
+                self._check_first_round(U)
+            t1 = time.perf_counter()
+            counts = self.work.sample_counts[clients]
+            outcome = self.server(t, w, clients.to(self.device), U, counts.to(self.device))
+            w = outcome.params
+            t2 = time.perf_counter()
+            row: Dict[str, Any] = {"round": t}
+            if is_test_round(t, every, rounds):
+                row.update(self.evaluate(w))
+            row.update(outcome.metrics)
+            row.update(time_train=t1 - t0, time_server=t2 - t1, time_eval=time.perf_counter() - t2)
+            rows.append(row)
+            store.save_round({"round": t, "params": w.cpu(), "metrics": rows, "identity": self.identity}, rows)
+            if "test_acc" in row:
+                bar.set_postfix(acc=f"{row['test_acc']:.4f}")
+                log.debug("round %d: test accuracy %.4f, removed %d (attackers %s)", t, row["test_acc"],
+                          row["removed"], row["removed_malicious"])
+        summary = summarise(rows, settings, self.work)
+        store.write_summary(summary)
+        log.info("run %s finished: final accuracy %.4f (best %.4f) after %d rounds", store.path,
+                 summary["final_acc"], summary["best_acc"], summary["rounds"])
+        return summary
 
     def _checkpoint(self) -> Optional[Dict[str, Any]]:
         """The run folder's last intact checkpoint, or None; :class:`StoreError` when it belongs to

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from fedml_heterofl import components
 from fedml_heterofl.attack import DataAttack
-from fedml_heterofl.data import Dataset, load_dataset
+from fedml_heterofl.data import Dataset, load_dataset, verify_installed
 from fedml_heterofl.data.partition import cap_partition, diversity, iid_partition, lda_partition, natural_partition
 from fedml_heterofl.data.trigger import make_trigger_set
 from fedml_heterofl.defense.base import Batch
@@ -201,8 +201,10 @@ def client_plan(settings: Settings, data: Dataset) -> ClientPlan:
 
 
 def build_workload(settings: Settings, data: Optional[Dataset] = None) -> Workload:
-    """Load (unless ``data`` is given), partition, poison and assemble a run's data and model (module doc)."""
+    """Verify and load (unless ``data`` is given), partition, poison and assemble a run's data and model
+    (module doc)."""
     if data is None:
+        verify_installed(settings.data_args.dataset, settings.data_args.data_cache_dir)
         data = load_dataset(settings.data_args.dataset, root=settings.data_args.data_cache_dir,
                             **settings.data_args.load_options())
     plan = client_plan(settings, data)
