@@ -109,3 +109,16 @@ def number_hint(value: Any) -> str:
     if exponent:
         return f" (YAML reads {value.strip()} as text: write {exponent.group(1)}.0{exponent.group(2)})"
     return f" (a number in quotes is text: write {value.strip()} without quotes)"
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that writes a value referenced twice out twice (no anchor, no alias)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_yaml(value: Any) -> str:
+    """``value`` as YAML text that :func:`parse_yaml` reads back (``yaml.safe_dump`` would write an
+    object referenced twice as an anchor and an alias), keys in their order."""
+    return yaml.dump(value, Dumper=_PlainDumper, sort_keys=False)

@@ -26,6 +26,7 @@ from fedml_heterofl.experiments.store import LOCK, MARKER, RunStore
 from fedml_heterofl.data.sources import load_dataset
 from fedml_heterofl.settings import SettingsError, load_settings
 from fedml_heterofl.yaml_input import MAX_YAML_BYTES, YamlInputError, parse_yaml, read_yaml
+from test_mpi_backend import config as mpi_config, needs_mpirun, run_cli as run_mpi_cli
 from test_reliability import cached_data, cli, tiny, write  # noqa: F401 - cached_data is a fixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,6 +204,15 @@ def test_plain_yaml_still_reads_as_pyyaml_reads_it():
     text = (ROOT / "config" / "mnist_lr.yaml").read_text()
     assert parse_yaml(text) == yaml.safe_load(text)
     assert parse_yaml("a: [1, {b: 2}]\nc: 1e-3\n") == {"a": [1, {"b": 2}], "c": "1e-3"}
+
+
+def test_a_config_with_a_value_referenced_twice_is_written_without_aliases(tmp_path):
+    shared = [1, 2]
+    config = {"defense_args": {"defense_params": {"steps": shared}}, "attack_args": {"attack_params": {"s": shared}}}
+    assert "*id001" in yaml.safe_dump(config)  # what yaml.safe_dump would write: an alias read_yaml refuses
+    store = RunStore(tmp_path, "run")
+    store.write_config(config)
+    assert read_yaml(store.path / "config.yaml") == config and store.config_matches(config)
 
 
 # ------------------------------------------------------------------------------ 2. only what we made
@@ -495,3 +505,23 @@ def test_report_skips_a_summary_with_an_impossible_accuracy(tmp_path, capsys, ca
 def test_report_refuses_a_target_that_is_no_accuracy(tmp_path, capsys, target):
     assert cli_main(["report", str(tmp_path), "--target", target]) == 2
     one_line(capsys.readouterr().err, f"--target: {float(target)} is not an accuracy; allowed: above 0, at most 1")
+
+
+@needs_mpirun
+def test_an_mpi_run_into_a_held_folder_is_one_line_from_rank_0(tmp_path):
+    cfg = mpi_config(tmp_path, clients=4, per_round=2, f=0, rounds=1, attack=None, backend="MPI",
+                     attack_args={"enable_attack": False})
+    cfg["common_args"]["run_name"] = "held"
+    folder = tmp_path / "MPI" / "held"
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(folder)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        proc = run_mpi_cli(tmp_path, cfg, 3, timeout=240)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.count("fedml-heterofl run:") == 1
+    assert f"{folder} is being written by another run (pid {holder.pid})" in proc.stderr
+    assert not (folder / "config.yaml").exists()

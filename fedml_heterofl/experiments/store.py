@@ -40,10 +40,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
-import yaml
 
 from fedml_heterofl.settings import fingerprint
-from fedml_heterofl.yaml_input import YamlInputError, parse_yaml, read_yaml
+from fedml_heterofl.yaml_input import YamlInputError, dump_yaml, parse_yaml, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +217,7 @@ class RunStore:
         atomic_write(self.path / name, data, previous=previous)
 
     def write_config(self, config: Mapping[str, Any]) -> None:
-        self.write_file("config.yaml", yaml.safe_dump(_jsonable(dict(config)), sort_keys=False))
+        self.write_file("config.yaml", dump_yaml(_jsonable(dict(config))))
 
     def config_matches(self, config: Mapping[str, Any]) -> bool:
         """Whether ``config.yaml`` holds ``config`` (as :meth:`write_config` would write it); the
@@ -227,7 +226,7 @@ class RunStore:
             stored = read_yaml(self.path / "config.yaml")
         except YamlInputError:
             return False
-        return stored == parse_yaml(yaml.safe_dump(_jsonable(dict(config)), sort_keys=False))
+        return stored == parse_yaml(dump_yaml(_jsonable(dict(config))))
 
     def save_round(self, state: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]) -> None:
         """Write the checkpoint (with its digest; the one it replaces becomes the previous

@@ -31,22 +31,25 @@ kept clients' statistics.
 Launch checks (:func:`~fedml_heterofl.simulation.launch.check_launch`, run by ``fedml-heterofl run``
 before FedML is even imported, and again here): a job with the wrong number of processes, or one
 started without ``mpirun``, ends with one line from rank 0 naming the allowed ``-np``, and exit status
-2 on every rank. A rank that fails later ends the whole job (:func:`~.mpi.abort_on_error`).
+2 on every rank. Then rank 0 takes the run folder's lock and the first rank of each machine verifies
+the data there; another run holding the folder, or changed data, is one line from rank 0 as well.
+A rank that fails later ends the whole job (:func:`~.mpi.abort_on_error`).
 FedML's MPI job cannot resume a killed run (FedML has no checkpoint hook).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from fedml_heterofl.data import verify_installed
+from fedml_heterofl.data import DataError, verify_installed
 from fedml_heterofl.data.cache import DatasetCache
-from fedml_heterofl.experiments.store import RunStore
+from fedml_heterofl.experiments.store import RunStore, StoreError
 from fedml_heterofl.fedml_bridge.aggregator import HeteroFLServerAggregator
 from fedml_heterofl.fedml_bridge.mpi import SiloView, abort_on_error, rank_device, run_cross_silo
 from fedml_heterofl.fedml_bridge.offline import init
@@ -60,27 +63,59 @@ from fedml_heterofl.simulation.workload import client_plan, initial_model, serve
 
 def run_mpi(settings: Settings, *, results_dir: Optional[str] = None) -> Optional[Dict[str, Any]]:
     """Run this MPI rank's part (module doc); rank 0 returns the run's summary, workers ``None``.
+    Rank 0 holds the run folder's lock (:meth:`~fedml_heterofl.experiments.store.RunStore.lock`) for
+    the run; the first rank of each machine verifies the data there
+    (:func:`~fedml_heterofl.data.verify_installed`).
 
-    Raises ``ValueError`` (rank 0) or ``SystemExit(2)`` (other ranks) when the launch is wrong
-    (:func:`~fedml_heterofl.simulation.launch.check_launch`).
+    Raises ``ValueError``, :class:`StoreError` or :class:`DataError` (rank 0) or ``SystemExit(2)``
+    (other ranks) when the launch is wrong (:func:`~fedml_heterofl.simulation.launch.check_launch`),
+    another run holds the folder or the data is not the installed data.
     """
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     rank, world = comm.Get_rank(), comm.Get_size()
     check_launch(settings, rank, world)
-    with abort_on_error():
-        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        if "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // node.Get_size()))
-        data_args = settings.data_args
-        cache = DatasetCache(data_args.dataset, data_args.data_cache_dir, **data_args.load_options())
-        if node.Get_rank() == 0:
-            verify_installed(data_args.dataset, data_args.data_cache_dir)
-            cache.build()
-        comm.Barrier()
-        node.Free()
-        return _run_rank(settings, cache, rank, world - 1, Path(results_dir or settings.common_args.results_dir))
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    data_args = settings.data_args
+    store_root = Path(results_dir or settings.common_args.results_dir)
+    with contextlib.ExitStack() as held:
+        def start() -> None:
+            if rank == 0:
+                held.enter_context(RunStore(store_root, run_name(settings)).lock())
+            if node.Get_rank() == 0:
+                verify_installed(data_args.dataset, data_args.data_cache_dir)
+
+        _on_every_rank(comm, start)
+        with abort_on_error():
+            if "OMP_NUM_THREADS" not in os.environ:
+                torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // node.Get_size()))
+            cache = DatasetCache(data_args.dataset, data_args.data_cache_dir, **data_args.load_options())
+            if node.Get_rank() == 0:
+                cache.build()
+            comm.Barrier()
+            node.Free()
+            return _run_rank(settings, cache, rank, world - 1, store_root)
+
+
+def _on_every_rank(comm: Any, step: Callable[[], None]) -> None:
+    """Run ``step`` on every rank; when it fails on any with :class:`StoreError` or :class:`DataError`,
+    rank 0 raises the first failure (one line for the run command) and the others exit with status 2,
+    as :func:`~fedml_heterofl.simulation.launch.check_launch` does."""
+    try:
+        step()
+        mine = None
+    except (StoreError, DataError) as exc:
+        mine = (type(exc), str(exc))
+    except BaseException as exc:  # anything else ends the whole job, as a failure later does
+        with abort_on_error():
+            raise exc
+    first = next((problem for problem in comm.allgather(mine) if problem is not None), None)
+    if first is None:
+        return
+    if comm.Get_rank() == 0:
+        raise first[0](first[1])
+    raise SystemExit(2)
 
 
 def _run_rank(settings: Settings, cache: DatasetCache, rank: int, workers: int, store_root: Path
