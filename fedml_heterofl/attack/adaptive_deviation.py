@@ -44,7 +44,8 @@ Candidates (each an affine family ``cat(benign, ḡ + γ_jΔ_j)`` of the oracle,
 
 Budget per round: ``|directions| · |counts| · (|grid| + refine)`` full oracle evaluations, plus the
 anchors, Alg. 7's ~21 tests (most stop early) and 2 evaluations of the rows as sent. Defaults:
-5 · 3 · (10 + 5) = 225, plus 2 anchors and ~23. One Gram basis per direction, sharing the benign block.
+5 · 2 · (7 + 4) = 110, plus 2 anchors and ~23: ~135 per round. One Gram basis per direction, sharing
+the benign block.
 
 The choice (direction, γ, poisoned count, harm) is logged at DEBUG and reported (``attack_direction``,
 ``attack_gamma``, ``attack_poisoned``, ``attack_harm`` in ``metrics.csv``). The oracle's kept mask for
@@ -127,9 +128,9 @@ class AdaptiveDeviation(ModelAttack):
     Args:
         harm: ``against`` (default) or ``distance``.
         directions: a subset of ``unit_vec``, ``std``, ``sign``, ``ipm``, ``alie`` (default all).
-        fractions: poisoned counts as fractions of f (default 1, 1/2, 1/4).
-        grid: the exponents ``(lo, hi)`` of the coarse γ grid ``u·2^j`` (default ``(-3, 6)``).
-        refine: golden-section evaluations around the best interior grid point (default 5).
+        fractions: poisoned counts as fractions of f (default 1 and 1/4).
+        grid: the exponents ``(lo, hi)`` of the coarse γ grid ``u·2^j`` (default ``(-2, 4)``: 7 points).
+        refine: golden-section evaluations around the best interior grid point (default 4).
         mu: Eq. (8)'s fraction of flipped coordinates (default 0.1, as ``adaptive``).
         gamma_init, tau: Alg. 7's search (as ``adaptive``: 10, 1e-5).
         epsilon: IPM's ε whose update is an anchor of the ``ipm`` family (default 2, as ``ipm``).
@@ -142,7 +143,7 @@ class AdaptiveDeviation(ModelAttack):
     name = "adaptive_deviation"
 
     def __init__(self, *, harm: str = "against", directions: Sequence[str] = DIRECTIONS,
-                 fractions: Sequence[float] = (1.0, 0.5, 0.25), grid: Sequence[int] = (-3, 6), refine: int = 5,
+                 fractions: Sequence[float] = (1.0, 0.25), grid: Sequence[int] = (-2, 4), refine: int = 4,
                  mu: float = 0.1, gamma_init: float = 10.0, tau: float = 1e-5, epsilon: float = 2.0,
                  oracle: str = "fast") -> None:
         super().__init__()
