@@ -12,12 +12,13 @@ Harm (``harm``), with ``g = ḡ`` the mean of the round's benign updates (full k
 * ``against`` (default): ``−⟨A, ḡ⟩/‖ḡ‖``, the aggregate's component against the benign mean;
 * ``distance``: ``‖ḡ − A‖``, Eq. (7)'s letter.
 
-Default by measurement (calibrated MNIST/LR, ``config/mnist_lr_calibrated.yaml``, seed 0, 10 rounds,
-HeteroFL: test accuracy after round 10): ``against`` 0.1135, ``distance`` 0.7715, the paper's
-``adaptive`` 0.7720, no attack 0.7749 (``docs/results.md``, issue 25). ``distance`` rewards any move
-of ``A``, so it picks large std-direction updates that step 4 of HeteroFL rescales to the kept
-updates' mean norm — noise; ``against`` rewards only the part of ``A`` that undoes the descent step,
-which no rescaling removes. The loss increase of the aggregated model on the attackers' own data (the
+Default by measurement (calibrated MNIST/LR: ``config/mnist_lr.yaml`` with learning rate 0.002 as
+``config/grids/table1_mnist_lr_calibrated.yaml``, seed 0, HeteroFL, 10 rounds, the first budget: fractions
+1, 1/2, 1/4, grid (−3, 6), refine 5; test accuracy after round 10): ``against`` 0.0703, ``distance``
+0.6590, the paper's ``adaptive`` 0.6262. ``distance`` rewards any move of ``A``, so it favours large
+updates that step 4 of HeteroFL rescales to the kept updates' mean norm — noise; ``against`` rewards
+only the part of ``A`` that undoes the descent step, which no rescaling removes (it chose IPM's
+direction with all 20 poisoned in every round, all kept). The loss increase of the aggregated model on the attackers' own data (the
 issue's third measure) is left out: the server round hands the attack updates only, not the
 attackers' data, and it would cost a materialised aggregate and a forward pass per candidate (the
 oracle's harm measures come from the Gram pieces at O(n²) each).
