@@ -17,15 +17,22 @@ issue 14's realistic size (100 clients, ``--samples`` per client, all taking par
 adaptive attack and one without, for HeteroFL and Zeno; a round is ``time_train + time_server`` of
 ``metrics.csv`` (local training, poisoning, defense). Target: adaptive round ≤ 2× the round without.
 
+Part 1 also times ``adaptive_deviation`` (issue 25: Eq. (7) searched with the fast oracle, ~250 oracle
+evaluations) on the same round, beside the paper's attack with the fast oracle (its peer in the same
+run); ``--skip-plain`` leaves out the plain-call timing of the paper's attack. Part 2 times whole
+rounds with ``adaptive_deviation`` too, for ``--round-rules``: target (issue 25) attack time ≤ 3× the
+round's client training time.
+
 ``--quick``: a small model and n (a smoke run for CI; its numbers mean nothing).
 
-Usage: ``python benchmarks/adaptive.py [--n 100] [--f 20] [--rules ...] [--rounds] [--samples 200]
-[--threads 2] [--quick]``
+Usage: ``python benchmarks/adaptive.py [--n 100] [--f 20] [--rules ...] [--rounds] [--round-rules ...]
+[--samples 200] [--threads 2] [--skip-plain] [--quick]``
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -40,8 +47,9 @@ from aggregation import _updates  # noqa: E402  (benchmarks/ is not a package)
 log = logging.getLogger("benchmarks.adaptive")
 
 
-def attack_cell(rule: str, n: int, f: int, quick: bool) -> Dict[str, object]:
-    """Time the adaptive attack against ``rule`` with both oracles on one round."""
+def attack_cell(rule: str, n: int, f: int, quick: bool, skip_plain: bool = False) -> Dict[str, object]:
+    """Time the adaptive attack against ``rule`` with both oracles (``skip_plain``: the fast one only)
+    and ``adaptive_deviation`` on one round."""
     from fedml_heterofl.attack import build_attack
     from fedml_heterofl.defense import RoundContext, build_defense
     from fedml_heterofl.models import ParamLayout, batched_loss, build_model
@@ -60,7 +68,7 @@ def attack_cell(rule: str, n: int, f: int, quick: bool) -> Dict[str, object]:
                        loss_fn=lambda p, b: batched_loss(model, layout, p, b), trigger_set=trigger,
                        validation_batch=validation, server_update=1e-3 * torch.randn(layout.d, generator=g))
     row: Dict[str, object] = {"rule": rule, "n": n, "f": f, "d": layout.d}
-    for oracle in ("plain", "fast"):
+    for oracle in ("fast",) if skip_plain else ("plain", "fast"):
         attack = build_attack("adaptive", oracle=oracle)
         start = time.perf_counter()
         out = attack.attack(U[:n - f], U[n - f:], ctx, defense=build_defense(rule, **params.get(rule, {})))
@@ -68,7 +76,13 @@ def attack_cell(rule: str, n: int, f: int, quick: bool) -> Dict[str, object]:
         row[f"{oracle}_gamma"] = attack.report["gamma"]
         row["calls"] = attack.report["oracle_calls"]
         row[f"{oracle}_out"] = out
-    row["same_updates"] = bool(torch.equal(row.pop("plain_out"), row.pop("fast_out")))
+    row["same_updates"] = bool(torch.equal(row.pop("plain_out", row["fast_out"]), row.pop("fast_out")))
+    attack = build_attack("adaptive_deviation")
+    start = time.perf_counter()
+    attack.attack(U[:n - f], U[n - f:], ctx, defense=build_defense(rule, **params.get(rule, {})))
+    row["deviation_s"] = time.perf_counter() - start
+    row.update(deviation_calls=attack.report["oracle_calls"], deviation_choice=attack.report["direction"],
+               deviation_poisoned=attack.report["poisoned"])
     return row
 
 
@@ -91,7 +105,7 @@ def round_cell(rule: str, attack: Optional[str], samples: int, quick: bool, work
     return {"rule": rule, "attack": attack or "none", "train_s": float(row["time_train"]),
             "attack_s": float(row["time_attack"]), "server_s": float(row["time_server"]),
             "round_s": float(row["time_train"]) + float(row["time_server"]),
-            "oracle_agrees": row.get("oracle_agrees", "")}
+            "oracle_agrees": row.get("oracle_agrees", ""), "deviation_agrees": row.get("deviation_agrees", "")}
 
 
 def _last_row(path) -> Dict[str, str]:
@@ -107,6 +121,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--f", type=int, default=20)
     p.add_argument("--rules", nargs="+", default=None, help="default: every registered rule")
     p.add_argument("--rounds", action="store_true", help="also time whole CNN rounds (part 2)")
+    p.add_argument("--round-rules", nargs="+", default=["heterofl", "zeno"], help="part 2: the rules")
+    p.add_argument("--skip-plain", action="store_true", help="part 1: leave out the plain-call oracle")
     p.add_argument("--samples", type=int, default=200, help="part 2: samples per client")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="small model and n: a smoke run")
@@ -119,33 +135,47 @@ def main(argv: Optional[List[str]] = None) -> int:
     rules = args.rules or sorted(REGISTRY)
     rows = []
     for rule in rules:
-        rows.append(attack_cell(rule, n, f, args.quick))
+        rows.append(attack_cell(rule, n, f, args.quick, args.skip_plain))
         r = rows[-1]
-        print(f"{rule:>10}: plain {r['plain_s']:8.2f} s  fast {r['fast_s']:7.2f} s  "
-              f"x{r['plain_s'] / r['fast_s']:5.1f}  gamma {r['fast_gamma']:.5f} ({r['calls']} calls)", flush=True)
+        print(f"{rule:>10}: plain {r.get('plain_s', math.nan):8.2f} s  fast {r['fast_s']:7.2f} s  "
+              f"gamma {r['fast_gamma']:.5f} ({r['calls']} calls)  adaptive_deviation {r['deviation_s']:7.2f} s "
+              f"({r['deviation_calls']} calls)", flush=True)
     print()
-    print(f"Adaptive attack, n = {n}, f = {f}, d = {rows[0]['d']:,} ({'LR, --quick' if args.quick else 'CNN'}), "
+    print(f"Adaptive attacks, n = {n}, f = {f}, d = {rows[0]['d']:,} ({'LR, --quick' if args.quick else 'CNN'}), "
           f"{args.threads} threads")
     print()
-    print("| rule | plain-call oracle s | fast oracle s | speed-up | γ plain / fast | same poisoned updates |")
-    print("|---|---|---|---|---|---|")
+    print("| rule | plain-call oracle s | fast oracle s | speed-up | γ plain / fast | same poisoned updates | "
+          "adaptive_deviation s (calls) | / adaptive fast | its choice |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['rule']} | {r['plain_s']:.2f} | {r['fast_s']:.2f} | {r['plain_s'] / r['fast_s']:.1f}× | "
-              f"{r['plain_gamma']:.5f} / {r['fast_gamma']:.5f} | {'yes' if r['same_updates'] else 'NO'} |")
+        plain = f"{r['plain_s']:.2f} | {r['fast_s']:.2f} | {r['plain_s'] / r['fast_s']:.1f}× | " \
+                f"{r['plain_gamma']:.5f} / {r['fast_gamma']:.5f}" if "plain_s" in r else \
+                f"— | {r['fast_s']:.2f} | — | — / {r['fast_gamma']:.5f}"
+        print(f"| {r['rule']} | {plain} | {'yes' if r['same_updates'] else 'NO'} | {r['deviation_s']:.2f} "
+              f"({r['deviation_calls']}) | {r['deviation_s'] / r['fast_s']:.1f}× | {r['deviation_choice']}, "
+              f"{r['deviation_poisoned']} poisoned |")
     if args.rounds:
-        with tempfile.TemporaryDirectory() as workdir:
-            cells = [round_cell(rule, attack, args.samples, args.quick, workdir)
-                     for rule in ("heterofl", "zeno") for attack in (None, "adaptive")]
-        print()
-        data = "MNIST/LR" if args.quick else "Fashion-MNIST/CNN"
-        print(f"Rounds: {data}, 100 clients x {args.samples} samples, all taking part, {args.threads} threads")
-        print()
-        print("| rule | round without attack s | adaptive round s (attack s) | ratio | oracle agrees |")
-        print("|---|---|---|---|---|")
-        for none, adaptive in zip(cells[::2], cells[1::2]):
-            print(f"| {none['rule']} | {none['round_s']:.1f} | {adaptive['round_s']:.1f} ({adaptive['attack_s']:.1f}) | "
-                  f"{adaptive['round_s'] / none['round_s']:.2f}× | {adaptive['oracle_agrees']} |")
+        round_table(args.round_rules, args.samples, args.quick, args.threads)
     return 0
+
+
+def round_table(rules: List[str], samples: int, quick: bool, threads: int) -> None:
+    """Part 2: whole rounds without attack, with ``adaptive`` and with ``adaptive_deviation``."""
+    attacks = (None, "adaptive", "adaptive_deviation")
+    with tempfile.TemporaryDirectory() as workdir:
+        cells = [round_cell(rule, attack, samples, quick, workdir) for rule in rules for attack in attacks]
+    print()
+    data = "MNIST/LR" if quick else "Fashion-MNIST/CNN"
+    print(f"Rounds: {data}, 100 clients x {samples} samples, all taking part, {threads} threads")
+    print()
+    print("| rule | round without attack s | adaptive round s (attack s) | ratio | adaptive_deviation round s "
+          "(attack s) | ratio | its attack / its training (target ≤ 3) | oracle / deviation agree |")
+    print("|---|---|---|---|---|---|---|---|")
+    for none, adaptive, deviation in zip(cells[::3], cells[1::3], cells[2::3]):
+        print(f"| {none['rule']} | {none['round_s']:.1f} | {adaptive['round_s']:.1f} ({adaptive['attack_s']:.1f}) | "
+              f"{adaptive['round_s'] / none['round_s']:.2f}× | {deviation['round_s']:.1f} ({deviation['attack_s']:.1f}) | "
+              f"{deviation['round_s'] / none['round_s']:.2f}× | {deviation['attack_s'] / deviation['train_s']:.2f} | "
+              f"{deviation['oracle_agrees']} / {deviation['deviation_agrees']} |")
 
 
 if __name__ == "__main__":

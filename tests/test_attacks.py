@@ -335,7 +335,7 @@ def test_bad_input():
         build_attack("min_max", perturbation="foo")
     with pytest.raises(ValueError, match="tau must be a positive number"):
         build_attack("min_sum", tau=0)
-    with pytest.raises(ValueError, match="unknown attack 'lf'; allowed: adaptive, alie, ipm, label_flip"):
+    with pytest.raises(ValueError, match="unknown attack 'lf'; allowed: adaptive, adaptive_deviation, alie, ipm, label_flip"):
         build_attack("lf")
     with pytest.raises(ValueError, match="needs at least 2 known benign updates"):
         build_attack("min_max", knowledge="partial").attack(U, U[:1])

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -53,7 +53,7 @@ from fedml_heterofl.attack.base import (
     reference_updates,
     register,
 )
-from fedml_heterofl.defense.base import Defense, OracleOutcome, RoundContext
+from fedml_heterofl.defense.base import Defense, Oracle, OracleOutcome, RoundContext
 from fedml_heterofl.defense.rows import poisoned_rows
 
 #: how the oracle evaluates a tested γ (:meth:`~fedml_heterofl.defense.base.Defense.oracle`)
@@ -99,16 +99,8 @@ class Adaptive(ModelAttack):
         self.oracle = check_choice("oracle", oracle, ORACLES)
 
     def directions(self, delta: Tensor, f: int, generator: torch.Generator) -> Tensor:
-        """``Δ̃_1..Δ̃_f`` (f, d): row 1 is ``delta``, rows ``k ≥ 2`` flip ``⌈μ·d⌉`` random signs of it."""
-        d = delta.numel()
-        flips = math.ceil(self.mu * d)
-        signs = torch.ones(f, d, dtype=delta.dtype)
-        if f > 1 and flips > 0:
-            # ⌈μ·d⌉ distinct coordinates per row: the smallest keys of a random matrix
-            keys = torch.rand(f - 1, d, generator=generator)
-            idx = keys.topk(flips, dim=1, largest=False).indices
-            signs[1:].scatter_(1, idx, -1.0)
-        return signs.to(delta.device) * delta
+        """``Δ̃_1..Δ̃_f`` (f, d) with this attack's μ (:func:`flipped_copies`)."""
+        return flipped_copies(delta, f, self.mu, generator)
 
     def poison_updates(self, benign: Tensor, own: Tensor, ctx: RoundContext, defense: Optional[Defense]) -> Tensor:
         if defense is None:
@@ -122,23 +114,46 @@ class Adaptive(ModelAttack):
         else:
             others, octx = benign, ctx
         oracle = defense.oracle(others, mean.to(own.dtype), directions, octx, plain=self.oracle == "plain")
-        last: Dict[str, OracleOutcome] = {}  # the outcome of the last successful γ
-
-        def succeeds(gamma: float) -> bool:
-            out = oracle(gamma, stop_if_removed=True)
-            if out is None or not bool(out.kept[-f:].all()) or (
-                    "success" in last and out.deviation <= last["success"].deviation):
-                return False
-            last["success"] = out
-            return True
-
-        gamma, calls = gamma_search(succeeds, self.gamma_init, self.tau)
-        # the prediction for the rows as sent: the search ends within far less than a float32 ulp of a
-        # decision boundary, where the rounding of the poisoned rows can tip the server's decision
-        final = last["success"] if "success" in last and oracle.plain else oracle(gamma, rounded=True)
+        gamma, calls, success, final = alg7_search(oracle, f, self.gamma_init, self.tau)
         self.prediction = None if self.knowledge == "partial" else final.kept
         self.report.update(gamma=gamma, oracle_calls=calls, success=float(gamma > 0),
-                           deviation=last["success"].deviation if "success" in last else 0.0,
+                           deviation=success.deviation if success is not None else 0.0,
                            kept_as_sent=float(bool(final.kept[-f:].all())),
                            flipped_coordinates=math.ceil(self.mu * own.shape[1]) if f > 1 else 0)
         return poisoned_rows(mean.to(own.dtype), directions, gamma)
+
+
+def flipped_copies(delta: Tensor, f: int, mu: float, generator: torch.Generator) -> Tensor:
+    """``Δ̃_1..Δ̃_f`` (f, d) of Eq. (8): row 1 is ``delta``, rows ``k ≥ 2`` flip ``⌈μ·d⌉`` random signs of it."""
+    d = delta.numel()
+    flips = math.ceil(mu * d)
+    signs = torch.ones(f, d, dtype=delta.dtype)
+    if f > 1 and flips > 0:
+        # ⌈μ·d⌉ distinct coordinates per row: the smallest keys of a random matrix
+        keys = torch.rand(f - 1, d, generator=generator)
+        idx = keys.topk(flips, dim=1, largest=False).indices
+        signs[1:].scatter_(1, idx, -1.0)
+    return signs.to(delta.device) * delta
+
+
+def alg7_search(oracle: Oracle, f: int, gamma_init: float, tau: float
+                ) -> Tuple[float, int, Optional[OracleOutcome], OracleOutcome]:
+    """Alg. 7's γ over ``oracle``'s candidate rounds (module doc): the largest γ that keeps all f
+    poisoned rows, each success farther from the base than the last (:func:`gamma_search`).
+
+    Returns ``(γ, oracle calls, the last success's outcome or None, the outcome of the rows as sent)``."""
+    last: Dict[str, OracleOutcome] = {}  # the outcome of the last successful γ
+
+    def succeeds(gamma: float) -> bool:
+        out = oracle(gamma, stop_if_removed=True)
+        if out is None or not bool(out.kept[-f:].all()) or (
+                "success" in last and out.deviation <= last["success"].deviation):
+            return False
+        last["success"] = out
+        return True
+
+    gamma, calls = gamma_search(succeeds, gamma_init, tau)
+    # the prediction for the rows as sent: the search ends within far less than a float32 ulp of a
+    # decision boundary, where the rounding of the poisoned rows can tip the server's decision
+    final = last["success"] if "success" in last and oracle.plain else oracle(gamma, rounded=True)
+    return gamma, calls, last.get("success"), final

@@ -78,7 +78,9 @@ def apply_model_attack(attack: "ModelAttack", updates: Tensor, malicious: Tensor
     finite attacker row the attack is not called (its ``report`` is emptied).
 
     An attack that predicts the defense's decision (:attr:`ModelAttack.prediction`, over
-    ``cat(benign, own)``) has it mapped to round order, the non-finite rows predicted removed.
+    ``cat(benign, own)``) has it mapped to round order, the non-finite rows predicted removed. Its
+    predicted aggregate (:attr:`ModelAttack.predicted_update`) needs no mapping (a sum does not depend
+    on the rows' order); it is emptied, with the report, when the attack is not called.
     """
     finite, _ = finite_rows(updates)
     crafting = malicious & finite
@@ -86,7 +88,7 @@ def apply_model_attack(attack: "ModelAttack", updates: Tensor, malicious: Tensor
         log.warning("rows %s of the round's updates are non-finite (local training overflowed); the attack "
                     "uses the %d finite rows", (~finite).nonzero().flatten().tolist(), int(finite.sum()))
     if not bool(crafting.any()):
-        attack.report, attack.prediction = {}, None
+        attack.report, attack.prediction, attack.predicted_update = {}, None, None
         return Poisoned(updates, None)
     known = ~malicious & finite
     out = updates.clone()
@@ -112,18 +114,20 @@ class ModelAttack(ABC):
     name: ClassVar[str] = ""
 
     def __init__(self) -> None:
-        #: what the last call did (numbers only, so it can go into the round's metrics)
-        self.report: Dict[str, float] = {}
+        #: what the last call did (numbers, or a short name, so it can go into the round's metrics)
+        self.report: Dict[str, Any] = {}
         #: the kept mask over ``cat(benign, poisoned)`` that the last call's oracle predicted for the
         #: rows it returned, or ``None`` (no oracle, or one that did not see the real round)
         self.prediction: Optional[Tensor] = None
+        #: the aggregate the last call's oracle predicted for the rows it returned, or ``None``
+        self.predicted_update: Optional[Tensor] = None
 
     def attack(self, benign: Tensor, own: Tensor, ctx: Optional[RoundContext] = None,
                defense: Optional[Defense] = None) -> Tensor:
         """The f poisoned updates, shape ``own.shape``; validates the inputs (see :func:`check_inputs`)."""
         ctx = ctx if ctx is not None else RoundContext()
         check_inputs(benign, own)
-        self.prediction = None
+        self.prediction = self.predicted_update = None
         if own.shape[0] == 0:
             self.report = {"f": 0}
             return own
@@ -135,7 +139,8 @@ class ModelAttack(ABC):
         """The attack proper, on validated inputs with f >= 1; records its numbers in ``self.report``."""
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k not in ("report", "prediction"))
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
+                           if k not in ("report", "prediction", "predicted_update"))
         return f"{type(self).__name__}({params})"
 
 

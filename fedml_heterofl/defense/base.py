@@ -33,6 +33,7 @@ from fedml_heterofl.defense.rows import (  # noqa: F401  (gram_matrix, finite_ro
     AffineBasis,
     Batch,
     DenseRows,
+    Gamma,
     LossFn,
     Rows,
     finite_rows,
@@ -199,12 +200,13 @@ class Defense(ABC):
         return selection.weights.to(device=updates.device, dtype=updates.dtype) @ updates
 
     def oracle(self, known: Tensor, base: Tensor, directions: Tensor, ctx: RoundContext, *,
-               plain: bool = False) -> "Oracle":
+               plain: bool = False, known_gram: Optional[Tensor] = None) -> "Oracle":
         """This rule's decisions on the candidate rounds ``cat(known, base + γ·directions)`` for any γ
         (the adaptive attack's oracle, :class:`Oracle`); ``ctx`` describes those rows. ``plain``
         calls the rule on the materialised rows for every γ (the reference the fast path is tested
-        against, and what a rule without a fast path gets anyway)."""
-        return Oracle(self, known, base, directions, ctx, plain=plain)
+        against, and what a rule without a fast path gets anyway). ``known_gram``: ``known``'s float64
+        Gram matrix, when the caller builds several oracles over the same finite known rows."""
+        return Oracle(self, known, base, directions, ctx, plain=plain, known_gram=known_gram)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -246,11 +248,15 @@ class Decision:
 
 @dataclass
 class OracleOutcome:
-    """What the oracle predicts for one γ: the ``kept`` mask over the candidate rows and the
-    aggregate's distance from the base, ``‖A(·) − b‖`` (0 when every row is malformed)."""
+    """What the oracle predicts for one γ: the ``kept`` mask over the candidate rows, and of the
+    aggregate ``A`` the two harm measures of Eq. (7)'s search against the base ``b`` — ``deviation``
+    ``‖A − b‖`` and ``against`` ``−⟨A, b⟩/‖b‖`` (both 0 when every row is malformed) — and ``update``,
+    ``A`` itself, where the call materialised it (the plain call always; the fast oracle when asked)."""
 
     kept: Tensor
     deviation: float
+    against: float = 0.0
+    update: Optional[Tensor] = None
 
 
 class Oracle:
@@ -260,47 +266,52 @@ class Oracle:
     Each call decides exactly as the rule would on those rows, with a private copy of ``ctx``'s
     generator (so it draws what the server's call will draw and leaves it untouched). For a
     :class:`RowsDefense` the rows are an :class:`~fedml_heterofl.defense.rows.AffineRows` view over
-    pieces computed once (:class:`~fedml_heterofl.defense.rows.AffineBasis`), and the deviation of a
-    weighted aggregate comes from the same pieces; any other rule (Median, a user's rule) is called
+    pieces computed once (:class:`~fedml_heterofl.defense.rows.AffineBasis`), and the harm measures of a
+    weighted aggregate come from the same pieces; any other rule (Median, a user's rule) is called
     on the materialised rows, as is every rule with ``plain=True``.
     """
 
     def __init__(self, defense: Defense, known: Tensor, base: Tensor, directions: Tensor, ctx: RoundContext,
-                 *, plain: bool = False) -> None:
+                 *, plain: bool = False, known_gram: Optional[Tensor] = None) -> None:
         self.defense, self.ctx, self.base = defense, ctx, base
         self.plain = plain or not isinstance(defense, RowsDefense)
-        self.basis = None if self.plain else AffineBasis(known, base, directions)
+        self.basis = None if self.plain else AffineBasis(known, base, directions, known_gram)
         if self.plain:  # the candidate round, built once and its poisoned rows rewritten per γ
             self._candidate = torch.cat([known, directions.to(known.dtype)])
             self._directions = directions.to(known.dtype)
 
-    def __call__(self, gamma: float, *, stop_if_removed: bool = False, rounded: bool = False) -> Optional[OracleOutcome]:
-        """The outcome at scale ``gamma``; with ``stop_if_removed``, ``None`` instead when some poisoned
-        row is certainly removed (screened out, or :meth:`RowsDefense.removes_any`), before the full
-        selection — all the adaptive attack asks of a γ that fails. ``rounded``: decide on the poisoned
-        rows exactly as they will be sent (float32-rounded; :meth:`AffineBasis.rows
+    def __call__(self, gamma: Gamma, *, stop_if_removed: bool = False, rounded: bool = False,
+                 aggregate: bool = False) -> Optional[OracleOutcome]:
+        """The outcome at scale ``gamma`` (one γ, or one per poisoned row:
+        :func:`~fedml_heterofl.defense.rows.row_scales`); with ``stop_if_removed``, ``None`` instead when
+        some poisoned row is certainly removed (screened out, or :meth:`RowsDefense.removes_any`), before
+        the full selection — all the adaptive attack asks of a γ that fails. ``rounded``: decide on the
+        poisoned rows exactly as they will be sent (float32-rounded; :meth:`AffineBasis.rows
         <fedml_heterofl.defense.rows.AffineBasis.rows>`), for the γ the attack submits; the plain call
-        always does."""
+        always does. ``aggregate``: the outcome carries the aggregate itself (:attr:`OracleOutcome.update`,
+        materialised as the server's call computes it)."""
         ctx = private_generator(self.ctx)
         if self.plain:
             poisoned = self._candidate[-self._directions.shape[0]:]
             torch.mul(self._directions, gamma, out=poisoned).add_(self.base)  # = poisoned_rows(...)
             result = self.defense(self._candidate, ctx)
-            return OracleOutcome(result.kept, _distance(result.update, self.base))
+            return OracleOutcome(result.kept, _distance(result.update, self.base), _against(result.update, self.base),
+                                 result.update)
         rows = self.basis.rows(gamma, rounded)
         if stop_if_removed and self._removes_poisoned(rows):
             return None
         decision = self.defense.decide(rows, ctx)
         kept = torch.zeros(rows.n, dtype=torch.bool)
         if decision.selection is None:
-            return OracleOutcome(kept, 0.0)
+            return OracleOutcome(kept, 0.0, 0.0, torch.zeros_like(self.base) if aggregate else None)
         sel = decision.selection
         kept[decision.index] = sel.kept
-        if type(self.defense).combine is Defense.combine:
-            return OracleOutcome(kept, decision.rows.deviation(sel.weights))
-        update = self.defense.combine(decision.rows.materialise(), sel, decision.ctx)
-        return OracleOutcome(kept, _distance(update, self.base))
-
+        weighted = type(self.defense).combine is Defense.combine
+        update = self.defense.combine(decision.rows.materialise(), sel, decision.ctx) \
+            if aggregate or not weighted else None
+        if weighted:  # the harm measures from the pieces: no pass over d
+            return OracleOutcome(kept, decision.rows.deviation(sel.weights), decision.rows.against(sel.weights), update)
+        return OracleOutcome(kept, _distance(update, self.base), _against(update, self.base), update)
 
     def _removes_poisoned(self, rows: Rows) -> bool:
         index, _ = _screen(rows)
@@ -321,6 +332,12 @@ def private_generator(ctx: RoundContext) -> RoundContext:
 
 def _distance(update: Tensor, base: Tensor) -> float:
     return float(torch.linalg.vector_norm(update.double() - base.double()))
+
+
+def _against(update: Tensor, base: Tensor) -> float:
+    """``−⟨A, b⟩/‖b‖`` in float64 (0 for a zero base)."""
+    norm = float(torch.linalg.vector_norm(base.double()))
+    return -float(update.double() @ base.double()) / norm if norm > 0 else 0.0
 
 
 def _lift(sel: Selection, update: Tensor, index: Tensor, n: int, screened: Dict[str, Tensor]) -> AggregationResult:

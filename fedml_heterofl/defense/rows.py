@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -38,6 +38,9 @@ LossFn = Callable[[Tensor, Batch], Tensor]
 
 #: columns per block of the float64 accumulations (bounds the float64 temporaries at n x CHUNK)
 CHUNK = 1 << 13
+#: the scale of a candidate round's poisoned rows: one γ for all f, or one per row as an ``(f, 1)`` tensor
+#: in the directions' dtype (:func:`row_scales`)
+Gamma = Union[float, Tensor]
 
 
 def gram_matrix(updates: Tensor, dtype: torch.dtype = torch.float32, chunk: int = CHUNK) -> Tensor:
@@ -100,10 +103,27 @@ def finite_rows(updates: Tensor) -> Tuple[Tensor, Tensor]:
     return finite, norms
 
 
-def poisoned_rows(base: Tensor, directions: Tensor, gamma: float) -> Tensor:
+def poisoned_rows(base: Tensor, directions: Tensor, gamma: Gamma) -> Tensor:
     """``b + γΔ_j`` for every direction row, in ``directions``' dtype: ``γΔ`` rounded, then ``+ b``
-    rounded — the one definition of the rows the adaptive attack sends and its oracle evaluates."""
+    rounded — the one definition of the rows the adaptive attack sends and its oracle evaluates
+    (``gamma`` per row: ``b + γ_jΔ_j``)."""
     return torch.mul(directions, gamma).add_(base)
+
+
+def row_scales(gamma: float, poisoned: int, f: int, dtype: torch.dtype) -> Gamma:
+    """The scales that send ``b + γΔ_j`` from the first ``poisoned`` of f rows and ``b`` itself
+    (``γ_j = 0``) from the others: ``gamma`` when all f are poisoned (the common scale of Alg. 7), else an
+    ``(f, 1)`` tensor in ``dtype``."""
+    if poisoned == f:
+        return float(gamma)
+    scales = torch.zeros(f, 1, dtype=dtype)
+    scales[:poisoned] = gamma
+    return scales
+
+
+def _largest_scale(gamma: Gamma) -> float:
+    """``max_j |γ_j|`` (float64)."""
+    return float(gamma.abs().max().double()) if isinstance(gamma, Tensor) else abs(gamma)
 
 
 def model_losses(params: Tensor, global_params: Tensor, loss_fn: LossFn, batch: Batch, chunk: int,
@@ -220,9 +240,11 @@ class AffineBasis:
     Args:
         known: ``K`` (k, d), the rows that do not depend on γ.
         base: ``b`` (d,); directions: ``Δ`` (f, d), in ``known``'s dtype.
+        known_gram: ``K Kᵀ`` (float64) when the caller has it (one known block shared by several bases:
+            only the ``[Δ; b]`` rows of ``H`` are then computed); ``K`` must be finite.
     """
 
-    def __init__(self, known: Tensor, base: Tensor, directions: Tensor) -> None:
+    def __init__(self, known: Tensor, base: Tensor, directions: Tensor, known_gram: Optional[Tensor] = None) -> None:
         self.known, self.base, self.directions = known, base.to(known.dtype), directions.to(known.dtype)
         self.k, self.f = known.shape[0], directions.shape[0]
         self.d = known.shape[1]
@@ -233,8 +255,11 @@ class AffineBasis:
         self._finite_known = known if bool(finite.all()) else known.where(finite[:, None], 0)
         parts = (self._finite_known, self.directions, self.base[None])
         #: ``H = Z Zᵀ`` of ``Z = [K; Δ; b]``, float64, ``(k + f + 1)²``
-        self.H = _blocked(lambda s: torch.cat([p[:, s] for p in parts]), self.d, self.k + self.f + 1,
-                          torch.float64, known.device)
+        if known_gram is None:
+            self.H = _blocked(lambda s: torch.cat([p[:, s] for p in parts]), self.d, self.k + self.f + 1,
+                              torch.float64, known.device)
+        else:
+            self.H = _extend_gram(known_gram, self._finite_known, torch.cat(parts[1:]))
         self._dots: List[Tuple[Tensor, Tensor]] = []
         self._losses: List[Tuple[Tuple[object, ...], Tensor]] = []
         # one buffer for the poisoned rows of the latest candidate that needed them, one for its models
@@ -247,12 +272,13 @@ class AffineBasis:
         self._rows_owner: Optional["_Candidate"] = None
         self._models: Optional[Tensor] = None
 
-    def coefficients(self, gamma: float) -> Tensor:
+    def coefficients(self, gamma: Gamma) -> Tensor:
         """``M`` (k + f, k + f + 1): row i of the candidate set is ``M_i Z``."""
         k, f = self.k, self.f
         M = torch.zeros(k + f, k + f + 1, dtype=torch.float64)
         M[torch.arange(k), torch.arange(k)] = 1.0
-        M[torch.arange(k, k + f), torch.arange(k, k + f)] = float(gamma)
+        M[torch.arange(k, k + f), torch.arange(k, k + f)] = (
+            gamma.reshape(-1).to(torch.float64) if isinstance(gamma, Tensor) else float(gamma))
         M[k:, k + f] = 1.0
         return M
 
@@ -270,10 +296,23 @@ class AffineBasis:
         return _cached(self._losses, (global_params, loss_fn, batch),
                        lambda: model_losses(self.known, global_params, loss_fn, batch, chunk))
 
-    def rows(self, gamma: float, rounded: bool = False) -> "AffineRows":
-        """The candidate round at scale ``gamma``: rows ``cat(K, b + γΔ)``; ``rounded``: the poisoned
-        rows as sent (:func:`poisoned_rows`) in the Gram matrix and dot products (module doc)."""
-        return AffineRows(_Candidate(self, float(gamma), rounded), torch.arange(self.k + self.f))
+    def rows(self, gamma: Gamma, rounded: bool = False) -> "AffineRows":
+        """The candidate round at scale ``gamma`` (one γ, or one per row: :func:`row_scales`): rows
+        ``cat(K, b + γΔ)``; ``rounded``: the poisoned rows as sent (:func:`poisoned_rows`) in the Gram
+        matrix and dot products (module doc)."""
+        gamma = gamma if isinstance(gamma, Tensor) else float(gamma)
+        return AffineRows(_Candidate(self, gamma, rounded), torch.arange(self.k + self.f))
+
+
+def _extend_gram(known_gram: Tensor, known: Tensor, tail: Tensor) -> Tensor:
+    """``Z Zᵀ`` of ``Z = [K; T]`` from ``K Kᵀ``: only the rows of ``T`` are multiplied (float64)."""
+    k = known.shape[0]
+    H = torch.empty(k + tail.shape[0], k + tail.shape[0], dtype=torch.float64, device=known.device)
+    H[:k, :k] = known_gram.to(device=known.device, dtype=torch.float64)
+    cross = cross64(tail, known)
+    H[k:, :k], H[:k, k:] = cross, cross.T
+    H[k:, k:] = cross64(tail, tail)
+    return H
 
 
 def _cached(cache: List[Tuple[Tuple[object, ...], Any]], key: Tuple[object, ...], make: Callable[[], Any]) -> Any:
@@ -290,7 +329,7 @@ class _Candidate:
     """One γ of an :class:`AffineBasis`: its coefficients and (lazily) its materialised poisoned rows
     and the losses of their models, each model evaluated at most once per ``(w_t, loss_fn, batch)``."""
 
-    def __init__(self, basis: AffineBasis, gamma: float, rounded: bool = False) -> None:
+    def __init__(self, basis: AffineBasis, gamma: Gamma, rounded: bool = False) -> None:
         self.basis, self.gamma, self.rounded = basis, gamma, rounded
         self.M = basis.coefficients(gamma)
         self._sq_norms: Optional[Tensor] = None
@@ -360,7 +399,7 @@ class _Candidate:
         row is finite, and a row whose exact norm (from ``H``) exceeds ``√d·B·2⁻²²`` is not zero after
         rounding. Otherwise (rows near overflow, or a poisoned row near zero) the rows are screened."""
         basis, k = self.basis, self.basis.k
-        bound = basis.max_base + abs(self.gamma) * basis.max_direction
+        bound = basis.max_base + _largest_scale(self.gamma) * basis.max_direction
         if math.isfinite(bound) and bound < 1e37:
             m = self.M[k:]
             exact = ((m @ basis.H) * m).sum(dim=1).clamp_min(0).sqrt()
@@ -461,3 +500,9 @@ class AffineRows(Rows):
         c = weights.to(torch.float64) @ self.M
         c[basis.k + basis.f] -= 1.0
         return float((c @ basis.H @ c).clamp_min(0).sqrt())
+
+    def against(self, weights: Tensor) -> float:
+        """``−⟨Σ_i w_i g_i, b⟩ / ‖b‖``: the aggregate's component against the base (0 for a zero base)."""
+        H, last = self.candidate.basis.H, self.candidate.basis.k + self.candidate.basis.f
+        norm = float(H[last, last].clamp_min(0).sqrt())
+        return -float(weights.to(torch.float64) @ self.M @ H[:, last]) / norm if norm > 0 else 0.0

@@ -11,6 +11,40 @@ import torch
 from torch import Tensor
 
 
+#: relative tolerance of ``deviation_agrees`` (:func:`aggregates_agree`)
+AGGREGATE_RTOL = 1e-4
+
+
+def aggregates_agree(real: Tensor, predicted: Tensor, rtol: float = AGGREGATE_RTOL) -> bool:
+    """Whether the server's aggregate equals an oracle's prediction: ``‖real − predicted‖ ≤ rtol·‖real‖``
+    (float64; both zero agree). The two are the same weighted sum of the same float32 rows, summed in
+    another order and precision (the oracle's rows are ``cat(benign, poisoned)``, the server's in client
+    order), which moves the result by ~1e-7 relative; a different kept set or weight moves it by about a
+    row's share, ≥ 1e-2 for n ≤ 100 — ``rtol = 1e-4`` tells them apart."""
+    real, predicted = real.detach().double().cpu(), predicted.detach().double().cpu()
+    if real.shape != predicted.shape:
+        return False
+    return float(torch.linalg.vector_norm(real - predicted)) <= rtol * float(torch.linalg.vector_norm(real))
+
+
+def kept_sets_agree(predicted: Tensor, kept: Tensor, updates: Tensor) -> bool:
+    """Whether an oracle's predicted kept mask is the server's, up to exchanging identical rows.
+
+    Identical rows (IPM's or ALIE's copies, the ``ḡ`` rows of ``adaptive_deviation``) have equal
+    scores under every rule; which of them a rule keeps is decided by their positions (a stable sort),
+    and the oracle sees the rows in another order than the server (``cat(benign, own)``). Keeping one
+    copy or another is the same decision — the aggregate is the same — so the masks agree when the
+    rows predicted kept but removed are, as a multiset, the rows kept but predicted removed."""
+    if torch.equal(predicted, kept):
+        return True
+    only_predicted, only_kept = updates[(predicted & ~kept).to(updates.device)], updates[(kept & ~predicted).to(updates.device)]
+    if only_predicted.shape[0] != only_kept.shape[0]:
+        return False
+    a, count_a = torch.unique(only_predicted, dim=0, return_counts=True)
+    b, count_b = torch.unique(only_kept, dim=0, return_counts=True)
+    return a.shape == b.shape and torch.equal(a, b) and torch.equal(count_a, count_b)
+
+
 def detection_metrics(kept: Tensor, malicious: Tensor, removed_by: Mapping[str, Tensor]) -> Dict[str, float]:
     """Removal counts and rates of one round.
 

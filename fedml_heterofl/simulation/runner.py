@@ -329,6 +329,8 @@ def summarise(rows: List[Dict[str, Any]], settings: Settings, work: Union[Worklo
         "mean_removal_success_rate": mean("removal_success_rate"),
         # share of the adaptive attack's rounds whose oracle predicted the server's kept set exactly
         "oracle_agreement": mean("oracle_agrees"),
+        # share of adaptive_deviation's rounds whose oracle predicted the server's aggregate (metrics.aggregates_agree)
+        "deviation_agreement": mean("deviation_agrees"),
         "mean_fpr": mean("fpr"),
         "mean_time_train": mean("time_train"),
         "mean_time_server": mean("time_server"),

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from fedml_heterofl.attack.base import ModelAttack, apply_model_attack
 from fedml_heterofl.defense.base import AggregationResult, Batch, Defense, LossFn, RoundContext
-from fedml_heterofl.experiments.metrics import detection_metrics
+from fedml_heterofl.experiments.metrics import aggregates_agree, detection_metrics, kept_sets_agree
 from fedml_heterofl.simulation.local_training import client_seed
 
 #: stream id of the server's generator in :func:`client_seed` (client ids are non-negative)
@@ -117,18 +117,21 @@ class ServerRound:
         ctx = self.context(round_idx, global_params, client_ids, sample_counts)
         malicious = torch.isin(client_ids, self.malicious_ids)
         report: Dict[str, Any] = {}
-        predicted = None
+        predicted = predicted_update = None
         if self.attack is not None and bool(malicious.any()):
             updates, predicted = apply_model_attack(self.attack, updates, malicious, ctx, self.defense)
             report = dict(self.attack.report)
+            predicted_update = getattr(self.attack, "predicted_update", None)
         timings["time_attack"] = time.perf_counter() - start
         start = time.perf_counter()
         result = self.defense(updates, ctx)
         timings["time_defend"] = time.perf_counter() - start
         metrics: Dict[str, Any] = detection_metrics(result.kept, malicious, result.removed_by)
-        metrics.update({f"attack_{k}": v for k, v in report.items() if isinstance(v, (int, float, bool))})
+        metrics.update({f"attack_{k}": v for k, v in report.items() if isinstance(v, (int, float, bool, str))})
         if predicted is not None:  # the attack's oracle predicted this decision: was it exact?
-            metrics["oracle_agrees"] = float(torch.equal(predicted, result.kept.cpu()))
+            metrics["oracle_agrees"] = float(kept_sets_agree(predicted, result.kept.cpu(), updates))
+        if predicted_update is not None:  # ... and this aggregate (Eq. 7's search: adaptive_deviation)
+            metrics["deviation_agrees"] = float(aggregates_agree(result.update, predicted_update))
         metrics.update(timings)
         metrics["all_removed"] = bool(result.diagnostics.get("all_removed", False))
         return RoundOutcome(global_params + result.update, result, updates, malicious, metrics)
