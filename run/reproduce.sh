@@ -13,7 +13,8 @@ grids=("$@")
     table1_mnist_lr ablation_mnist_lr oracle_mnist_lr breadth_mnist_lr fraction_mnist_lr lambda_mnist_lr
     trigger_size_mnist_lr table1_fashion_mnist_cnn ablation_fashion_mnist_cnn trigger_share_fashion_mnist_cnn
     calibrate_shakespeare_rnn table1_shakespeare_rnn gamma_init_mnist_lr fraction_robust_mnist_lr
-    heterogeneity_mnist_lr trigger_size_mnist_lr seeds_fashion_mnist_cnn)
+    heterogeneity_mnist_lr seeds_fashion_mnist_cnn deviation_mnist_lr_calibrated breadth_mnist_lr_calibrated
+    deviation_fashion_mnist_cnn ipm_fashion_mnist_cnn)
 mkdir -p results
 for g in "${grids[@]}"; do
     start=$(date +%s)
