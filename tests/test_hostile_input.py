@@ -232,6 +232,26 @@ def test_a_user_folder_survives_run_and_fresh(tmp_path, capsys, cached_data):
     assert (victim / "config.yaml").read_text() == "mine: true\n"
 
 
+def test_archiving_never_overwrites_a_user_folder(tmp_path, capsys):
+    # a finished run's small files, to be archived where a user's folder of the same name already is
+    run = tmp_path / "results" / "cell"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("ours: true\n")
+    (run / "summary.json").write_text(json.dumps({"finished": True}))
+    victim = tmp_path / "runs" / "cell"
+    victim.mkdir(parents=True)
+    (victim / "thesis.tex").write_text("years of work")
+    (victim / "config.yaml").write_text("mine: true\n")
+    assert cli_main(["archive", str(tmp_path / "results"), str(tmp_path / "runs")]) == 2
+    one_line(capsys.readouterr().err, f"{victim} exists and is not a run folder", "thesis.tex")
+    assert (victim / "config.yaml").read_text() == "mine: true\n" and not (victim / "summary.json").exists()
+    # into a folder of ours (an earlier archive of the run) it copies
+    (victim / "thesis.tex").unlink()
+    (victim / "summary.json").write_text("{}")
+    assert cli_main(["archive", str(tmp_path / "results"), str(tmp_path / "runs")]) == 0
+    assert (victim / "config.yaml").read_text() == "ours: true\n"
+
+
 def test_fresh_deletes_only_the_files_a_run_writes(tmp_path, capsys, cached_data):
     path = write(tmp_path, tiny(tmp_path))
     assert cli(capsys, "--cf", path)[0] == 0

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from fedml_heterofl.experiments.store import RunStore
+from fedml_heterofl.cli import report_error
+from fedml_heterofl.experiments.store import RunStore, StoreError
 from fedml_heterofl.settings import Settings, SettingsError, settings_from_dict
 from fedml_heterofl.yaml_input import YamlInputError, read_yaml
 
@@ -40,8 +41,11 @@ def archive_run(run: Union[str, Path], dest_root: Union[str, Path]) -> Optional[
 
 
 def copy_run(run: Union[str, Path], dest: Union[str, Path]) -> Path:
-    """Copy the :data:`ARCHIVED_FILES` a run folder has to the folder ``dest`` (made if missing)."""
+    """Copy the :data:`ARCHIVED_FILES` a run folder has to the folder ``dest`` (made if missing).
+    Raises :class:`~fedml_heterofl.experiments.store.StoreError` naming ``dest`` when it exists and is not
+    a run folder (a user's files are never overwritten)."""
     run, dest = Path(run), Path(dest)
+    RunStore(dest.parent, dest.name).check_ours()
     dest.mkdir(parents=True, exist_ok=True)
     for name in ARCHIVED_FILES:
         if (run / name).exists():
@@ -94,6 +98,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"fedml-heterofl archive: {results} is not a folder of runs", file=sys.stderr)
         return 2
     dest = Path(args.dest) if args.dest else Path("runs") / results.resolve().name
-    done = archive_results(results, dest)
+    try:
+        done = archive_results(results, dest)
+    except (StoreError, OSError) as exc:
+        return report_error("archive", exc)
     print(f"archived {len(done)} finished runs to {dest}")
     return 0
