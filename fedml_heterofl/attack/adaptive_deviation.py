@@ -1,5 +1,5 @@
 """The strongest adaptive attack we can build: Eq. (7) of the HeteroFL paper (§VI) searched with the
-defense's exact oracle (issue 25).
+defense's exact oracle.
 
 Eq. (7) asks for the poisoned updates that push the *defended aggregate* ``A`` furthest from the benign
 reference ``g``; the paper's attack (:mod:`~fedml_heterofl.attack.adaptive`, Eq. 8, Alg. 7) solves a
