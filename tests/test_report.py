@@ -12,8 +12,8 @@ import yaml
 
 from fedml_heterofl.cli import main as cli_main
 from fedml_heterofl.experiments import figures, report
-from fedml_heterofl.experiments.report import (
-    ablation_name, defense_label, load_runs, steps_label, time_table, write_report)
+from fedml_heterofl.experiments.publish import write_report
+from fedml_heterofl.experiments.report import ablation_name, defense_label, load_runs, steps_label, time_table
 from fedml_heterofl.experiments.figures import sweep_points
 from fedml_heterofl.settings import settings_from_dict
 

@@ -16,7 +16,7 @@ import yaml
 from fedml_heterofl.cli import main as cli_main
 from fedml_heterofl.experiments.archive import ARCHIVED_FILES
 from fedml_heterofl.experiments.grid import load_grid, parse_set
-from fedml_heterofl.experiments.report import write_report
+from fedml_heterofl.experiments.publish import write_report
 from fedml_heterofl.settings import SettingsError, settings_from_dict
 from fedml_heterofl.simulation.runner import Simulation
 

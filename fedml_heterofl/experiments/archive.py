@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Union
 
 from fedml_heterofl.cli import report_error
 from fedml_heterofl.experiments.store import RunStore, StoreError
-from fedml_heterofl.settings import Settings, SettingsError, settings_from_dict
+from fedml_heterofl.settings import SettingsError, settings_from_dict
 from fedml_heterofl.yaml_input import YamlInputError, read_yaml
 
 log = logging.getLogger(__name__)

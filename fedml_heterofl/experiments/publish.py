@@ -1,0 +1,105 @@
+"""``fedml-heterofl report RESULTS_DIR``: the report folder ``RESULTS_DIR/report/`` — every table of
+:mod:`~fedml_heterofl.experiments.report` (Markdown and CSV), every figure of
+:mod:`~fedml_heterofl.experiments.figures`, and ``README.md`` with all of them; ``--print TABLE`` prints one
+table and writes nothing (what docs/results.md quotes). This module sits above both, so neither imports
+the other's caller.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import List, Mapping, Optional, Sequence, Tuple
+
+from fedml_heterofl.cli import report_error
+from fedml_heterofl.experiments.figures import draw
+from fedml_heterofl.experiments.report import TARGET_SHARE, Run, load_runs, swept, tables
+from fedml_heterofl.experiments.store import StoreError, atomic_write
+
+SECTIONS = (
+    ("table_accuracy", "Accuracy (Table I)"),
+    ("table_drops", "Beside the paper: accuracy drops (Table I)"),
+    ("table_removal", "Removal success rate and FPR"),
+    ("table_ablation", "Ablation (Table III)"),
+    ("table_steps", "Removals per HeteroFL step"),
+    ("table_oracle", "Adaptive attack: oracle agreement"),
+    ("table_time", "Time to accuracy (Table II)"),
+)
+
+
+def index_markdown(results: Path, runs: List[Run], made: Mapping[str, Tuple[str, str]], plots: List[Path]) -> str:
+    """``report/README.md``: every table (with its CSV) and a link to every plot."""
+    sweeps = swept(runs)
+    cells = len({(r.workload, r.row, r.column) for r in runs})
+    lines = [f"# Report: {results}", "", f"{len(runs)} finished runs in {cells} cells (means over seeds)."
+             + (f" Swept: {', '.join(sweeps)}." if sweeps else "")]
+    for name, title in SECTIONS:
+        if name in made:
+            lines += ["", f"## {title}", "", f"CSV: [{name}.csv]({name}.csv)", made[name][0].rstrip()]
+    lines += ["", "## Plots", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: Path, *, target: Optional[float] = None) -> Tuple[Path, str]:
+    """Write the report folder (module doc); returns it and the Markdown accuracy tables.
+
+    Args:
+        results: the folder holding the run folders.
+        target: time-to-accuracy target for workloads without a FedAvg run without attack.
+    """
+    results = Path(results)
+    runs = load_runs(results)
+    if not runs:
+        raise ValueError(f"no finished runs under {results} (a run folder holds summary.json with finished: true)")
+    out = results / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    made = tables(runs, target)
+    for name, (md, table_csv) in made.items():
+        atomic_write(out / f"{name}.md", md)
+        atomic_write(out / f"{name}.csv", table_csv)
+    plots = draw(runs, out)
+    atomic_write(out / "README.md", index_markdown(results, runs, made, plots))
+    return out, made["table_accuracy"][0]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", help="folder holding run folders (e.g. results/demo)")
+    parser.add_argument("--target", type=float, default=None,
+                        help=f"time-to-accuracy target for every workload (e.g. 0.8, as the paper's Table II); "
+                             f"default: {TARGET_SHARE:.0%}% of the workload's FedAvg-without-attack final accuracy")
+    parser.add_argument("--print", dest="print_tables", action="append", default=[], metavar="TABLE",
+                        help="print this table's Markdown (e.g. table_accuracy, table_time; repeatable) and write "
+                             "nothing: what docs/results.md quotes")
+
+
+def print_tables(results: Path, names: Sequence[str], target: Optional[float] = None) -> None:
+    """Print the Markdown of the tables ``names`` (:func:`tables`' keys) of the runs under ``results``."""
+    runs = load_runs(results)
+    if not runs:
+        raise ValueError(f"no finished runs under {results} (a run folder holds summary.json with finished: true)")
+    made = tables(runs, target)
+    missing = [name for name in names if name not in made]
+    if missing:
+        raise ValueError(f"no {missing[0]} for the runs under {results}; these have: {', '.join(made)}")
+    for name in names:
+        print(made[name][0].rstrip() + "\n")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.target is not None and not 0.0 < args.target <= 1.0:  # also NaN
+        return report_error("report", f"--target: {args.target} is not an accuracy; allowed: above 0, at most 1")
+    try:
+        if args.print_tables:
+            print_tables(Path(args.results), args.print_tables, args.target)
+            return 0
+        out, table = write_report(Path(args.results), target=args.target)
+    except (ValueError, StoreError) as exc:
+        return report_error("report", exc)
+    except OSError as exc:
+        return report_error("report", f"cannot write the report into {exc.filename or args.results}: "
+                                      f"{exc.strerror or exc}")
+    print(table)
+    print(f"report written to {out}")
+    return 0
+
+
