@@ -27,19 +27,10 @@ from fedml_heterofl.data.sources import load_dataset
 from fedml_heterofl.settings import SettingsError, load_settings
 from fedml_heterofl.yaml_input import MAX_YAML_BYTES, YamlInputError, parse_yaml, read_yaml
 from test_mpi_backend import config as mpi_config, needs_mpirun, run_cli as run_mpi_cli
-from test_reliability import cached_data, cli, tiny, write  # noqa: F401 - cached_data is a fixture
+from test_reliability import cached_data, cli, one_line, tiny, write  # noqa: F401 - cached_data is a fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "fedml_heterofl"
-
-
-def one_line(err, *parts):
-    """stderr is exactly one line, without a traceback, holding every part."""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for part in parts:
-        assert part in lines[0], (part, lines[0])
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------ 1. no code from data
