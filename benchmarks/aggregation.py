@@ -1,4 +1,4 @@
-"""Aggregation benchmark (DESIGN §10): every rule of ours against FedML 0.9.6's Krum on the same updates,
+"""Aggregation benchmark: every rule of ours against FedML 0.9.6's Krum on the same updates,
 and each of our rules that FedML also implements against FedML's implementation (:data:`PEERS`).
 
 Stacked float32 updates of ResNet20 size (the watermark model, 10 + 1 outputs: d = 272,539) for

@@ -29,7 +29,6 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fedml_heterofl import components  # noqa: E402
 from fedml_heterofl.experiments.grid import load_grid  # noqa: E402
 from fedml_heterofl.experiments.metrics import evaluate_model  # noqa: E402
 from fedml_heterofl.settings import Settings  # noqa: E402
@@ -54,7 +53,7 @@ def pick_cell(grid: str, cell: Optional[str]) -> Settings:
 def central_curve(settings: Settings, epochs: int) -> Dict[str, object]:
     """Train centrally for ``epochs``; returns the per-epoch rows and the majority-label share."""
     work = build_workload(settings)
-    sgd = components.sgd_settings(settings.to_fedml_args())
+    sgd = settings.sgd
     rows_idx = torch.cat(list(work.parts))
     x, y = work.dataset.train_x[rows_idx], work.dataset.train_y[rows_idx]
     test_x, test_y = work.test

@@ -291,6 +291,7 @@ def _fedml_cnn(seed: int) -> torch.nn.Module:
 def _run_fedml(model: str, gate: Gate, *, clients: int, rounds: int, seed: int, workdir: Path, loader: str,
                samples_per_client: Optional[int], rnn_windows: int, fedml_model: str) -> None:
     from fedml_heterofl.fedml_bridge import offline
+    from fedml_heterofl.fedml_bridge.args import fedml_args
     from fedml_heterofl.settings import settings_from_dict
     from fedml_heterofl.fedml_bridge.convert import fedml_dataset
     from fedml_heterofl.simulation.workload import build_workload
@@ -302,7 +303,7 @@ def _run_fedml(model: str, gate: Gate, *, clients: int, rounds: int, seed: int, 
     x, y = work.x[:settings.train_args.batch_size], work.y[:settings.train_args.batch_size]
     gate.flops = train_flops_per_sample(net, x, y) * sum(len(ix) for ix in work.parts) * settings.train_args.epochs
     run_dir = workdir / f"bench_fedml_sp_{model}"
-    args = settings.to_fedml_args()
+    args = fedml_args(settings)
     args.backend = "sp"
     args = offline.init(args, run_dir)
     dataset = fedml_dataset(work, settings.train_args.batch_size)

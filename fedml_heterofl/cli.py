@@ -24,7 +24,7 @@ from fedml_heterofl.environment import version_lines
 
 #: subcommand -> (module, one-line help)
 COMMANDS = {
-    "run": ("fedml_heterofl.simulation.cli", "run one experiment from a FedML YAML (--cf)"),
+    "run": ("fedml_heterofl.backends", "run one experiment from a FedML YAML (--cf)"),
     "grid": ("fedml_heterofl.experiments.grid", "run a grid of experiments, resumable"),
     "report": ("fedml_heterofl.experiments.publish", "tables and plots from result folders"),
     "summary": ("fedml_heterofl.experiments.report:summary", "one summary row per Table I folder (docs/results.md)"),

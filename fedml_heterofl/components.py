@@ -1,32 +1,22 @@
-"""FedML's flat ``args`` -> our defense, attack, fixed attackers and local-training settings.
+"""Build a run's defense, attack and local-training settings from plain, already-typed values.
 
-Keys read (FedML's names, flattened from any YAML section):
+Both edges of the package call these builders: :class:`fedml_heterofl.settings.Settings` (a typed run
+spec, the standalone backend and our CLI) and :mod:`fedml_heterofl.fedml_bridge.args` (FedML's flat
+``args`` namespace, read only there). So one configuration gives the same objects on every backend,
+and a parameter is checked the same way whichever edge it came through:
 
-==========================  =====================================================================
-``enable_defense``          false -> FedAvg (``fedavg``)
-``defense_type``            a name in :data:`fedml_heterofl.defense.REGISTRY`
-``defense_params``          mapping of the defense's keyword arguments; ``f`` (and Zeno's ``b``)
-                            default to ``byzantine_client_num`` for rules that take them, with
-                            or without an attack (a server does not know whether it is
-                            attacked; FedML's defenders read it the same way), and the
-                            run keys a rule names in ``run_args`` (FedML's CRFL: ``comm_round``,
-                            ``dataset``) to the run's values
-``enable_attack``           false -> no attackers (f = 0)
-``attack_type``             a name in :data:`fedml_heterofl.attack.REGISTRY`
-``attack_params``           mapping of the attack's keyword arguments; ``num_classes`` defaults
-                            to ``num_classes``/``class_num`` for attacks that take it (label flip)
-``byzantine_client_num``    f, the number of fixed attackers, and the number a defense guards against
-``client_num_in_total``     N, clients are ``0..N-1``
-``random_seed``             the run seed (attacker draw, every per-round generator)
-``epochs``, ``batch_size``, ``learning_rate``, ``momentum`` (0), ``weight_decay`` (0),
-``client_optimizer`` (``sgd``): local training
-``round_idx``               the current round (FedML's server and client managers set it)
-==========================  =====================================================================
+* a defense's ``f`` (and Zeno's ``b``) default to the run's ``byzantine_client_num`` for rules that take
+  them, with or without an attack (a server does not know whether it is attacked; FedML's defenders read
+  it the same way), and the run keys a rule names in ``run_args`` (FedML's CRFL: ``comm_round``,
+  ``dataset``) default to the run's values;
+* an attack's ``num_classes`` is the dataset's number of classes (label flipping);
+* a parameter the class does not take, or text where it takes a number, a flag or a list, is refused
+  with the names it takes.
 """
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -36,53 +26,6 @@ from fedml_heterofl.yaml_input import number_hint
 
 #: defense parameters that default to ``byzantine_client_num`` (Multi-Krum's and DnC's f, Zeno's b)
 ATTACKER_COUNT_PARAMS = ("f", "b")
-
-
-def _seed(args: Any) -> int:
-    return int(getattr(args, "random_seed", 0) or 0)
-
-
-def round_index(args: Any) -> int:
-    """``args.round_idx`` (0 before FedML sets it)."""
-    return int(getattr(args, "round_idx", 0) or 0)
-
-
-def byzantine_count(args: Any) -> int:
-    """f as the defense sees it: ``byzantine_client_num`` (0 when unset), whether or not an attack is
-    enabled, so a rule aggregates the same way in a run with and without attackers."""
-    f = getattr(args, "byzantine_client_num", None)
-    if f is None:
-        return 0
-    if isinstance(f, bool) or not isinstance(f, int) or f < 0:
-        raise ValueError(f"byzantine_client_num must be an integer >= 0, got {f!r}")
-    return f
-
-
-def attacker_count(args: Any) -> int:
-    """The number of malicious clients: :func:`byzantine_count` when ``enable_attack`` is true (it must
-    then be set), else 0."""
-    if not getattr(args, "enable_attack", False):
-        return 0
-    if getattr(args, "byzantine_client_num", None) is None:
-        raise ValueError("byzantine_client_num must be an integer >= 0 when enable_attack is true, got None")
-    return byzantine_count(args)
-
-
-def malicious_client_ids(args: Any) -> Tuple[int, ...]:
-    """The f fixed attackers of the run (:func:`~fedml_heterofl.attack.choose_attackers` seeded by
-    ``random_seed``): the same ids in every process and on every backend, never re-drawn."""
-    from fedml_heterofl.attack import choose_attackers
-
-    return choose_attackers(int(getattr(args, "client_num_in_total", 0) or 0), attacker_count(args), _seed(args))
-
-
-def _params(args: Any, key: str) -> Dict[str, Any]:
-    value = getattr(args, key, None)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f"{key} must be a mapping of parameter names to values, got {value!r}")
-    return dict(value)
 
 
 def accepted_parameters(cls: type) -> Tuple[str, ...]:
@@ -120,56 +63,55 @@ def _check_parameters(name: str, cls: Optional[type], params: Dict[str, Any]) ->
                              f"{value!r}{number_hint(value)}")
 
 
-def defense_name(args: Any) -> str:
-    """The aggregation rule in force: ``defense_type`` (stripped, lower case), ``fedavg`` when disabled."""
-    if not getattr(args, "enable_defense", False):
+def defense_in_force(enabled: bool, name: Any) -> str:
+    """The aggregation rule in force: ``name`` (stripped, lower case), ``fedavg`` when not ``enabled``."""
+    if not enabled:
         return "fedavg"
-    name = getattr(args, "defense_type", None)
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"defense_type must be a defense name when enable_defense is true, got {name!r}")
     return name.strip().lower()
 
 
-def attack_name(args: Any) -> Optional[str]:
-    """The attack in force (stripped, lower case), or ``None`` when ``enable_attack`` is false."""
-    if not getattr(args, "enable_attack", False):
+def attack_in_force(enabled: bool, name: Any) -> Optional[str]:
+    """The attack in force (stripped, lower case), or ``None`` when not ``enabled``."""
+    if not enabled:
         return None
-    name = getattr(args, "attack_type", None)
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"attack_type must be an attack name when enable_attack is true, got {name!r}")
     return name.strip().lower()
 
 
-def defense_from_args(args: Any) -> Defense:
-    """Build the defense named by ``args`` with ``defense_params`` (``f`` filled in, see module doc)."""
-    name = defense_name(args)
-    # with enable_defense false the rule is plain FedAvg; defense_params belong to the disabled rule
-    params = _params(args, "defense_params") if getattr(args, "enable_defense", False) else {}
+def build_run_defense(name: str, params: Mapping[str, Any], f: int, run_value: Callable[[str], Any]) -> Defense:
+    """The defense ``name`` with ``params``; ``f``/``b`` and the rule's ``run_args`` (``run_value(key)``, the
+    run's value of a key, ``None`` when unset) filled in (module doc)."""
+    params = dict(params)
     cls = DEFENSES.get(name)
     accepted = inspect.signature(cls.__init__).parameters if cls is not None else {}
     for key in ATTACKER_COUNT_PARAMS:
         if key in accepted and key not in params:
-            params[key] = byzantine_count(args)
+            params[key] = f
     for key in getattr(cls, "run_args", ()):  # e.g. FedML's CRFL reads the run's comm_round and dataset
-        if key in accepted and key not in params and getattr(args, key, None) is not None:
-            params[key] = getattr(args, key)
+        if key in accepted and key not in params and run_value(key) is not None:
+            params[key] = run_value(key)
     _check_parameters(name, cls, params)
     return build_defense(name, **params)
 
 
-def attack_from_args(args: Any) -> Any:
-    """Build the attack named by ``args`` with ``attack_params``; ``None`` without an attack."""
+def build_run_attack(name: Optional[str], params: Mapping[str, Any], num_classes: Optional[int]) -> Any:
+    """The attack ``name`` with ``params`` (``num_classes`` filled in, module doc); ``None`` without one.
+    ``num_classes`` may be ``None`` where the edge does not know it: an attack that takes it then fails."""
     from fedml_heterofl.attack import REGISTRY as ATTACKS, build_attack
 
-    name = attack_name(args)
     if name is None:
         return None
-    params = _params(args, "attack_params")
+    params = dict(params)
     cls = ATTACKS.get(name)
     _check_parameters(name, cls, params)
     if cls is not None and "num_classes" in inspect.signature(cls.__init__).parameters:
-        if params.setdefault("num_classes", num_classes(args)) != num_classes(args):
-            raise ValueError(f"num_classes is the dataset's number of classes, {num_classes(args)}; got "
+        if num_classes is None:
+            raise ValueError("the number of classes is unknown: set data_args.num_classes (or FedML's class_num)")
+        if params.setdefault("num_classes", num_classes) != num_classes:
+            raise ValueError(f"num_classes is the dataset's number of classes, {num_classes}; got "
                              f"{params['num_classes']!r} (leave it out)")
     return build_attack(name, **params)
 
@@ -178,26 +120,25 @@ def attack_from_args(args: Any) -> Any:
 DRY_ROUND_D = 8
 
 
-def dry_round(args: Any) -> None:
-    """Run the configured model attack and defense on synthetic updates of the run's shape:
-    ``client_num_per_round`` seeded random rows of :data:`DRY_ROUND_D` coordinates, with a stand-in for
+def dry_round(defense: Defense, attack: Any, n: int, total: int, f: int) -> None:
+    """Run ``attack`` (when it is a model attack) and ``defense`` on synthetic updates of the run's shape:
+    ``n`` (clients per round) seeded random rows of :data:`DRY_ROUND_D` coordinates, with a stand-in for
     every context field a rule reads (a quadratic loss, one-sample trigger and validation sets, a random
     server update), once for the fewest and once for the most attackers a round can hold (all f with
-    every client taking part; with a sampled subset, ``max(1, f - (N - n))`` to ``min(f, n)``). A rule
-    or attack that cannot work with the run's n and f (Multi-Krum's n >= 2f + 3, Zeno's b < n, DnC's
-    c·f < n, an oracle on the attackers' own rows under partial knowledge, ...) raises its own
-    ``ValueError`` here, at start-up, instead of after the data is loaded and a round is trained."""
+    every one of the ``total`` clients taking part; with a sampled subset, ``max(1, f - (total - n))`` to
+    ``min(f, n)``). A rule or attack that cannot work with the run's n and f (Multi-Krum's n >= 2f + 3,
+    Zeno's b < n, DnC's c·f < n, an oracle on the attackers' own rows under partial knowledge, ...) raises
+    its own ``ValueError`` here, at start-up, instead of after the data is loaded and a round is trained."""
     from fedml_heterofl.attack import ModelAttack
     from fedml_heterofl.attack.base import apply_model_attack
 
-    n, total, f, d = int(args.client_num_per_round), int(args.client_num_in_total), attacker_count(args), DRY_ROUND_D
+    d = DRY_ROUND_D
     generator = torch.Generator().manual_seed(0)
     sample = (torch.zeros(1, d), torch.zeros(1, dtype=torch.long))
     ctx = RoundContext(global_params=torch.zeros(d), client_ids=torch.arange(n), sample_counts=torch.ones(n),
                        loss_fn=lambda params, batch: params.square().mean(dim=1), trigger_set=sample,
                        validation_batch=sample, server_update=torch.randn(d, generator=generator))
     updates = torch.randn(n, d, generator=generator)
-    defense, attack = defense_from_args(args), attack_from_args(args)
     for attackers in sorted({min(f, n), max(1, f - (total - n))} if f and n < total else {min(f, n)}):
         poisoned = updates
         if isinstance(attack, ModelAttack) and attackers > 0:
@@ -205,26 +146,19 @@ def dry_round(args: Any) -> None:
         defense(poisoned, ctx)
 
 
-def num_classes(args: Any) -> int:
-    """L, the number of real classes: ``num_classes`` (ours), else FedML's ``class_num``."""
-    for key in ("num_classes", "class_num"):
-        value = getattr(args, key, None)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    raise ValueError("the number of classes is unknown: set data_args.num_classes (or FedML's class_num)")
-
-
-def sgd_settings(args: Any) -> Dict[str, Any]:
-    """Keyword arguments of :func:`fedml_heterofl.simulation.local_training.local_sgd` from ``args``."""
-    optimizer = str(getattr(args, "client_optimizer", "sgd") or "sgd").lower()
+def sgd_keywords(optimizer: Any, epochs: Any, batch_size: Any, learning_rate: Any, momentum: Any = 0.0,
+                 weight_decay: Any = 0.0) -> Dict[str, Any]:
+    """Keyword arguments of :func:`fedml_heterofl.simulation.local_training.local_sgd`: the clients'
+    optimizer (only ``sgd``), epochs, batch size, learning rate, momentum and weight decay (``None``: 0)."""
+    optimizer = str(optimizer or "sgd").lower()
     if optimizer != "sgd":
         raise ValueError(f"client_optimizer: {optimizer!r} is not supported; allowed: sgd")
     out = {
-        "epochs": int(args.epochs),
-        "batch_size": int(args.batch_size),
-        "lr": float(args.learning_rate),
-        "momentum": float(getattr(args, "momentum", 0.0) or 0.0),
-        "weight_decay": float(getattr(args, "weight_decay", 0.0) or 0.0),
+        "epochs": int(epochs),
+        "batch_size": int(batch_size),
+        "lr": float(learning_rate),
+        "momentum": float(momentum or 0.0),
+        "weight_decay": float(weight_decay or 0.0),
     }
     if out["epochs"] < 1 or out["batch_size"] < 1 or out["lr"] <= 0:
         raise ValueError(f"epochs and batch_size must be >= 1 and learning_rate > 0, got {out}")

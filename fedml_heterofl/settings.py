@@ -1,10 +1,12 @@
-"""Typed, validated run settings from a FedML-style YAML (DESIGN §8, §11).
+"""Typed, validated run settings from a FedML-style YAML: the run spec every layer reads
+(``docs/architecture.md``).
 
 The YAML uses FedML's section names (``common_args``, ``data_args``, ``model_args``, ``train_args``,
 ``validation_args``, ``device_args``, ``comm_args``, ``tracking_args``, ``attack_args``,
 ``defense_args``). FedML itself flattens every key onto one ``args`` namespace; we keep the sections
 as typed dataclasses, check every key at start-up and fail with one message that names the key and
-the allowed values. :meth:`Settings.to_fedml_args` gives FedML its flat namespace back.
+the allowed values. :meth:`Settings.flat` is FedML's flat view (made into FedML's ``args`` only by
+:mod:`fedml_heterofl.fedml_bridge.args`).
 
 What is refused: an empty file or one that is not a mapping of sections; a configuration without
 ``data_args.dataset`` and ``model_args.model`` (:data:`REQUIRED`); a model that does not take the
@@ -34,13 +36,14 @@ import math
 import operator
 import os
 import typing
-from argparse import Namespace
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
 from fedml_heterofl import components
+from fedml_heterofl.attack.base import choose_attackers
+from fedml_heterofl.defense.base import Defense
 from fedml_heterofl.yaml_input import YamlInputError, number_hint, read_yaml
 
 #: L, the number of real classes of each dataset (EMNIST: the 62-class ``byclass`` split)
@@ -375,17 +378,41 @@ class Settings:
     @property
     def defense_name(self) -> str:
         """The aggregation rule in force (``fedavg`` when no defense is enabled)."""
-        return components.defense_name(self.to_fedml_args())
+        return components.defense_in_force(self.defense_args.enable_defense, self.defense_args.defense_type)
 
     @property
     def attack_name(self) -> Optional[str]:
         """The attack in force, or ``None``."""
-        return components.attack_name(self.to_fedml_args())
+        return components.attack_in_force(self.attack_args.enable_attack, self.attack_args.attack_type)
 
     @property
     def f(self) -> int:
         """Number of fixed malicious clients (0 without an attack)."""
-        return components.attacker_count(self.to_fedml_args())
+        return self.attack_args.byzantine_client_num if self.attack_args.enable_attack else 0
+
+    @property
+    def malicious_ids(self) -> Tuple[int, ...]:
+        """The f fixed attackers (:func:`~fedml_heterofl.attack.choose_attackers` seeded by the run seed):
+        the same ids in every process and on every backend, never re-drawn."""
+        return choose_attackers(self.train_args.client_num_in_total, self.f, self.common_args.random_seed)
+
+    def defense(self) -> Defense:
+        """The run's aggregation rule (:func:`~fedml_heterofl.components.build_run_defense`: ``f`` is
+        ``byzantine_client_num`` with or without an attack; ``defense_params`` only when enabled)."""
+        params = self.defense_args.defense_params if self.defense_args.enable_defense else {}
+        return components.build_run_defense(self.defense_name, params, self.attack_args.byzantine_client_num,
+                                            self.flat().get)
+
+    def attack(self) -> Any:
+        """The run's attack (:func:`~fedml_heterofl.components.build_run_attack`), or ``None``."""
+        return components.build_run_attack(self.attack_name, self.attack_args.attack_params, self.num_classes)
+
+    @property
+    def sgd(self) -> Dict[str, Any]:
+        """The clients' local-training keywords (:func:`~fedml_heterofl.components.sgd_keywords`)."""
+        t = self.train_args
+        return components.sgd_keywords(t.client_optimizer, t.epochs, t.batch_size, t.learning_rate, t.momentum,
+                                       t.weight_decay)
 
     @property
     def num_classes(self) -> int:
@@ -416,14 +443,12 @@ class Settings:
                     if name in self.passthrough})
         return out
 
-    def to_fedml_args(self) -> Namespace:
-        """FedML's flat ``args`` namespace (every key of every section, as FedML's loader makes it)."""
+    def flat(self) -> Dict[str, Any]:
+        """Every key of every section in one mapping, as FedML flattens a YAML (section keys are unique)."""
         flat: Dict[str, Any] = {}
         for body in self.to_dict().values():
             flat.update(body)
-        flat["num_classes"] = NUM_CLASSES[self.data_args.dataset]
-        flat["yaml_config_file"] = ""
-        return Namespace(**flat)
+        return flat
 
 
 def _check_number(where: str, value: Any) -> None:
@@ -541,18 +566,16 @@ def _validate_cross(s: Settings) -> None:
         raise SettingsError(f"model_args.model: {model!r} does not take {dataset} inputs; allowed for "
                             f"{dataset}: {', '.join(m for m, sets in MODEL_DATASETS.items() if dataset in sets)}")
     # f: the attackers when attacked, and what a defense guards against either way
-    n, args = s.train_args.client_num_per_round, s.to_fedml_args()
-    f = components.byzantine_count(args)
+    n, f = s.train_args.client_num_per_round, s.attack_args.byzantine_client_num
     if f >= s.train_args.client_num_in_total:
         raise SettingsError(f"attack_args.byzantine_client_num: f={f} must be below "
                             f"client_num_in_total={s.train_args.client_num_in_total}")
     if getattr(DEFENSES[s.defense_name], "honest_majority", False) and 2 * f >= n:
         raise SettingsError(f"attack_args.byzantine_client_num: {s.defense_name} needs f < n/2; got f={f} "
                             f"with n={n} clients per round")
-    for section, build in (("defense_args.defense_params", components.defense_from_args),
-                           ("attack_args.attack_params", components.attack_from_args)):
+    for section, build in (("defense_args.defense_params", s.defense), ("attack_args.attack_params", s.attack)):
         try:
-            build(args)
+            build()
         except (TypeError, ValueError) as exc:
             raise SettingsError(f"{section}: {exc}") from exc
 
@@ -562,7 +585,8 @@ def check_dry_round(s: Settings) -> None:
     with its n and f (not part of :func:`settings_from_dict`: the adaptive attack's oracle search costs
     up to a second, too much for validating every cell of a grid). Raises :class:`SettingsError`."""
     try:
-        components.dry_round(s.to_fedml_args())
+        components.dry_round(s.defense(), s.attack(), s.train_args.client_num_per_round,
+                             s.train_args.client_num_in_total, s.f)
     except ValueError as exc:
         raise SettingsError(f"defense_args/attack_args with n={s.train_args.client_num_per_round} clients per "
                             f"round and f={s.f} attackers: {exc}") from exc

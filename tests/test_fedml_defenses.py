@@ -216,11 +216,11 @@ def test_cli_lists_defenses_and_attacks(capsys):
 
 
 def test_run_settings_fill_fedml_parameters():
-    from fedml_heterofl import components
+    from fedml_heterofl.fedml_bridge.args import defense_from_args
 
     args = SimpleNamespace(enable_defense=True, defense_type="fedml:crfl", defense_params={"clip_threshold": 5.0},
                            enable_attack=True, byzantine_client_num=3, comm_round=7, dataset="mnist")
-    crfl = components.defense_from_args(args)
+    crfl = defense_from_args(args)
     assert crfl.params == {"clip_threshold": 5.0, "comm_round": 7, "dataset": "mnist"}
     args.defense_type, args.defense_params = "fedml:krum", {}
-    assert components.defense_from_args(args).params == {"f": 3}
+    assert defense_from_args(args).params == {"f": 3}

@@ -26,13 +26,15 @@ from fedml_heterofl.data import load_dataset
 from fedml_heterofl.data.cache import DatasetCache
 from fedml_heterofl.data.sources import Dataset
 from fedml_heterofl.fedml_bridge.aggregator import HeteroFLServerAggregator
+from fedml_heterofl.fedml_bridge.args import fedml_args
 from fedml_heterofl.fedml_bridge.convert import ClientUpdates
 from fedml_heterofl.fedml_bridge.mpi import SiloView, rank_device
 from fedml_heterofl.fedml_bridge.trainer import HeteroFLWorkerTrainer
 from fedml_heterofl.settings import DeviceArgs, settings_from_dict
-from fedml_heterofl.simulation.clients import assign_clients
+from fedml_heterofl.simulation.clients import assign_clients, vectorised
 from fedml_heterofl.simulation.launch import check_launch, gpu_mapping, launch_problem
-from fedml_heterofl.simulation.runner import Simulation, participants, vectorised
+from fedml_heterofl.simulation.rounds import participants
+from fedml_heterofl.simulation.runner import Simulation
 from fedml_heterofl.simulation.workload import build_workload, client_plan, initial_model, server_data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -250,7 +252,7 @@ def test_dataset_cache_keeps_natural_clients(tmp_path, monkeypatch):
 
 def drive_workers(settings, data, workers):
     """FedML cross-silo's per-round calls for ``workers`` HeteroFLWorkerTrainers and the aggregator."""
-    args = settings.to_fedml_args()
+    args = fedml_args(settings)
     plan = client_plan(settings, data)
 
     def read(ix):
@@ -315,7 +317,7 @@ def test_worker_backend_gives_the_standalone_rounds(tmp_path, mnist, standalone,
 
 def test_aggregator_refuses_updates_of_other_clients_than_the_rounds(tmp_path, mnist):
     s = settings_from_dict(config(tmp_path, per_round=5, rounds=1))
-    args = s.to_fedml_args()
+    args = fedml_args(s)
     args.round_idx = 0
     aggregator = HeteroFLServerAggregator(initial_model(s, 10), args, trigger_set=client_plan(s, mnist).trigger_set,
                                           round_clients=functools.partial(participants, s))

@@ -4,7 +4,14 @@ import textwrap
 import pytest
 import torch
 
-from fedml_heterofl import components
+from fedml_heterofl.fedml_bridge.args import (
+    attack_from_args,
+    attacker_count,
+    byzantine_count,
+    defense_from_args,
+    fedml_args,
+    malicious_client_ids,
+)
 from fedml_heterofl.defense.base import RoundContext
 from fedml_heterofl.settings import SettingsError, load_settings, settings_from_dict
 
@@ -29,16 +36,16 @@ def test_valid_config_is_typed_and_flattens_for_fedml():
     s = settings_from_dict(BASE)
     assert s.defense_name == "heterofl" and s.attack_name == "sign_flip" and s.f == 2 and s.watermark
     assert s.train_args.learning_rate == 0.1 and isinstance(s.data_args.partition_alpha, float)
-    args = s.to_fedml_args()
+    args = fedml_args(s)
     assert args.random_seed == 3 and args.defense_type == "heterofl" and args.byzantine_client_num == 2
     assert args.backend == "single_process" and args.client_num_in_total == 10
 
 
 def test_f_is_passed_to_rules_that_take_it():
     s = settings_from_dict(with_("defense_args", defense_type="multikrum", defense_params={}))
-    assert components.defense_from_args(s.to_fedml_args()).f == 2
+    assert s.defense().f == 2 and defense_from_args(fedml_args(s)).f == 2
     s = settings_from_dict(with_("defense_args", defense_type="multikrum", defense_params={"f": 1}))
-    assert components.defense_from_args(s.to_fedml_args()).f == 1
+    assert s.defense().f == 1 and defense_from_args(fedml_args(s)).f == 1
 
 
 def test_f_reaches_the_rule_in_a_run_without_attack():
@@ -47,9 +54,10 @@ def test_f_reaches_the_rule_in_a_run_without_attack():
     cfg = with_("defense_args", defense_type="multikrum", defense_params={})
     cfg["attack_args"] = {**cfg["attack_args"], "enable_attack": False}
     s = settings_from_dict(cfg)
-    args = s.to_fedml_args()
-    assert s.f == 0 and components.malicious_client_ids(args) == ()
-    rule = components.defense_from_args(args)
+    args = fedml_args(s)
+    assert s.f == 0 and s.malicious_ids == () and malicious_client_ids(args) == ()
+    assert defense_from_args(args).f == 2
+    rule = s.defense()
     assert rule.f == 2
     # n = 10 rows: nine at 1 and one at 11; f = 2 keeps the n - f = 8 rows nearest the rest, all at 1,
     # where the plain mean (f = 0) would be (9 + 11) / 10 = 2
@@ -63,15 +71,15 @@ def test_f_reaches_the_rule_in_a_run_without_attack():
         settings_from_dict(cfg)
     # FedML's flat args straight from a YAML (no Settings): an attack without an attacker count is an error
     del args.byzantine_client_num
-    assert components.byzantine_count(args) == 0 and components.attacker_count(args) == 0
+    assert byzantine_count(args) == 0 and attacker_count(args) == 0
     args.enable_attack = True
     with pytest.raises(ValueError, match=r"byzantine_client_num must be an integer >= 0 when enable_attack is true"):
-        components.attacker_count(args)
+        attacker_count(args)
 
 
 def test_label_flip_gets_the_datasets_class_count():
     s = settings_from_dict(with_("attack_args", attack_type="label_flip"))
-    assert components.attack_from_args(s.to_fedml_args()).num_classes == 10
+    assert s.attack().num_classes == 10 and attack_from_args(fedml_args(s)).num_classes == 10
     with pytest.raises(SettingsError, match=r"data_args.dataset: 'svhn' is not allowed; allowed: mnist"):
         settings_from_dict(with_("data_args", dataset="svhn"))
 
@@ -114,7 +122,7 @@ def test_fedml_passthrough_keys_are_accepted(tmp_path):
     """))
     s = load_settings(p)
     assert s.passthrough == {"common_args": {"using_mlops": False}, "tracking_args": {"log_file_dir": "./log"}}
-    assert s.to_fedml_args().using_mlops is False and s.defense_name == "fedavg"
+    assert fedml_args(s).using_mlops is False and s.defense_name == "fedavg"
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

@@ -1,4 +1,5 @@
-"""Everything of fedml_heterofl that imports FedML 0.9.6 (DESIGN §8).
+"""Everything of fedml_heterofl that imports FedML 0.9.6: the package's FedML edge
+(``docs/architecture.md``).
 
 Importing this package registers our defenses and attacks with FedML's ``FedMLDefender`` and
 ``FedMLAttacker`` (:func:`register_with_fedml`), so ``defense_type: heterofl`` or ``attack_type:
@@ -18,7 +19,7 @@ min_max`` work in an ordinary FedML YAML beside FedML's built-ins.
 """
 from fedml_heterofl.fedml_bridge.adapters import AttackAdapter, DefenseAdapter, RoundProduct, fedml_round
 from fedml_heterofl.fedml_bridge.aggregator import HeteroFLServerAggregator
-from fedml_heterofl.components import malicious_client_ids
+from fedml_heterofl.fedml_bridge.args import malicious_client_ids
 from fedml_heterofl.fedml_bridge.convert import ClientUpdates, StateCodec
 from fedml_heterofl.fedml_bridge.mpi import SiloView, abort_on_error, run_cross_silo
 from fedml_heterofl.fedml_bridge.offline import fedml_home, init

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from fedml_heterofl.attack.base import apply_model_attack
 from fedml_heterofl.defense.base import RoundContext
-from fedml_heterofl.components import (
+from fedml_heterofl.fedml_bridge.args import (
     attack_from_args,
     defense_from_args,
     malicious_client_ids,

@@ -1,6 +1,6 @@
 """``HeteroFLServerAggregator``: FedML's server lifecycle running our attacks and defenses.
 
-FedML's cross-silo server calls, per round (notes §1.4): ``on_before_aggregation(list)`` ->
+FedML's cross-silo server calls, per round (FedML 0.9.6 ``cross_silo/server/fedml_aggregator.py``): ``on_before_aggregation(list)`` ->
 ``aggregate(list)`` -> ``on_after_aggregation(model)`` -> ``set_model_params`` -> ``test``. Here:
 
 * ``on_before_aggregation`` — the updates ``w_i - w_t`` of the round go through one
@@ -20,10 +20,11 @@ Several clients per FedML entry (the MPI backend's workers): when the entries ar
 one ``(n, d)`` matrix in client-id order — the standalone simulator's order — and runs the same
 :class:`ServerRound`; the kept "positions" it returns are the workers with at least one kept client.
 With ``test_set`` the aggregator evaluates the new global model itself, in ``on_after_aggregation``,
-on the standalone schedule (:func:`~fedml_heterofl.simulation.runner.is_test_round`: after every
+on the standalone schedule (:func:`~fedml_heterofl.simulation.rounds.is_test_round`: after every
 ``frequency_of_the_test``-th round and the last; FedML's own schedule is rounds 0, f, 2f, ...), and
-records ``time_train`` (since the previous round ended: training, communication and FedML's
-bookkeeping; round 0 includes the start-up), ``time_server`` and ``time_eval`` as the standalone does.
+records the round as the standalone does (:func:`~fedml_heterofl.simulation.rounds.round_record`;
+``time_train`` is the time since the previous round ended: training, communication and FedML's
+bookkeeping; round 0 includes the start-up).
 
 Which defense and attack: the ones ``FedMLDefender``/``FedMLAttacker`` were initialised with (FedML's
 ``ServerAggregator.__init__`` initialises them from ``args``), i.e. ours when the names are ours,
@@ -55,6 +56,7 @@ from torch import Tensor, nn
 from fedml_heterofl.defense import build_defense
 from fedml_heterofl.defense.base import Batch, Defense
 from fedml_heterofl.experiments.metrics import EVAL_COLUMNS, detection_metrics
+from fedml_heterofl.fedml_bridge.args import malicious_client_ids, round_index, sgd_settings
 from fedml_heterofl.fedml_bridge.adapters import (
     AttackAdapter,
     DefenseAdapter,
@@ -62,12 +64,11 @@ from fedml_heterofl.fedml_bridge.adapters import (
     fedml_round,
     round_client_ids,
 )
-from fedml_heterofl.components import malicious_client_ids, round_index, sgd_settings
 from fedml_heterofl.fedml_bridge.convert import ClientUpdates, ModelList, StateCodec, StateDict, as_tensors, copy_state
 from fedml_heterofl.fedml_bridge.trainer import evaluate
 from fedml_heterofl.models import ModelLoss, ParamLayout
 from fedml_heterofl.simulation.local_training import server_update
-from fedml_heterofl.simulation.runner import is_test_round
+from fedml_heterofl.simulation.rounds import is_test_round, round_record
 from fedml_heterofl.simulation.server_round import ServerRound
 
 #: FedML's built-in server-side model attacks, and its other attack types (constants.py)
@@ -81,7 +82,7 @@ class HeteroFLServerAggregator(ServerAggregator):
     Args:
         model: the global model (its parameters are ``w_t``; it is also the architecture that
             evaluates flat parameter vectors for HeteroFL's watermark step and Zeno).
-        args: FedML's flat ``args`` (keys: :mod:`~fedml_heterofl.components`).
+        args: FedML's flat ``args`` (keys: :mod:`~fedml_heterofl.fedml_bridge.args`).
         trigger_set: HeteroFL's ``D_trg`` (needed by step 3).
         validation_batch: the server's validation batch (Zeno).
         root_data: the server's root dataset ``(x, y)`` (FLTrust); the server update ``g_0`` is local
@@ -174,6 +175,7 @@ class HeteroFLServerAggregator(ServerAggregator):
         """Model poisoning of the fixed attackers, then the defense's selection (see module doc)."""
         models = raw_client_model_or_grad_list
         round_idx = round_index(self.args)
+        self._received = time.perf_counter()
         if models and ClientUpdates.is_payload(models[0][1]):
             return self._client_updates_before(models, round_idx)
         ids = round_client_ids(self.round_client_ids, len(models), int(self.args.client_num_in_total))
@@ -184,7 +186,8 @@ class HeteroFLServerAggregator(ServerAggregator):
             models = dp.global_clip(models)
         self.last = fedml_round(self.server, self.codec, round_idx, self.model.state_dict(), models, ids)
         outcome = self.last.outcome
-        self.history.append({"round": round_idx, **outcome.metrics, "kept": ids[outcome.result.kept].tolist()})
+        self.history.append({"round": round_idx, **outcome.metrics, "kept": ids[outcome.result.kept].tolist(),
+                             "time_train": self._received - self._round_start})
         return self.last.kept_models, self.last.kept_positions
 
     def aggregate(self, raw_client_model_or_grad_list: ModelList) -> StateDict:
@@ -202,12 +205,15 @@ class HeteroFLServerAggregator(ServerAggregator):
         row = self._this_round()
         if self.test_set is not None and row is not None:
             start = time.perf_counter()
-            t = row["round"]
+            t, evaluation = row.pop("round"), None
             if is_test_round(t, int(self.args.frequency_of_the_test), int(self.args.comm_round)):
                 self.model.load_state_dict(out)
                 metrics = evaluate(self.model, self.test_set)
-                row.update({k: metrics[k] for k in EVAL_COLUMNS})
-            row.update(time_server=start - self._received, time_eval=time.perf_counter() - start)
+                evaluation = {k: metrics[k] for k in EVAL_COLUMNS}
+            kept, time_train = row.pop("kept"), row.pop("time_train")
+            self.history[-1] = {**round_record(t, row, evaluation, time_train=time_train,
+                                               time_server=start - self._received,
+                                               time_eval=time.perf_counter() - start), "kept": kept}
         self._round_start = time.perf_counter()
         return out
 
@@ -227,7 +233,6 @@ class HeteroFLServerAggregator(ServerAggregator):
         if dp.is_global_dp_enabled() and dp.is_clipping():
             raise ValueError("FedML's central-DP clipping works on one client's state_dict per entry; workers that "
                              "send several clients' updates need it off")
-        self._received = time.perf_counter()
         packets = [ClientUpdates.from_fedml(entry) for _, entry in models]
         wrong = [tuple(p.updates.shape) for p in packets if p.updates.shape[1] != self.codec.d]
         if wrong:
@@ -283,7 +288,7 @@ class HeteroFLServerAggregator(ServerAggregator):
         malicious = (torch.isin(ids, torch.tensor(self.malicious_ids, dtype=torch.long)) if ours
                      else torch.zeros_like(kept))
         self.history.append({"round": round_idx, **detection_metrics(kept, malicious, {}),
-                             "kept": ids[kept].tolist()})
+                             "kept": ids[kept].tolist(), "time_train": self._received - self._round_start})
         return kept_models, list(positions)
 
     def _server_update(self, round_idx: int, global_params: Tensor) -> Tensor:

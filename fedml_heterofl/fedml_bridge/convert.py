@@ -1,7 +1,7 @@
 """The one place where FedML's ``(sample_num, state_dict)`` lists and our flat tensors meet.
 
-FedML hands the server *full model weights* ``w_i`` as ``state_dict``s (notes §1.3); our defenses and
-attacks take the *updates* ``g_i = w_i - w_t`` as one ``(n, d)`` tensor (DESIGN §3). A
+FedML hands the server *full model weights* ``w_i`` as ``state_dict``s (its ``ServerAggregator`` hooks); our defenses
+and attacks take the *updates* ``g_i = w_i - w_t`` as one ``(n, d)`` tensor (the paper's notation). A
 :class:`StateCodec` converts both ways:
 
 * the flat vector holds the model's trainable parameters in :class:`~fedml_heterofl.models.ParamLayout`

@@ -7,10 +7,10 @@ For every ``defense_type`` that FedML's ``FedMLDefender.init`` accepts (:data:`F
 name; the ``defense`` package itself never imports FedML). One call:
 
 1. converts the stacked updates ``U`` (n, d) to FedML's list ``[(sample_num, state_dict of w_t + g_i)]``
-   (FedML's defenses see full weights, notes §1.3), split into the model's tensors by
+   (FedML's defenses see full weights), split into the model's tensors by
    ``ctx.param_layout`` (:class:`~fedml_heterofl.models.ParamLayout`; without one, the flat vector is
    presented as one linear layer's ``weight`` (1, d − 1) and ``bias`` (1,)), and ``w_t`` likewise;
-2. runs FedML's own ``FedMLDefender`` dispatch, as ``ServerAggregator`` does (notes §1.4):
+2. runs FedML's own ``FedMLDefender`` dispatch, as ``ServerAggregator`` does (FedML 0.9.6 ``core/alg_frame/server_aggregator.py``):
    ``defend_before_aggregation`` (with the global model), ``defend_on_aggregation`` with FedML's
    ``FedMLAggOperator.agg`` as the base aggregation, ``defend_after_aggregation`` — the FedML class and
    its phases are FedML's (``FedMLDefender.init`` unwrapped from our registration shim, so
@@ -172,7 +172,7 @@ class FedMLDefense(Defense):
     fedml_type: str = ""
     min_updates = 1
     honest_majority = False
-    #: parameters that default to the run's value of the same FedML key (components.defense_from_args)
+    #: parameters that default to the run's value of the same FedML key (components.build_run_defense)
     run_args = ("comm_round", "dataset")
 
     def __init__(self, **params: Any) -> None:

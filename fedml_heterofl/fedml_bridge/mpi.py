@@ -3,7 +3,7 @@
 Launch: ``mpirun -np W+1 python main.py --cf config.yaml`` (``--allow-run-as-root --oversubscribe``
 as root or with more ranks than cores); rank 0 is FedML's server, ranks 1..W its clients ("silos").
 
-FedML pitfalls handled here (notes §2.3, §3.4):
+FedML 0.9.6 pitfalls handled here:
 
 * An exception in any rank leaves FedML's MPI receive threads running, and the other ranks wait for
   messages forever. :func:`abort_on_error` calls ``MPI.COMM_WORLD.Abort(1)``, which ends every rank of

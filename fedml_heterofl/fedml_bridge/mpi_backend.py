@@ -51,21 +51,25 @@ from fedml_heterofl.data import DataError, verify_installed
 from fedml_heterofl.data.cache import DatasetCache
 from fedml_heterofl.experiments.store import RunStore, StoreError
 from fedml_heterofl.fedml_bridge.aggregator import HeteroFLServerAggregator
+from fedml_heterofl.fedml_bridge.args import fedml_args
 from fedml_heterofl.fedml_bridge.mpi import SiloView, abort_on_error, rank_device, run_cross_silo
 from fedml_heterofl.fedml_bridge.offline import init
 from fedml_heterofl.fedml_bridge.trainer import HeteroFLWorkerTrainer
 from fedml_heterofl.settings import Settings
-from fedml_heterofl.simulation.clients import assign_clients
+from fedml_heterofl.simulation.clients import assign_clients, vectorised
 from fedml_heterofl.simulation.launch import check_launch
-from fedml_heterofl.simulation.runner import participants, run_name, summarise, vectorised, write_partition
+from fedml_heterofl.simulation.rounds import participants, run_name, summarise, write_partition
 from fedml_heterofl.simulation.workload import client_plan, initial_model, server_data
 
 
-def run_mpi(settings: Settings, *, results_dir: Optional[str] = None) -> Optional[Dict[str, Any]]:
-    """Run this MPI rank's part (module doc); rank 0 returns the run's summary, workers ``None``.
-    Rank 0 holds the run folder's lock (:meth:`~fedml_heterofl.experiments.store.RunStore.lock`) for
-    the run; the first rank of each machine verifies the data there
-    (:func:`~fedml_heterofl.data.verify_installed`).
+def run_mpi(settings: Settings, *, results_dir: Optional[str] = None, fresh: bool = False,
+            progress: bool = True) -> Optional[Dict[str, Any]]:
+    """The MPI backend (:class:`~fedml_heterofl.simulation.rounds.Backend`): run this MPI rank's part
+    (module doc); rank 0 returns the run's summary, workers ``None``. Rank 0 holds the run folder's lock
+    (:meth:`~fedml_heterofl.experiments.store.RunStore.lock`) for the run and, with ``fresh``, first
+    deletes the files an earlier run wrote there; the first rank of each machine verifies the data there
+    (:func:`~fedml_heterofl.data.verify_installed`). ``progress`` has no effect: FedML's server logs
+    each round itself.
 
     Raises ``ValueError``, :class:`StoreError` or :class:`DataError` (rank 0) or ``SystemExit(2)``
     (other ranks) when the launch is wrong (:func:`~fedml_heterofl.simulation.launch.check_launch`),
@@ -82,7 +86,10 @@ def run_mpi(settings: Settings, *, results_dir: Optional[str] = None) -> Optiona
     with contextlib.ExitStack() as held:
         def start() -> None:
             if rank == 0:
-                held.enter_context(RunStore(store_root, run_name(settings)).lock())
+                store = RunStore(store_root, run_name(settings))
+                held.enter_context(store.lock())
+                if fresh:
+                    store.clear()
             if node.Get_rank() == 0:
                 verify_installed(data_args.dataset, data_args.data_cache_dir)
 
@@ -126,7 +133,7 @@ def _run_rank(settings: Settings, cache: DatasetCache, rank: int, workers: int, 
     model = initial_model(settings, data.num_classes).to(device)
     name = run_name(settings)
     run_dir = store_root / name
-    args = settings.to_fedml_args()
+    args = fedml_args(settings)
     view = init(SiloView(args, workers), run_dir)  # FedML sees W clients; args keep the run's own counts
     outputs = data.num_classes + (plan.trigger_set is not None)
     silos = range(workers) if rank == 0 else [rank - 1]

@@ -74,7 +74,7 @@ def init(args: Any, run_dir: Union[str, os.PathLike]) -> Any:
 
     Args:
         args: FedML's flat argument namespace (``fedml.arguments.Arguments``, or any namespace with
-            FedML's keys, e.g. :meth:`fedml_heterofl.settings.Settings.to_fedml_args`). Missing
+            FedML's keys, e.g. :func:`fedml_heterofl.fedml_bridge.args.fedml_args`). Missing
             command-line defaults (``rank``, ``run_id``, ``role``, ...) and ``worker_num`` are filled in
             as FedML's own argument loader would.
         run_dir: the run directory; FedML's home folder becomes ``run_dir/.fedml``.

@@ -2,7 +2,8 @@
 
 FedML 0.9.6 picks its defense and attack in closed ``if/elif`` chains (``FedMLDefender.init`` raises
 for an unknown ``defense_type``; ``FedMLAttacker.init`` silently leaves no attacker) and lists the
-phases of each defense in hard-coded name lists (notes §1.1, §1.2). :func:`register_with_fedml`
+phases of each defense in hard-coded name lists (FedML 0.9.6
+``core/security/fedml_defender.py`` and ``fedml_attacker.py``). :func:`register_with_fedml`
 wraps — never edits — these methods on the two classes:
 
 * ``init(args)``: when ``enable_defense``/``enable_attack`` is true and the name is in our registry
@@ -33,7 +34,7 @@ from fedml.core.security.fedml_attacker import FedMLAttacker
 from fedml.core.security.fedml_defender import FedMLDefender
 
 from fedml_heterofl.fedml_bridge.adapters import AttackAdapter, DefenseAdapter
-from fedml_heterofl.components import attack_name, defense_name
+from fedml_heterofl.fedml_bridge.args import attack_name, defense_name
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from fedml_heterofl.defense.base import Batch
 from fedml_heterofl.experiments.metrics import evaluate_model
 from fedml_heterofl.fedml_bridge.adapters import AttackAdapter
-from fedml_heterofl.components import round_index, sgd_settings
+from fedml_heterofl.fedml_bridge.args import round_index, sgd_settings
 from fedml_heterofl.fedml_bridge.convert import ClientUpdates, StateCodec, StateDict, as_tensors, copy_state
 from fedml_heterofl.models import ParamLayout
 from fedml_heterofl.simulation.clients import client_threads, train_clients
@@ -61,7 +61,7 @@ class HeteroFLClientTrainer(ClientTrainer):
     Args:
         model: the client's model (the architecture the server aggregates).
         args: FedML's flat ``args``; reads ``random_seed``, ``round_idx`` and the local-training keys
-            of :func:`~fedml_heterofl.components.sgd_settings`; the attack keys through
+            of :func:`~fedml_heterofl.fedml_bridge.args.sgd_settings`; the attack keys through
             ``FedMLAttacker`` (initialised here by FedML's ``ClientTrainer.__init__``).
         trigger_set: HeteroFL's ``D_trg`` (inputs, labels ``L``) appended to every client's training
             data, or ``None``.

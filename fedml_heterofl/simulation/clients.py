@@ -11,7 +11,7 @@ round's clients over the MPI backend's worker processes.
   bit).
 * :func:`assign_clients` — which worker trains which of the round's clients: a pure function of the
   round's clients (itself a function of seed and round,
-  :func:`~fedml_heterofl.simulation.runner.participants`), their sample counts and the number of
+  :func:`~fedml_heterofl.simulation.rounds.participants`), their sample counts and the number of
   workers. Every worker computes its own share; nothing about the assignment is sent.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from fedml_heterofl.models import ParamLayout, draws_from_global_rng
+from fedml_heterofl.settings import Settings, SettingsError
 from fedml_heterofl.simulation.local_training import local_sgd, local_sgd_parallel, local_sgd_vectorised
 
 
@@ -36,6 +37,19 @@ def can_thread(model: nn.Module) -> bool:
     """Whether clients of ``model`` can train in parallel threads: its dropout draws from a client's own
     generator, not torch's global RNG, and it has no buffers a scratch copy would carry between clients."""
     return not draws_from_global_rng(model) and not any(True for _ in model.buffers())
+
+
+def vectorised(settings: Settings, model: nn.Module, device: torch.device) -> bool:
+    """``train_args.vectorised_training`` resolved for ``model`` on ``device`` (null: whenever
+    :func:`can_vectorise`, except on a CPU for models whose clients train faster one per core,
+    ``vectorise_on_cpu = False``: the RNN)."""
+    vectorise = settings.train_args.vectorised_training
+    if vectorise and not can_vectorise(model):
+        raise SettingsError(f"train_args.vectorised_training: {settings.model_args.model} has dropout or batch "
+                            "norm and cannot be trained vectorised; allowed: false or null (auto)")
+    if vectorise is None:
+        return can_vectorise(model) and (device.type != "cpu" or getattr(model, "vectorise_on_cpu", True))
+    return vectorise
 
 
 def client_threads(configured: Optional[int], device: torch.device) -> int:
@@ -54,7 +68,7 @@ def train_clients(model: nn.Module, layout: ParamLayout, w: Tensor, x: Tensor, y
     ``chunk`` clients per ``vmap`` pass (:func:`local_sgd_vectorised`), else ``threads > 1`` trains that
     many at once in threads when the model allows (:func:`can_thread`, :func:`local_sgd_parallel`), else
     one at a time (:func:`local_sgd`; ``model`` is scratch space). ``sgd``:
-    :func:`~fedml_heterofl.components.sgd_settings`.
+    :attr:`~fedml_heterofl.settings.Settings.sgd`.
     """
     if not vectorise and threads > 1 and len(index) > 1 and can_thread(model):
         return local_sgd_parallel(model, layout, w, x, y, index, seeds=seeds, workers=threads, **sgd)

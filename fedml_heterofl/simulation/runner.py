@@ -1,6 +1,6 @@
-"""The standalone simulator (``comm_args.backend: single_process``), DESIGN §8-9.
+"""The standalone backend (``comm_args.backend: single_process``): :func:`run_standalone`.
 
-FedML's ``backend: sp`` skips every attack, defense and custom aggregator (notes §0), so the
+FedML 0.9.6's ``backend: sp`` skips every attack, defense and custom aggregator, so the
 standalone backend is our own seeded loop. It runs the same two pieces of work that FedML's MPI
 processes run inside ``HeteroFLWorkerTrainer.train`` and ``HeteroFLServerAggregator`` — local SGD
 (:func:`~fedml_heterofl.simulation.clients.train_clients`, seeded by ``(seed, round, client)``)
@@ -10,9 +10,9 @@ round trips; the same seed gives the same accuracy curve on both backends.
 
 Per round t (Alg. 1): the participating clients train from ``w_t`` (all of them by default; with
 ``client_num_per_round < client_num_in_total`` a seeded sample, :func:`participants`, which the MPI
-backend draws too), the server poisons and aggregates,
+backend draws too, :mod:`~fedml_heterofl.simulation.rounds`), the server poisons and aggregates,
 ``w_{t+1} = w_t + update``, and the global model is evaluated every ``frequency_of_the_test``
-rounds and in the last one (:func:`is_test_round`). Models without dropout or batch statistics (LR) train many
+rounds and in the last one (:func:`~fedml_heterofl.simulation.rounds.is_test_round`). Models without dropout or batch statistics (LR) train many
 clients at once (:func:`~fedml_heterofl.simulation.local_training.local_sgd_vectorised`); the CNN and the RNN
 (whose clients train faster one per core on a CPU) train one client per core in parallel threads
 (:func:`~fedml_heterofl.simulation.local_training.local_sgd_parallel`, ``train_args.client_threads`` of them at
@@ -40,75 +40,36 @@ cause) stops the run with a :class:`~fedml_heterofl.settings.SettingsError` nami
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Optional
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from fedml_heterofl import components
 from fedml_heterofl.attack import ModelAttack
 from fedml_heterofl.experiments.metrics import EVAL_COLUMNS, evaluate_model
 from fedml_heterofl.defense.base import finite_rows
 from fedml_heterofl.experiments.store import LOCK, MARKER, RunStore, StoreError
 from fedml_heterofl.models import ModelLoss
 from fedml_heterofl.settings import Settings, SettingsError, check_dry_round
-from fedml_heterofl.simulation.clients import can_vectorise, client_threads, train_clients
+from fedml_heterofl.simulation.clients import client_threads, train_clients, vectorised
 from fedml_heterofl.simulation.local_training import client_seed, server_update
+from fedml_heterofl.simulation.rounds import (
+    is_test_round,
+    participants,
+    round_record,
+    run_name,
+    summarise,
+    write_partition,
+)
 from fedml_heterofl.simulation.server_round import ServerRound
-from fedml_heterofl.simulation.workload import ClientPlan, Workload, build_workload
+from fedml_heterofl.simulation.workload import Workload, build_workload
 
 log = logging.getLogger(__name__)
-
-#: SeedSequence stream of the per-round client sample
-PARTICIPANT_STREAM = 2**62 + 5
-
-
-def run_name(settings: Settings) -> str:
-    """``common_args.run_name``, else ``<dataset>_<model>_<defense>_<attack|none>_s<seed>``."""
-    if settings.common_args.run_name:
-        return settings.common_args.run_name
-    return (f"{settings.data_args.dataset}_{settings.model_args.model}_{settings.defense_name}_"
-            f"{settings.attack_name or 'none'}_s{settings.common_args.random_seed}")
-
-
-def participants(settings: Settings, round_idx: int) -> Tensor:
-    """The round's client ids (sorted): everyone, or a seeded sample of ``client_num_per_round``."""
-    n, k = settings.train_args.client_num_in_total, settings.train_args.client_num_per_round
-    if k == n:
-        return torch.arange(n)
-    rng = np.random.default_rng(np.random.SeedSequence([settings.common_args.random_seed, round_idx,
-                                                        PARTICIPANT_STREAM]))
-    return torch.from_numpy(np.sort(rng.choice(n, size=k, replace=False)))
-
-
-def is_test_round(round_idx: int, every: int, rounds: int) -> bool:
-    """Whether the global model is evaluated after round ``round_idx`` (0-based): every ``every`` rounds
-    (rounds ``every - 1``, ``2·every - 1``, ...) and the last one, on both backends."""
-    return (round_idx + 1) % every == 0 or round_idx == rounds - 1
-
-
-def vectorised(settings: Settings, model: nn.Module, device: torch.device) -> bool:
-    """``train_args.vectorised_training`` resolved for ``model`` on ``device`` (null: whenever
-    :func:`can_vectorise`, except on a CPU for models whose clients train faster one per core,
-    ``vectorise_on_cpu = False``: the RNN)."""
-    vectorise = settings.train_args.vectorised_training
-    if vectorise and not can_vectorise(model):
-        raise SettingsError(f"train_args.vectorised_training: {settings.model_args.model} has dropout or batch "
-                            "norm and cannot be trained vectorised; allowed: false or null (auto)")
-    if vectorise is None:
-        return can_vectorise(model) and (device.type != "cpu" or getattr(model, "vectorise_on_cpu", True))
-    return vectorise
-
-
-
 
 def _device(settings: Settings) -> torch.device:
     if settings.device_args.using_gpu:
@@ -151,14 +112,12 @@ class Simulation:
         self.fresh = fresh
         self.checkpoint = None if fresh else self._checkpoint()
         self.work = workload if workload is not None else build_workload(settings)
-        self.args = settings.to_fedml_args()
         self.seed = settings.common_args.random_seed
-        self.sgd = components.sgd_settings(self.args)
+        self.sgd = settings.sgd
         self.model = self.work.model.to(self.device)
         self.x, self.y = self.work.x.to(self.device), self.work.y.to(self.device)
         self.vectorise = vectorised(settings, self.model, self.device)
-        attack = components.attack_from_args(self.args)
-        defense = components.defense_from_args(self.args)
+        attack, defense = settings.attack(), settings.defense()
         self.server = ServerRound(
             defense, attack=attack if isinstance(attack, ModelAttack) else None,
             malicious_ids=self.work.malicious, seed=self.seed,
@@ -243,11 +202,9 @@ class Simulation:
             outcome = self.server(t, w, clients.to(self.device), U, counts.to(self.device))
             w = outcome.params
             t2 = time.perf_counter()
-            row: Dict[str, Any] = {"round": t}
-            if is_test_round(t, every, rounds):
-                row.update(self.evaluate(w))
-            row.update(outcome.metrics)
-            row.update(time_train=t1 - t0, time_server=t2 - t1, time_eval=time.perf_counter() - t2)
+            evaluation = self.evaluate(w) if is_test_round(t, every, rounds) else None
+            row = round_record(t, outcome.metrics, evaluation, time_train=t1 - t0, time_server=t2 - t1,
+                               time_eval=time.perf_counter() - t2)
             rows.append(row)
             store.save_round({"round": t, "params": w.cpu(), "metrics": rows, "identity": self.identity}, rows)
             if "test_acc" in row:
@@ -296,47 +253,11 @@ class Simulation:
                                 f"{train.momentum}, weight_decay={train.weight_decay}); lower the learning rate")
 
 
-def write_partition(store: RunStore, heterogeneity: Dict[str, Any]) -> None:
-    """``partition.json``: each client's load and label diversity (paper §IV)."""
-    record = {k: heterogeneity[k] for k in ("load", "labels", "label_entropy")}
-    store.write_file("partition.json", json.dumps({"client_id": list(range(len(record["load"]))), **record}))
-
-
-def summarise(rows: List[Dict[str, Any]], settings: Settings, work: Union[Workload, ClientPlan]) -> Dict[str, Any]:
-    """Final and best accuracy, mean removal rates, mean phase times."""
-    accs = [(r["round"], r["test_acc"]) for r in rows if "test_acc" in r]
-
-    def mean(key: str) -> float:
-        vals = [float(r[key]) for r in rows if key in r and r[key] is not None and not math.isnan(float(r[key]))]
-        return sum(vals) / len(vals) if vals else float("nan")
-
-    return {
-        "finished": len(rows) == settings.train_args.comm_round,
-        "rounds": len(rows),
-        "defense": settings.defense_name,
-        "attack": settings.attack_name or "none",
-        "dataset": settings.data_args.dataset,
-        "model": settings.model_args.model,
-        "seed": settings.common_args.random_seed,
-        "malicious": list(work.malicious),
-        "final_acc": accs[-1][1] if accs else float("nan"),
-        "final_acc_task": next((r["test_acc_task"] for r in reversed(rows) if "test_acc_task" in r), float("nan")),
-        "final_watermark_share": next((r["test_watermark_share"] for r in reversed(rows)
-                                       if "test_watermark_share" in r), float("nan")),
-        # the clients' mean number of training samples (their partitions, trigger rows not counted)
-        "samples_per_client": float(torch.tensor(work.heterogeneity["histogram"], dtype=torch.float64).sum(1).mean()),
-        "best_acc": max(a for _, a in accs) if accs else float("nan"),
-        "mean_removal_success_rate": mean("removal_success_rate"),
-        # share of the adaptive attack's rounds whose oracle predicted the server's kept set exactly
-        "oracle_agreement": mean("oracle_agrees"),
-        # share of adaptive_deviation's rounds whose oracle predicted the server's aggregate (metrics.aggregates_agree)
-        "deviation_agreement": mean("deviation_agrees"),
-        "mean_fpr": mean("fpr"),
-        "mean_time_train": mean("time_train"),
-        "mean_time_server": mean("time_server"),
-        "load_cv": work.heterogeneity["load_cv"],
-        "mean_label_entropy": work.heterogeneity["mean_label_entropy"],
-    }
+def run_standalone(settings: Settings, *, results_dir: Optional[str] = None, fresh: bool = False,
+                   progress: bool = True) -> Dict[str, Any]:
+    """The standalone backend (:class:`~fedml_heterofl.simulation.rounds.Backend`): one :class:`Simulation`,
+    run (or resumed) to its last round in this process."""
+    return Simulation(settings, results_dir=results_dir, fresh=fresh).run(progress=progress)
 
 
 def _to(batch: Optional[Any], device: torch.device) -> Optional[Any]:

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fedml_heterofl import components
 from fedml_heterofl.attack import DataAttack
 from fedml_heterofl.data import Dataset, load_dataset, verify_installed
 from fedml_heterofl.data.partition import cap_partition, diversity, iid_partition, lda_partition, natural_partition
@@ -193,10 +192,9 @@ def client_plan(settings: Settings, data: Dataset) -> ClientPlan:
     """Partition, attackers, data attack, trigger set and partition statistics (module doc); reads only
     ``data``'s labels (and natural groups), shapes and value range."""
     parts = partition(settings, data)
-    args = settings.to_fedml_args()
-    attack = components.attack_from_args(args)
+    attack = settings.attack()
     trig = trigger_set(settings, data) if settings.watermark else None
-    return ClientPlan(parts, components.malicious_client_ids(args), attack if isinstance(attack, DataAttack) else None,
+    return ClientPlan(parts, settings.malicious_ids, attack if isinstance(attack, DataAttack) else None,
                       trig, diversity(data.train_y, parts, data.num_classes))
 
 
