@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fedml_heterofl.defense.base import (Defense, Registry, RoundContext, finite_rows, gram_matrix,
-                                         sq_distances_from_gram)
+from fedml_heterofl.defense.base import Defense, RoundContext
+from fedml_heterofl.defense.gram import sq_distances_from_gram
+from fedml_heterofl.defense.rows import finite_rows, gram_matrix
+from fedml_heterofl.registry import Registry
 
 log = logging.getLogger(__name__)
 
