@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from fedml_heterofl.attack import REGISTRY, apply_model_attack, build_attack, choose_attackers
-from fedml_heterofl.attack.base import DataAttack, ModelAttack, gamma_search, perturbation
+from fedml_heterofl.attack.base import DataAttack, ModelAttack
+from fedml_heterofl.attack.gamma_search import gamma_search, perturbation
 from fedml_heterofl.defense import Defense, RoundContext, Selection, build_defense
 from fedml_heterofl.defense.heterofl import HeteroFL, watermark_verification
 from fedml_heterofl.models import ParamLayout, batched_loss

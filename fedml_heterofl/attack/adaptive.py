@@ -43,16 +43,14 @@ from torch import Tensor
 
 from fedml_heterofl.attack.base import (
     KNOWLEDGE,
-    PERTURBATIONS,
     ModelAttack,
     attack_generator,
     check_choice,
     check_positive,
-    gamma_search,
-    perturbation,
     reference_updates,
     register,
 )
+from fedml_heterofl.attack.gamma_search import PERTURBATIONS, gamma_search, perturbation
 from fedml_heterofl.defense.base import Defense, RoundContext
 from fedml_heterofl.defense.oracle import Oracle, OracleOutcome
 from fedml_heterofl.defense.rows import poisoned_rows

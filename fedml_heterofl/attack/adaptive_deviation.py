@@ -26,7 +26,7 @@ oracle's harm measures come from the Gram pieces at O(n²) each).
 Candidates (each an affine family ``cat(benign, ḡ + γ_jΔ_j)`` of the oracle, :func:`row_scales`):
 
 * directions (``directions``): ``unit_vec``, ``std``, ``sign`` — Alg. 7's μ-flipped copies of
-  :func:`~fedml_heterofl.attack.base.perturbation` (Eq. 8, :func:`flipped_copies`, each family with the
+  :func:`~fedml_heterofl.attack.gamma_search.perturbation` (Eq. 8, :func:`flipped_copies`, each family with the
   same seeded flips as the paper's attack); ``ipm`` — f identical copies of ``ḡ − γḡ/‖ḡ‖``, the line of
   IPM's ``−εḡ`` (γ = (1 + ε)‖ḡ‖, ε of :mod:`~fedml_heterofl.attack.ipm`, is on the grid); ``alie`` — f
   identical copies of ``ḡ − γσ``, ALIE's ``μ − zσ`` (its ``z_max(n, f)`` is on the grid);
@@ -64,8 +64,9 @@ from torch import Tensor
 
 from fedml_heterofl.attack.adaptive import ORACLES, alg7_search, flipped_copies
 from fedml_heterofl.attack.alie import z_max
-from fedml_heterofl.attack.base import (ModelAttack, attack_generator, check_choice, check_positive, perturbation,
-                                        reference_updates, register)
+from fedml_heterofl.attack.base import (ModelAttack, attack_generator, check_choice, check_positive, reference_updates,
+                                        register)
+from fedml_heterofl.attack.gamma_search import perturbation
 from fedml_heterofl.defense.base import Defense, RoundContext
 from fedml_heterofl.defense.oracle import Oracle, OracleOutcome
 from fedml_heterofl.defense.rows import gram_matrix, poisoned_rows, row_scales
