@@ -43,18 +43,16 @@ import torch
 
 from fedml_heterofl import components
 from fedml_heterofl.attack.base import choose_attackers
+from fedml_heterofl.data.catalog import DATASETS
 from fedml_heterofl.defense.base import Defense
+from fedml_heterofl.models import MODELS
 from fedml_heterofl.yaml_input import YamlInputError, number_hint, read_yaml
 
-#: L, the number of real classes of each dataset (EMNIST: the 62-class ``byclass`` split)
-NUM_CLASSES: Dict[str, int] = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "emnist": 62, "shakespeare": 80}
-#: the datasets whose inputs each model takes (LR and the CNN: 28x28 grey images; ResNet20: 32x32 colour
-#: images; the RNN: character windows)
+#: L, the number of real classes of each dataset (its :class:`~fedml_heterofl.data.dataset.DatasetSpec`)
+NUM_CLASSES: Dict[str, int] = {name: spec.num_classes for name, spec in DATASETS.items()}
+#: the datasets whose inputs each model takes (the datasets' ``models``)
 MODEL_DATASETS: Dict[str, Tuple[str, ...]] = {
-    "lr": ("mnist", "fashion_mnist", "emnist"),
-    "cnn": ("mnist", "fashion_mnist", "emnist"),
-    "resnet20": ("cifar10",),
-    "rnn": ("shakespeare",),
+    model: tuple(name for name, spec in DATASETS.items() if model in spec.models) for model in MODELS
 }
 #: the largest run seed: FedML seeds numpy's legacy generator with it (``np.random.seed`` takes < 2**32)
 MAX_SEED = 2**32 - 1

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from fedml_heterofl.attack import REGISTRY, apply_model_attack, build_attack, choose_attackers
-from fedml_heterofl.attack.base import DataAttack, ModelAttack, gamma_search, perturbation
+from fedml_heterofl.attack.base import DataAttack, ModelAttack
+from fedml_heterofl.attack.gamma_search import gamma_search, perturbation
 from fedml_heterofl.defense import Defense, RoundContext, Selection, build_defense
 from fedml_heterofl.defense.heterofl import HeteroFL, watermark_verification
 from fedml_heterofl.models import ParamLayout, batched_loss
@@ -145,13 +146,17 @@ def test_gamma_search_terminates_and_covers_twice_gamma_init():
 # ------------------------------------------------------------------------------ adaptive attack
 
 class KeepSmallNorms(Defense):
-    """Test rule: keep updates whose norm is at most 1.5× the median norm; mean of kept."""
+    """Test rule (a user's rule: no fast oracle): keep updates whose norm is at most ``factor`` times the
+    median norm; mean of kept."""
 
     name = "test_keep_small_norms"
 
+    def __init__(self, *, factor=1.5):
+        self.factor = factor
+
     def select(self, updates, ctx):
         norms = updates.norm(dim=1)
-        kept = norms <= 1.5 * norms.median()
+        kept = norms <= self.factor * norms.median()
         return Selection(kept, weights=kept.float() / kept.sum())
 
 

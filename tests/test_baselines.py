@@ -10,12 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedml_heterofl.defense import REGISTRY, RoundContext, build_defense
-from fedml_heterofl.defense.base import gram_matrix, sq_distances_from_gram
 from fedml_heterofl.defense.dnc import DnC
 from fedml_heterofl.defense.fedavg import FedAvg
 from fedml_heterofl.defense.fltrust import FLTrust
+from fedml_heterofl.defense.gram import sq_distances_from_gram
 from fedml_heterofl.defense.median import Median, coordinate_median
 from fedml_heterofl.defense.multikrum import MultiKrum, order_by_score
+from fedml_heterofl.defense.rows import gram_matrix
 from fedml_heterofl.defense.zeno import Zeno
 
 RULES = ("fedavg", "multikrum", "median", "zeno", "fltrust", "dnc")

@@ -12,8 +12,9 @@ import torch
 
 from fedml_heterofl.data import DATASETS, DataError, Dataset, data_root, fetch, info, load_dataset
 from fedml_heterofl.data import cli as data_cli
-from fedml_heterofl.data import sources
-from fedml_heterofl.data.sources import FASHION_SHA256, MNIST_SHA256, read_idx, sha256
+from fedml_heterofl.data.cifar import CIFAR_FILES
+from fedml_heterofl.data.dataset import sha256
+from fedml_heterofl.data.idx import FASHION_SHA256, MNIST_SHA256, read_idx
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -95,6 +96,20 @@ def test_fashion_mnist_when_installed():
     d = load_dataset("fashion_mnist")
     assert d.train_x.shape == (60000, 1, 28, 28) and d.test_x.shape == (10000, 1, 28, 28)
     assert d.train_y.bincount().tolist() == [6000] * 10 and d.test_y.bincount().tolist() == [1000] * 10
+
+
+# ------------------------------------------------------------------------------ the catalog
+
+def test_each_dataset_is_described_once_and_the_settings_tables_follow():
+    from fedml_heterofl.models import MODELS
+    from fedml_heterofl.settings import MODEL_DATASETS, NUM_CLASSES
+
+    assert list(DATASETS) == ["mnist", "fashion_mnist", "cifar10", "emnist", "shakespeare"]
+    assert all(name == spec.name and set(spec.models) <= set(MODELS) for name, spec in DATASETS.items())
+    assert NUM_CLASSES == {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "emnist": 62, "shakespeare": 80}
+    assert MODEL_DATASETS == {"lr": ("mnist", "fashion_mnist", "emnist"), "cnn": ("mnist", "fashion_mnist", "emnist"),
+                              "resnet20": ("cifar10",), "rnn": ("shakespeare",)}
+    assert list(MODEL_DATASETS) == list(MODELS)
 
 
 # ------------------------------------------------------------------------------ missing data
@@ -206,7 +221,7 @@ def test_emnist_corrupt_gzip(tmp_path):
 def write_cifar(root, n=4):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
-    for b, f in enumerate(sources.CIFAR_FILES):
+    for b, f in enumerate(CIFAR_FILES):
         data = np.full((n, 3072), 10 * b, np.uint8)
         data[:, 1024:2048] = 255  # the green plane
         with open(folder / f, "wb") as fh:

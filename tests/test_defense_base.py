@@ -1,42 +1,28 @@
-"""Contracts and shared helpers of defense/base.py."""
+"""Contracts and shared helpers of the defenses: defense/base.py, screening.py, gram.py."""
 import pytest
 import torch
 
 from fedml_heterofl.defense import REGISTRY, build_defense
-from fedml_heterofl.defense.base import (
-    cosine_from_gram,
-    gram_matrix,
-    norms_from_gram,
-    screen_updates,
-    sq_distances_from_gram,
-    stack_updates,
-)
+from fedml_heterofl.defense.gram import cosine_from_gram, norms_from_gram, sq_distances_from_gram
+from fedml_heterofl.defense.rows import DenseRows, gram_matrix
+from fedml_heterofl.defense.screening import screen_rows
 
 
-def test_screen_updates_reports_each_kind_and_keeps_huge_finite_rows():
+def test_screening_reports_each_kind_and_keeps_huge_finite_rows():
     U = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
     U[1, 2] = float("nan")
     U[2] = 0.0
     U[3, 0] = float("-inf")
     U[4] = 3e30  # finite, but its float32 norm overflows: must not be called non-finite
-    clean, index, removed = screen_updates(U)
+    index, removed = screen_rows(DenseRows(U))
     assert index.tolist() == [0, 4, 5]
     assert removed["non_finite"].tolist() == [1, 3]
     assert removed["zero_norm"].tolist() == [2]
-    assert torch.equal(clean, U[[0, 4, 5]])
 
 
-def test_screen_updates_returns_input_itself_when_clean():
-    U = torch.randn(4, 3)
-    clean, index, removed = screen_updates(U)
-    assert clean is U and removed == {} and index.tolist() == [0, 1, 2, 3]
-
-
-def test_stack_updates_drops_wrong_length():
-    rows = [torch.ones(4), torch.ones(3), 2 * torch.ones(4), torch.ones(2, 2)]
-    U, index, bad = stack_updates(rows, 4)
-    assert U.tolist() == [[1.0] * 4, [2.0] * 4]
-    assert index.tolist() == [0, 2] and bad.tolist() == [1, 3]
+def test_screening_removes_nothing_when_clean():
+    index, removed = screen_rows(DenseRows(torch.randn(4, 3)))
+    assert removed == {} and index.tolist() == [0, 1, 2, 3]
 
 
 def test_gram_helpers_match_plain_loop_float64():

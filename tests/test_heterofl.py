@@ -6,7 +6,7 @@ import torch
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from fedml_heterofl.defense.base import RoundContext, gram_matrix
+from fedml_heterofl.defense.base import RoundContext
 from fedml_heterofl.defense.heterofl import (
     _client_keys,
     HeteroFL,
@@ -19,6 +19,7 @@ from fedml_heterofl.defense.heterofl import (
     sybil_direction_removal,
     watermark_verification,
 )
+from fedml_heterofl.defense.rows import gram_matrix
 from fedml_heterofl.models import ParamLayout, batched_loss
 
 E = torch.eye(8, dtype=torch.float32)
@@ -75,7 +76,7 @@ def test_rcs_from_float32_gram_matches_float64_loop(seed):
     base = torch.randn(30, 2000, generator=g)
     # near-duplicates: rows 20..29 are row 0 plus 1e-4 relative noise
     base[20:] = base[0] + 1e-4 * torch.randn(10, 2000, generator=g)
-    from fedml_heterofl.defense.base import cosine_from_gram
+    from fedml_heterofl.defense.gram import cosine_from_gram
     s = relative_cosine_similarity(cosine_from_gram(gram_matrix(base)), torch.arange(30))
     assert torch.allclose(s.double(), rcs_loop(base), atol=1e-4)
 

@@ -1,6 +1,7 @@
 """Hostile and careless input (issue 23): nothing runs from a data file, nothing of the user's is
 deleted or overwritten, YAML is parsed within bounds, one writer per run folder, data verified where
 it is used, and one line (never a traceback) for each user error."""
+import dataclasses
 import io
 import json
 import os
@@ -18,12 +19,13 @@ import pytest
 import torch
 import yaml
 
-import fedml_heterofl.data.sources as sources
+import fedml_heterofl.data.catalog as catalog
+import fedml_heterofl.data.dataset as dataset_module
 import fedml_heterofl.simulation.runner as runner_module
 from fedml_heterofl.cli import main as cli_main
 from fedml_heterofl.data import DataError
 from fedml_heterofl.experiments.store import LOCK, MARKER, RunStore
-from fedml_heterofl.data.sources import load_dataset
+from fedml_heterofl.data import load_dataset
 from fedml_heterofl.settings import SettingsError, load_settings
 from fedml_heterofl.yaml_input import MAX_YAML_BYTES, YamlInputError, parse_yaml, read_yaml
 from test_mpi_backend import config as mpi_config, needs_mpirun, run_cli as run_mpi_cli
@@ -418,12 +420,17 @@ def fake_mnist(root, n_train=100, n_test=20, top=9):
         labels = np.arange(n) % 10
         labels[-1] = top
         (raw / f"{split}-labels-idx1-ubyte").write_bytes(idx(labels))
-    return {p.name: sources.sha256(p) for p in raw.iterdir()}
+    return {p.name: dataset_module.sha256(p) for p in raw.iterdir()}
+
+
+def pin_mnist(monkeypatch, hashes):
+    """MNIST's pinned SHA-256 replaced by ``hashes`` for the test."""
+    monkeypatch.setitem(catalog.DATASETS, "mnist", dataclasses.replace(catalog.DATASETS["mnist"], pinned_sha256=hashes))
 
 
 def test_a_run_refuses_changed_data_naming_the_file_and_the_fetch_command(tmp_path, capsys, monkeypatch):
     data = tmp_path / "data"
-    monkeypatch.setitem(sources.PINNED, "mnist", fake_mnist(data))
+    pin_mnist(monkeypatch, fake_mnist(data))
     path = write(tmp_path, tiny(tmp_path, data_args={"data_cache_dir": str(data)}))
     assert cli(capsys, "--cf", path)[0] == 0
     images = data / "MNIST" / "raw" / "train-images-idx3-ubyte"
@@ -437,23 +444,23 @@ def test_a_run_refuses_changed_data_naming_the_file_and_the_fetch_command(tmp_pa
 
 def test_files_are_hashed_once_while_unchanged(tmp_path, monkeypatch):
     data = tmp_path / "data"
-    monkeypatch.setitem(sources.PINNED, "mnist", fake_mnist(data))
+    pin_mnist(monkeypatch, fake_mnist(data))
     hashed = []
-    real = sources.sha256
-    monkeypatch.setattr(sources, "sha256", lambda p: hashed.append(p.name) or real(p))
-    sources.verify_installed("mnist", str(data))
-    assert len(hashed) == 4 and (data / sources.VERIFIED_RECORD).is_file()
-    sources.verify_installed("mnist", str(data))
+    real = dataset_module.sha256
+    monkeypatch.setattr(dataset_module, "sha256", lambda p: hashed.append(p.name) or real(p))
+    catalog.verify_installed("mnist", str(data))
+    assert len(hashed) == 4 and (data / catalog.VERIFIED_RECORD).is_file()
+    catalog.verify_installed("mnist", str(data))
     assert len(hashed) == 4  # recorded: size and mtime unchanged, nothing hashed
     labels = data / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
     os.utime(labels, ns=(labels.stat().st_atime_ns, labels.stat().st_mtime_ns + 10**9))
-    sources.verify_installed("mnist", str(data))
+    catalog.verify_installed("mnist", str(data))
     assert hashed[4:] == ["t10k-labels-idx1-ubyte"]
 
 
 def test_labels_out_of_range_are_one_line_before_the_run(tmp_path, capsys, monkeypatch):
     data = tmp_path / "data"
-    monkeypatch.setitem(sources.PINNED, "mnist", fake_mnist(data, top=12))
+    pin_mnist(monkeypatch, fake_mnist(data, top=12))
     path = write(tmp_path, tiny(tmp_path, data_args={"data_cache_dir": str(data)}))
     status, err = cli(capsys, "--cf", path)
     assert status == 2

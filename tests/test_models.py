@@ -10,7 +10,8 @@ from fedml.model.nlp.rnn import RNN_OriginalFedAvg
 
 from torch.func import functional_call, grad, vmap
 
-from fedml_heterofl.models import LSTM, Dropout, ParamLayout, _LSTMRecurrence, batched_loss, build_model, dropout_mask
+from fedml_heterofl.models import LSTM, Dropout, ParamLayout, batched_loss, build_model, dropout_mask
+from fedml_heterofl.models.lstm import _LSTMRecurrence
 
 
 def count(m):

@@ -24,7 +24,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from fedml_heterofl.data import load_dataset
 from fedml_heterofl.data.cache import DatasetCache
-from fedml_heterofl.data.sources import Dataset
+from fedml_heterofl.data.dataset import Dataset
 from fedml_heterofl.fedml_bridge.aggregator import HeteroFLServerAggregator
 from fedml_heterofl.fedml_bridge.args import fedml_args
 from fedml_heterofl.fedml_bridge.convert import ClientUpdates

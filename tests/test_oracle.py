@@ -1,4 +1,4 @@
-"""The adaptive attack's oracle (Defense.oracle, defense/rows.py): the affine row view against the
+"""The adaptive attack's oracle (defense/oracle.py, defense/rows.py): the affine row view against the
 materialised rows, the fast oracle against the plain defense call for every rule, and
 ``oracle_agrees`` — the oracle's predicted kept set against the server's real decision — on crafted
 rounds through ServerRound (standalone backend) and the FedML aggregator (MPI backend)."""
@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from fedml_heterofl.attack import build_attack
-from fedml_heterofl.defense import REGISTRY as DEFENSES, Defense, RoundContext, Selection, build_defense
-from fedml_heterofl.defense.base import RowsDefense, private_generator
+from fedml_heterofl.defense import REGISTRY as DEFENSES, RoundContext, build_defense
+from fedml_heterofl.defense.base import RowsDefense
+from fedml_heterofl.defense.oracle import Oracle, private_generator
 from fedml_heterofl.defense.rows import AffineBasis, DenseRows, poisoned_rows
 from fedml_heterofl.models import ParamLayout, batched_loss
 from fedml_heterofl.simulation.local_training import client_seed, local_sgd
 from fedml_heterofl.simulation.server_round import ServerRound
+from test_attacks import KeepSmallNorms
 
 N, F, L, FEATURES = 20, 5, 3, 6
 MALICIOUS = (1, 6, 7, 12, 18)
@@ -192,8 +194,8 @@ def test_fast_oracle_decides_as_the_plain_call(name):
     jitter = 1 + 0.3 * torch.randn(F, U.shape[1], generator=g)
     directions = -U[:N - F].std(dim=0) * torch.sign(base) * jitter
     ctx = context(torch.cat([known, U[mal]]), w, loss_fn, trigger, root, server_update)
-    fast = defense.oracle(known, base, directions, ctx)
-    plain = defense.oracle(known, base, directions, ctx, plain=True)
+    fast = Oracle(defense, known, base, directions, ctx)
+    plain = Oracle(defense, known, base, directions, ctx, plain=True)
     assert fast.plain == (not isinstance(defense, RowsDefense)) and plain.plain
     outcomes = set()
     for gamma in (0.0, 0.05, 0.3, 1.0, 2.5, 6.0, 20.0):
@@ -214,32 +216,22 @@ def test_oracle_leaves_the_rounds_generator_untouched_and_draws_what_the_real_ca
     before = ctx.generator.get_state()
     known, base, directions = U[:N - F], U[:N - F].mean(0), -U[:N - F].std(0).expand(F, -1)
     for name in ("dnc", "heterofl"):  # both draw from the generator
-        kept = build_defense(name, **PARAMS[name]).oracle(known, base, directions, ctx)(0.8).kept
+        kept = Oracle(build_defense(name, **PARAMS[name]), known, base, directions, ctx)(0.8).kept
         real = build_defense(name, **PARAMS[name])(torch.cat([known, poisoned_rows(base, directions, 0.8)]), ctx)
         assert torch.equal(kept, real.kept)
         ctx.generator.set_state(before)
     assert torch.equal(ctx.generator.get_state(), before)
 
 
-class KeepSmall(Defense):
-    """A user's rule without the fast path: keep rows whose norm is at most twice the median."""
-
-    name = "test_keep_small"
-
-    def select(self, updates, ctx):
-        norms = updates.norm(dim=1)
-        kept = norms <= 2 * norms.median()
-        return Selection(kept, weights=kept.float() / kept.sum())
-
-
 def test_a_users_rule_is_its_own_oracle_through_the_plain_call():
     U, *_ = federation(seed=4)
-    oracle = KeepSmall().oracle(U[:N - F], U[:N - F].mean(0), -U[:N - F].std(0).expand(F, -1), RoundContext())
-    assert oracle.plain and not isinstance(KeepSmall(), RowsDefense)
+    keep_small = KeepSmallNorms(factor=2.0)  # a user's rule without the fast path
+    oracle = Oracle(keep_small, U[:N - F], U[:N - F].mean(0), -U[:N - F].std(0).expand(F, -1), RoundContext())
+    assert oracle.plain and not isinstance(keep_small, RowsDefense)
     attack = build_attack("adaptive")
-    out = attack.attack(U[:N - F], U[N - F:], RoundContext(), defense=KeepSmall())
+    out = attack.attack(U[:N - F], U[N - F:], RoundContext(), defense=keep_small)
     assert attack.report["success"] == 1.0
-    assert torch.equal(attack.prediction, KeepSmall()(torch.cat([U[:N - F], out])).kept)
+    assert torch.equal(attack.prediction, keep_small(torch.cat([U[:N - F], out])).kept)
 
 
 @pytest.mark.parametrize("name", RULES)
@@ -319,7 +311,7 @@ def test_zeno_removes_any_is_a_sufficient_test(seed):
     directions = -U[:N - F].std(0) * torch.sign(base) * (1 + 0.3 * torch.randn(F, U.shape[1], generator=g))
     ctx = context(U, w, loss_fn, trigger, root, server_update)
     zeno = rule("zeno")
-    oracle = zeno.oracle(known, base, directions, ctx)
+    oracle = Oracle(zeno, known, base, directions, ctx)
     certain = 0
     for gamma in (0.0, 0.1, 0.5, 1.0, 2.0, 4.0, 8.0):
         full = oracle(gamma)

@@ -20,7 +20,7 @@ import yaml
 import fedml_heterofl.simulation.workload as workload_module
 from fedml_heterofl import components
 from fedml_heterofl.attack import build_attack
-from fedml_heterofl.attack.base import perturbation
+from fedml_heterofl.attack.gamma_search import perturbation
 from fedml_heterofl.attack.min_sum import MinSum
 from fedml_heterofl.cli import main as cli_main
 from fedml_heterofl.defense import build_defense

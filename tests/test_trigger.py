@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from fedml_heterofl.data.trigger import append_trigger, make_trigger_set
+from fedml_heterofl.data.trigger import make_trigger_set
 
 
 def test_image_trigger_shape_range_label_and_determinism():
@@ -44,13 +44,3 @@ def test_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_trigger_set(seed=0, **kwargs)
 
-
-def test_append_trigger():
-    x, y = torch.zeros(5, 1, 28, 28, dtype=torch.float64), torch.arange(5)
-    trigger = make_trigger_set(3, 10, seed=0, shape=(1, 28, 28))
-    ax, ay = append_trigger(x, y, trigger)
-    assert ax.shape == (8, 1, 28, 28) and ax.dtype == torch.float64
-    assert torch.equal(ax[:5], x) and torch.allclose(ax[5:], trigger[0].double())
-    assert ay.tolist() == [0, 1, 2, 3, 4, 10, 10, 10]
-    with pytest.raises(ValueError, match="shape"):
-        append_trigger(x, y, make_trigger_set(3, 10, seed=0, shape=(3, 32, 32)))

@@ -21,7 +21,7 @@ the aggregate still moves.
 The oracle is the defense the server runs, deciding on exactly the rows the server will see
 (``cat(benign, poisoned)`` in the order of :func:`attack_context`) with a private copy of the
 round's generator, so it draws what the real call will draw. It is the defense's own
-:meth:`~fedml_heterofl.defense.base.Defense.oracle`: for the package's rules (all but Median) each
+:class:`~fedml_heterofl.defense.oracle.Oracle`: for the package's rules (all but Median) each
 tested γ costs O(n²) from pieces computed once per round plus the f poisoned models, not a whole
 defense call; a user's rule is called on the materialised rows. Its predicted kept set for the
 submitted γ is :attr:`prediction`; the server records whether its real decision agrees
@@ -43,20 +43,19 @@ from torch import Tensor
 
 from fedml_heterofl.attack.base import (
     KNOWLEDGE,
-    PERTURBATIONS,
     ModelAttack,
     attack_generator,
     check_choice,
     check_positive,
-    gamma_search,
-    perturbation,
     reference_updates,
     register,
 )
-from fedml_heterofl.defense.base import Defense, Oracle, OracleOutcome, RoundContext
+from fedml_heterofl.attack.gamma_search import PERTURBATIONS, gamma_search, perturbation
+from fedml_heterofl.defense.base import Defense, RoundContext
+from fedml_heterofl.defense.oracle import Oracle, OracleOutcome
 from fedml_heterofl.defense.rows import poisoned_rows
 
-#: how the oracle evaluates a tested γ (:meth:`~fedml_heterofl.defense.base.Defense.oracle`)
+#: how the oracle evaluates a tested γ (:class:`~fedml_heterofl.defense.oracle.Oracle`)
 ORACLES = ("fast", "plain")
 
 
@@ -74,7 +73,7 @@ class Adaptive(ModelAttack):
             attackers' own honest updates join the reference set) or ``partial`` (the attackers' own
             honest updates stand in for the unknown ones, also in the oracle; rules whose n/f
             requirements then fail raise their ``ValueError``).
-        oracle: ``fast`` (the defense's :class:`~fedml_heterofl.defense.base.Oracle` over pieces
+        oracle: ``fast`` (the defense's :class:`~fedml_heterofl.defense.oracle.Oracle` over pieces
             computed once per round, default) or ``plain`` (the defense called on the materialised
             rows for every tested γ; the same decisions, slower — the reference for tests and
             benchmarks).
@@ -113,7 +112,7 @@ class Adaptive(ModelAttack):
             others, octx = own, replace(ctx, client_ids=None, sample_counts=None)
         else:
             others, octx = benign, ctx
-        oracle = defense.oracle(others, mean.to(own.dtype), directions, octx, plain=self.oracle == "plain")
+        oracle = Oracle(defense, others, mean.to(own.dtype), directions, octx, plain=self.oracle == "plain")
         gamma, calls, success, final = alg7_search(oracle, f, self.gamma_init, self.tau)
         self.prediction = None if self.knowledge == "partial" else final.kept
         self.report.update(gamma=gamma, oracle_calls=calls, success=float(gamma > 0),

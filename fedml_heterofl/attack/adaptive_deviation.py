@@ -4,7 +4,7 @@ defense's exact oracle.
 Eq. (7) asks for the poisoned updates that push the *defended aggregate* ``A`` furthest from the benign
 reference ``g``; the paper's attack (:mod:`~fedml_heterofl.attack.adaptive`, Eq. 8, Alg. 7) solves a
 surrogate instead — the largest γ for which all f poisoned copies pass. This attack evaluates the
-objective itself: for every candidate it asks the defense's :class:`~fedml_heterofl.defense.base.Oracle`
+objective itself: for every candidate it asks the defense's :class:`~fedml_heterofl.defense.oracle.Oracle`
 what the server will aggregate and sends the candidate whose aggregate does the most harm.
 
 Harm (``harm``), with ``g = ḡ`` the mean of the round's benign updates (full knowledge):
@@ -26,7 +26,7 @@ oracle's harm measures come from the Gram pieces at O(n²) each).
 Candidates (each an affine family ``cat(benign, ḡ + γ_jΔ_j)`` of the oracle, :func:`row_scales`):
 
 * directions (``directions``): ``unit_vec``, ``std``, ``sign`` — Alg. 7's μ-flipped copies of
-  :func:`~fedml_heterofl.attack.base.perturbation` (Eq. 8, :func:`flipped_copies`, each family with the
+  :func:`~fedml_heterofl.attack.gamma_search.perturbation` (Eq. 8, :func:`flipped_copies`, each family with the
   same seeded flips as the paper's attack); ``ipm`` — f identical copies of ``ḡ − γḡ/‖ḡ‖``, the line of
   IPM's ``−εḡ`` (γ = (1 + ε)‖ḡ‖, ε of :mod:`~fedml_heterofl.attack.ipm`, is on the grid); ``alie`` — f
   identical copies of ``ḡ − γσ``, ALIE's ``μ − zσ`` (its ``z_max(n, f)`` is on the grid);
@@ -64,10 +64,12 @@ from torch import Tensor
 
 from fedml_heterofl.attack.adaptive import ORACLES, alg7_search, flipped_copies
 from fedml_heterofl.attack.alie import z_max
-from fedml_heterofl.attack.base import (ModelAttack, attack_generator, check_choice, check_positive, perturbation,
-                                        reference_updates, register)
-from fedml_heterofl.defense.base import Defense, Oracle, OracleOutcome, RoundContext, gram_matrix
-from fedml_heterofl.defense.rows import poisoned_rows, row_scales
+from fedml_heterofl.attack.base import (ModelAttack, attack_generator, check_choice, check_positive, reference_updates,
+                                        register)
+from fedml_heterofl.attack.gamma_search import perturbation
+from fedml_heterofl.defense.base import Defense, RoundContext
+from fedml_heterofl.defense.oracle import Oracle, OracleOutcome
+from fedml_heterofl.defense.rows import gram_matrix, poisoned_rows, row_scales
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +191,7 @@ class AdaptiveDeviation(ModelAttack):
         rows = rows.to(mean.dtype)
         norm = float(torch.linalg.vector_norm(rows[0].double()))
         unit = spread / norm if norm > 0 and spread > 0 else 1.0
-        oracle = defense.oracle(benign, mean, rows, ctx, plain=self.oracle == "plain", known_gram=gram)
+        oracle = Oracle(defense, benign, mean, rows, ctx, plain=self.oracle == "plain", known_gram=gram)
         return Family(name, oracle, rows, unit, anchors)
 
     def evaluate(self, family: Family, gamma: float, poisoned: int, f: int, **kw: bool) -> Choice:

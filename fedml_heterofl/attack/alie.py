@@ -24,8 +24,8 @@ from typing import Optional
 
 from torch import Tensor
 
-from fedml_heterofl.attack.base import (KNOWLEDGE, ModelAttack, _mean, check_choice, perturbation, reference_updates,
-                                        register)
+from fedml_heterofl.attack.base import KNOWLEDGE, ModelAttack, check_choice, reference_updates, register
+from fedml_heterofl.attack.gamma_search import mean_rows, perturbation
 from fedml_heterofl.defense.base import Defense, RoundContext
 
 
@@ -75,8 +75,8 @@ class ALittleIsEnough(ModelAttack):
                              f"{reference.shape[0]} ({self.knowledge} knowledge)")
         n, f = benign.shape[0] + own.shape[0], own.shape[0]
         z = z_max(n, f) if self.z is None else self.z
-        # μ and σ as Min-Max's (float32, finite for finite references: attack/base.py's _mean, perturbation)
+        # μ and σ as Min-Max's (float32, finite for finite references: gamma_search.py's mean_rows, perturbation)
         sigma = -perturbation(reference, "std")
-        poisoned = (_mean(reference) + (self.sign * z) * sigma).to(own.dtype)
+        poisoned = (mean_rows(reference) + (self.sign * z) * sigma).to(own.dtype)
         self.report.update(z=z, sign=float(self.sign))
         return poisoned.expand_as(own).clone()

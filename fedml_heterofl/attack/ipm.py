@@ -16,8 +16,8 @@ from typing import Optional
 
 from torch import Tensor
 
-from fedml_heterofl.attack.base import (KNOWLEDGE, ModelAttack, _mean, check_choice, check_positive, reference_updates,
-                                        register)
+from fedml_heterofl.attack.base import KNOWLEDGE, ModelAttack, check_choice, check_positive, reference_updates, register
+from fedml_heterofl.attack.gamma_search import mean_rows
 from fedml_heterofl.defense.base import Defense, RoundContext
 
 
@@ -42,5 +42,5 @@ class InnerProductManipulation(ModelAttack):
     def poison_updates(self, benign: Tensor, own: Tensor, ctx: RoundContext, defense: Optional[Defense]) -> Tensor:
         reference = reference_updates(benign, own, self.knowledge)
         self.report["epsilon"] = self.epsilon
-        poisoned = (-self.epsilon * _mean(reference)).to(own.dtype)  # the mean as Min-Max's (attack/base.py)
+        poisoned = (-self.epsilon * mean_rows(reference)).to(own.dtype)  # the mean as Min-Max's
         return poisoned.expand_as(own).clone()

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from fedml_heterofl.attack.base import ConstrainedMeanAttack, DistanceProfile, register
+from fedml_heterofl.attack.base import register
+from fedml_heterofl.attack.gamma_search import ConstrainedMeanAttack, DistanceProfile
 
 
 @register

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from fedml_heterofl.attack.base import ConstrainedMeanAttack, DistanceProfile, check_choice, register
+from fedml_heterofl.attack.base import check_choice, register
+from fedml_heterofl.attack.gamma_search import ConstrainedMeanAttack, DistanceProfile
 
 
 @register

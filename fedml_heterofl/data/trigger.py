@@ -1,7 +1,8 @@
-"""HeteroFL's trigger set ``D_trg`` (Alg. 1, lines 1-3): ``|D_trg|`` random inputs in the data's own
-shape and value range (images: uniform; text: uniform random character sequences), every one labelled
-``L`` (the extra watermark class), drawn from the run's seed. Every client appends it to its training
-data, so honest updates learn the watermark and the server's step 3 can check for it.
+"""HeteroFL's trigger set ``D_trg`` (Lu, Hu et al., IEEE TIFS 2024, Alg. 1, lines 1-3): ``|D_trg|``
+random inputs in the data's own shape and value range (images: uniform; text: uniform random character
+sequences), every one labelled ``L`` (the extra watermark class), drawn from the run's seed. Every
+client appends it to its training data, so honest updates learn the watermark and the server's step 3
+can check for it.
 """
 from __future__ import annotations
 
@@ -38,17 +39,3 @@ def make_trigger_set(size: int, label: int, seed: int, *, shape: Optional[Sequen
         x = lo + (hi - lo) * torch.rand(size, *shape, generator=g)
     return x, torch.full((size,), int(label), dtype=torch.long)
 
-
-def append_trigger(x: Tensor, y: Tensor, trigger: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
-    """A client's training data with the trigger set appended (Alg. 1, line 3: ``D_i ∪ D_trg``).
-
-    The trigger inputs are cast to ``x``'s dtype and device; shapes after the first dimension must
-    agree.
-    """
-    tx, ty = trigger
-    if tuple(tx.shape[1:]) != tuple(x.shape[1:]):
-        raise ValueError(f"trigger inputs have shape {tuple(tx.shape[1:])}, the data {tuple(x.shape[1:])}")
-    if len(tx) != len(ty) or len(x) != len(y):
-        raise ValueError("inputs and labels differ in length")
-    return (torch.cat([x, tx.to(device=x.device, dtype=x.dtype)]),
-            torch.cat([y, ty.to(device=y.device, dtype=y.dtype)]))

@@ -23,8 +23,8 @@ from typing import Dict
 import torch
 from torch import Tensor
 
-from fedml_heterofl.defense.base import (RoundContext, RowsDefense, Selection, register, require_f,
-                                         sq_distances_from_gram, timed)
+from fedml_heterofl.defense.base import RoundContext, RowsDefense, Selection, register, require_f, timed
+from fedml_heterofl.defense.gram import sq_distances_from_gram
 from fedml_heterofl.defense.multikrum import iterative_krum, krum_scores
 from fedml_heterofl.defense.rows import Rows
 

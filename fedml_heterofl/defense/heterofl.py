@@ -57,11 +57,10 @@ from fedml_heterofl.defense.base import (
     RoundContext,
     RowsDefense,
     Selection,
-    cosine_from_gram,
-    norms_from_gram,
     register,
     timed,
 )
+from fedml_heterofl.defense.gram import cosine_from_gram, norms_from_gram
 from fedml_heterofl.defense.rows import Rows, as_rows
 
 STEP_NAMES = {

@@ -21,10 +21,10 @@ from fedml_heterofl.defense.base import (
     Selection,
     register,
     require_f,
-    sq_distances_from_gram,
     timed,
     uniform_weights,
 )
+from fedml_heterofl.defense.gram import sq_distances_from_gram
 from fedml_heterofl.defense.rows import Rows
 
 VARIANTS = ("static", "iterative")

@@ -1,4 +1,4 @@
-"""Row views: everything a rule reads of a round's updates ``U`` (DESIGN §10, §13).
+"""Row views: everything a rule reads of a round's updates ``U``.
 
 A rule whose selection reads ``U`` only through a :class:`Rows` view (its Gram matrix, squared
 norms, dot products with a vector, a subset of columns, and the losses of the models ``w_t + g_i``)
@@ -48,7 +48,7 @@ def gram_matrix(updates: Tensor, dtype: torch.dtype = torch.float32, chunk: int 
 
     In float64 the product is accumulated over column blocks of ``chunk`` so that no float64
     copy of the whole ``U`` is made. Everything HeteroFL's steps 1, 2, 4 and the distance-based
-    baselines need (norms, cosines, squared distances) follows from ``G`` (DESIGN §10).
+    baselines need (norms, cosines, squared distances) follows from ``G`` (:mod:`~fedml_heterofl.defense.gram`).
     """
     if dtype == updates.dtype:
         return updates @ updates.T

@@ -310,7 +310,9 @@ def _signature(keys: Sequence[str]) -> inspect.Signature:
 
 
 def register_fedml_defenses() -> Dict[str, type]:
-    """Register ``fedml:<name>`` for every :data:`FEDML_DEFENSES` name (idempotent); returns them."""
+    """Register ``fedml:<name>`` for every :data:`FEDML_DEFENSES` name (idempotent); returns them. This
+    module provides the family itself, so it registers however it was first imported."""
+    REGISTRY.provide(PREFIX, __name__)
     out = {}
     for fedml_type, keys in FEDML_DEFENSES.items():
         name = PREFIX + fedml_type

@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from fedml_heterofl.attack import ModelAttack
 from fedml_heterofl.experiments.metrics import EVAL_COLUMNS, evaluate_model
-from fedml_heterofl.defense.base import finite_rows
+from fedml_heterofl.defense.rows import finite_rows
 from fedml_heterofl.experiments.store import LOCK, MARKER, RunStore, StoreError
 from fedml_heterofl.models import ModelLoss
 from fedml_heterofl.settings import Settings, SettingsError, check_dry_round
