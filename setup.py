@@ -35,5 +35,10 @@ setup(
         "plot": ["matplotlib>=3.6"],
         "mutation": ["mutmut>=3.3"],
     },
-    entry_points={"console_scripts": ["fedml-heterofl=fedml_heterofl.cli:main"]},
+    entry_points={
+        "console_scripts": ["fedml-heterofl=fedml_heterofl.cli:main"],
+        # defense_type: fedml:<name> -> FedML 0.9.6's own defenses, registered when this module is imported
+        # (on the first lookup of such a name; it imports FedML)
+        "fedml_heterofl.defense_families": ["fedml = fedml_heterofl.fedml_bridge.fedml_defenses"],
+    },
 )

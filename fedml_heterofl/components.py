@@ -27,12 +27,6 @@ from fedml_heterofl.yaml_input import number_hint
 #: defense parameters that default to ``byzantine_client_num`` (Multi-Krum's and DnC's f, Zeno's b)
 ATTACKER_COUNT_PARAMS = ("f", "b")
 
-# FedML 0.9.6's own defenses, ``defense_type: fedml:<name>``: the module named here (it imports FedML)
-# registers them on the first lookup of such a name. Provided here because every path from a
-# configuration to a defense imports this module first: settings (the standalone and the MPI run,
-# grids), fedml_bridge (FedML's own processes) and ``fedml-heterofl defenses``.
-DEFENSES.provide("fedml:", "fedml_heterofl.fedml_bridge.fedml_defenses")
-
 
 def accepted_parameters(cls: type) -> Tuple[str, ...]:
     """The keyword arguments ``cls(...)`` takes: the named parameters of its ``__init__`` and, when that

@@ -2,21 +2,24 @@
 ``attack_type``.
 
 A :class:`Registry` knows only the classes registered with it. A family of names that needs a heavy
-import is provided from above: :meth:`Registry.provide` maps a name prefix to a module, which is
-imported on the first lookup of such a name and registers the family's classes with
-:meth:`Registry.register_lazy`. The registry names no family itself: the layer that provides one
-(FedML's own defenses as ``fedml:<name>``) registers it with :meth:`Registry.provide`.
+import is provided from above: a module that registers the family's classes with
+:meth:`Registry.register_lazy` when imported, named under the registry's entry-point group in the
+distribution's metadata (``setup.py``: FedML's own defenses, ``fedml:<name>``, are the entry point
+``fedml = fedml_heterofl.fedml_bridge.fedml_defenses`` of ``fedml_heterofl.defense_families``). The
+module is imported on the first lookup of such a name. The registry names no family itself.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import Any, Dict, Optional
 
 
 class Registry(dict):
     """Name -> class, filled by the :meth:`register` class decorator; :meth:`build` instantiates.
 
-    ``kind`` names the entries in error messages (``"defense"``, ``"attack"``).
+    ``kind`` names the entries in error messages (``"defense"``, ``"attack"``); ``families`` is the
+    entry-point group whose entries ``NAME = module`` provide the names ``NAME:<name>`` (module doc).
 
     Lazy families: :meth:`provide` maps a name prefix (e.g. ``"fedml:"``) to a module that registers the
     family's classes with :meth:`register_lazy` when it is first imported — on the first lookup of such a
@@ -25,20 +28,34 @@ class Registry(dict):
     (``sorted(registry)`` is the package's own names); :meth:`allowed` names both.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, families: Optional[str] = None) -> None:
         super().__init__()
         self.kind = kind
-        self._providers: Dict[str, str] = {}
+        self.families = families
+        self._providers: Optional[Dict[str, str]] = None if families else {}
         self._lazy: Dict[str, type] = {}
+
+    @property
+    def providers(self) -> Dict[str, str]:
+        """Prefix -> module of every lazy family: the entry points of :attr:`families` (read once) and
+        those given to :meth:`provide`."""
+        if self._providers is None:
+            self._providers = {f"{ep.name}:": ep.value
+                               for ep in importlib.metadata.entry_points(group=self.families)}
+        return self._providers
 
     def provide(self, prefix: str, module: str) -> None:
         """Names starting with ``prefix`` are registered by importing ``module`` on first lookup."""
-        self._providers[prefix] = module
+        self.providers[prefix] = module
+
+    def lazy(self, name: str) -> Optional[type]:
+        """The lazy entry registered as ``name``, if its family's module was imported."""
+        return self._lazy.get(name)
 
     def register_lazy(self, cls: type) -> type:
         """Add ``cls`` under ``cls.name`` as a lazy entry (its name starts with a provided prefix)."""
-        if not any(cls.name.startswith(p) for p in self._providers):
-            raise ValueError(f"{cls.name!r} has none of the lazy prefixes {sorted(self._providers)}")
+        if not any(cls.name.startswith(p) for p in self.providers):
+            raise ValueError(f"{cls.name!r} has none of the lazy prefixes {sorted(self.providers)}")
         self._lazy[cls.name] = cls
         return cls
 
@@ -47,7 +64,7 @@ class Registry(dict):
             return dict.__getitem__(self, key)
         if not isinstance(key, str):
             return None
-        for prefix, module in self._providers.items():
+        for prefix, module in self.providers.items():
             if key.startswith(prefix):
                 if key not in self._lazy:
                     try:
@@ -73,7 +90,7 @@ class Registry(dict):
 
     def allowed(self) -> str:
         """The allowed names for an error message: the package's own, then each lazy family."""
-        families = [f"{p}<name> ({self._providers[p]})" for p in sorted(self._providers)]
+        families = [f"{p}<name> ({self.providers[p]})" for p in sorted(self.providers)]
         return ", ".join(sorted(dict.keys(self)) + families)
 
     def register(self, cls: type) -> type:

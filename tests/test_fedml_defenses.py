@@ -4,6 +4,7 @@ breaks are exactly the documented BROKEN list), FedML's decisions checked agains
 computations, the adaptive attack with a FedML defense as its oracle, and the lazy registry."""
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -184,6 +185,22 @@ def test_registry_family_is_lazy_and_not_listed():
     code = ("import sys, fedml_heterofl.defense as d; d.build_defense('geomed'); assert 'geomed' in d.REGISTRY; "
             "assert 'fedml' not in sys.modules, 'fedml imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_families_come_from_the_distributions_entry_points():
+    """The registry names no family: the fedml: family is the installed package's entry point, and a
+    fresh registry of a group nobody declares has none (so a name of it is unknown, with no import)."""
+    from importlib.metadata import entry_points
+
+    from fedml_heterofl.registry import Registry
+
+    declared = {ep.name: ep.value for ep in entry_points(group="fedml_heterofl.defense_families")}
+    assert declared == {"fedml": "fedml_heterofl.fedml_bridge.fedml_defenses"}
+    assert REGISTRY.providers["fedml:"] == declared["fedml"]
+    other = Registry("defense", families="fedml_heterofl.no_such_group")
+    assert other.providers == {} and "fedml:krum" not in other
+    defense_source = (Path(__file__).resolve().parents[1] / "fedml_heterofl" / "defense" / "base.py").read_text()
+    assert "fedml_bridge" not in defense_source
 
 
 def test_readme_lists_exactly_the_broken_no_op_and_wrong_ones():

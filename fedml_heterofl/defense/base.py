@@ -276,7 +276,7 @@ def timed(diagnostics: Dict[str, object], step: str) -> Iterator[None]:
 
 
 #: the defenses a configuration can name (``defense_type``)
-REGISTRY = Registry("defense")
+REGISTRY = Registry("defense", families="fedml_heterofl.defense_families")
 #: class decorator adding a :class:`Defense` subclass to :data:`REGISTRY` under ``cls.name``
 register = REGISTRY.register
 

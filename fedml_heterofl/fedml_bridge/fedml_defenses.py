@@ -316,7 +316,7 @@ def register_fedml_defenses() -> Dict[str, type]:
     out = {}
     for fedml_type, keys in FEDML_DEFENSES.items():
         name = PREFIX + fedml_type
-        cls = REGISTRY._lazy.get(name)
+        cls = REGISTRY.lazy(name)
         if cls is None:
             def __init__(self: FedMLDefense, **params: Any) -> None:
                 FedMLDefense.__init__(self, **params)
