@@ -22,7 +22,7 @@ import logging
 import os
 from typing import Dict
 
-from fedml_heterofl.cli import report_error
+from fedml_heterofl.messages import report_error
 from fedml_heterofl.settings import SettingsError, check_dry_round, load_settings
 from fedml_heterofl.simulation.rounds import Backend
 

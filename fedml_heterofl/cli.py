@@ -4,7 +4,7 @@
 Each subcommand lives in the module that owns its work and exposes ``add_arguments(parser)`` and
 ``main(args) -> int``; this file only dispatches, importing the module lazily (``import fedml``
 alone takes seconds, and ``data`` or ``report`` never need it). A subcommand reports a problem the
-user can fix with :func:`report_error`: one line on stderr, exit status 2, no traceback. Any other
+user can fix with :func:`~fedml_heterofl.messages.report_error`: one line on stderr, exit status 2, no traceback. Any other
 error is one line too, with exit status 1; ``--debug`` (or ``FEDML_HETEROFL_DEBUG=1``) shows the
 tracebacks. Warnings that other packages raise while FedML's dependencies import (``pkg_resources``,
 ``requests``, pydantic and SQLAlchemy deprecations) are silenced here, for the command only.
@@ -16,11 +16,11 @@ import importlib
 import logging
 import os
 import sys
-import traceback
 import warnings
 from typing import List, Optional
 
 from fedml_heterofl.environment import version_lines
+from fedml_heterofl.messages import DEBUG_ENV, debug, one_line
 
 #: subcommand -> (module, one-line help)
 COMMANDS = {
@@ -36,36 +36,8 @@ COMMANDS = {
 }
 
 
-#: environment variable that shows tracebacks (``--debug`` sets it, for a grid's worker processes too)
-DEBUG_ENV = "FEDML_HETEROFL_DEBUG"
 #: modules whose warnings the command silences (module doc): FedML and what it imports
 THIRD_PARTY_WARNINGS = r"(fedml|requests|pkg_resources|setuptools|sqlalchemy|pydantic|wandb|google)(\.|$)"
-
-
-def debug() -> bool:
-    """Whether tracebacks are shown (``--debug`` or ``FEDML_HETEROFL_DEBUG=1``)."""
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
-
-
-def one_line(text: str) -> str:
-    """``text`` with its lines joined by ``; `` (YAML and torch errors span several lines)."""
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
-def describe(problem: object) -> str:
-    """``problem`` (an exception or a message) in one line, an exception's notes appended."""
-    text = one_line("; ".join([str(problem), *getattr(problem, "__notes__", ())]))
-    return text or type(problem).__name__
-
-
-def report_error(command: str, problem: object) -> int:
-    """Print ``problem`` (an exception or a message) as one line on stderr (``fedml-heterofl COMMAND:
-    message``, with the exception's notes); returns 2, the exit status of a problem the user can fix.
-    With :func:`debug`, an exception's traceback comes first."""
-    if debug() and isinstance(problem, BaseException):
-        traceback.print_exception(problem)
-    print(f"fedml-heterofl {command}: {describe(problem)}", file=sys.stderr)
-    return 2
 
 
 class _Command:
