@@ -11,7 +11,7 @@ import zipfile
 import pytest
 import torch
 
-from fedml_heterofl.experiments.store import MARKER, RunStore, StoreError, atomic_write
+from fedml_heterofl.record.store import MARKER, RunStore, StoreError, atomic_write
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):

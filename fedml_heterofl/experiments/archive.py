@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 from fedml_heterofl.cli import report_error
-from fedml_heterofl.experiments.store import RunStore, StoreError
+from fedml_heterofl.record.store import RunStore, StoreError
 from fedml_heterofl.settings import SettingsError, settings_from_dict
 from fedml_heterofl.yaml_input import YamlInputError, read_yaml
 
@@ -42,7 +42,7 @@ def archive_run(run: Union[str, Path], dest_root: Union[str, Path]) -> Optional[
 
 def copy_run(run: Union[str, Path], dest: Union[str, Path]) -> Path:
     """Copy the :data:`ARCHIVED_FILES` a run folder has to the folder ``dest`` (made if missing).
-    Raises :class:`~fedml_heterofl.experiments.store.StoreError` naming ``dest`` when it exists and is not
+    Raises :class:`~fedml_heterofl.record.store.StoreError` naming ``dest`` when it exists and is not
     a run folder (a user's files are never overwritten)."""
     run, dest = Path(run), Path(dest)
     RunStore(dest.parent, dest.name).check_ours()

@@ -13,7 +13,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 from fedml_heterofl.cli import report_error
 from fedml_heterofl.experiments.figures import draw
 from fedml_heterofl.experiments.report import TARGET_SHARE, Run, load_runs, swept, tables
-from fedml_heterofl.experiments.store import StoreError, atomic_write
+from fedml_heterofl.record.store import StoreError, atomic_write
 
 SECTIONS = (
     ("table_accuracy", "Accuracy (Table I)"),

@@ -54,7 +54,6 @@ from torch import Tensor, nn
 
 from fedml_heterofl.defense import build_defense
 from fedml_heterofl.defense.base import Batch, Defense
-from fedml_heterofl.experiments.metrics import EVAL_COLUMNS, detection_metrics
 from fedml_heterofl.fedml_bridge.adapters import (
     AttackAdapter,
     DefenseAdapter,
@@ -66,6 +65,7 @@ from fedml_heterofl.components import malicious_client_ids, round_index, sgd_set
 from fedml_heterofl.fedml_bridge.convert import ClientUpdates, ModelList, StateCodec, StateDict, as_tensors, copy_state
 from fedml_heterofl.fedml_bridge.trainer import evaluate
 from fedml_heterofl.models import ModelLoss, ParamLayout
+from fedml_heterofl.record.metrics import EVAL_COLUMNS, detection_metrics
 from fedml_heterofl.simulation.local_training import server_update
 from fedml_heterofl.simulation.runner import is_test_round
 from fedml_heterofl.simulation.server_round import ServerRound

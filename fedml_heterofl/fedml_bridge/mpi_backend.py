@@ -49,11 +49,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fedml_heterofl.data import DataError, verify_installed
 from fedml_heterofl.data.cache import DatasetCache
-from fedml_heterofl.experiments.store import RunStore, StoreError
 from fedml_heterofl.fedml_bridge.aggregator import HeteroFLServerAggregator
 from fedml_heterofl.fedml_bridge.mpi import SiloView, abort_on_error, rank_device, run_cross_silo
 from fedml_heterofl.fedml_bridge.offline import init
 from fedml_heterofl.fedml_bridge.trainer import HeteroFLWorkerTrainer
+from fedml_heterofl.record.store import RunStore, StoreError
 from fedml_heterofl.settings import Settings
 from fedml_heterofl.simulation.clients import assign_clients
 from fedml_heterofl.simulation.launch import check_launch
@@ -63,7 +63,7 @@ from fedml_heterofl.simulation.workload import client_plan, initial_model, serve
 
 def run_mpi(settings: Settings, *, results_dir: Optional[str] = None) -> Optional[Dict[str, Any]]:
     """Run this MPI rank's part (module doc); rank 0 returns the run's summary, workers ``None``.
-    Rank 0 holds the run folder's lock (:meth:`~fedml_heterofl.experiments.store.RunStore.lock`) for
+    Rank 0 holds the run folder's lock (:meth:`~fedml_heterofl.record.store.RunStore.lock`) for
     the run; the first rank of each machine verifies the data there
     (:func:`~fedml_heterofl.data.verify_installed`).
 

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from fedml_heterofl.data import DataError
-    from fedml_heterofl.experiments.store import RunStore, StoreError
+    from fedml_heterofl.record.store import RunStore, StoreError
     from fedml_heterofl.simulation.runner import run_name
 
     try:

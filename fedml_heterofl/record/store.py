@@ -1,4 +1,4 @@
-"""Result folders: ``results/<name>/`` written atomically and resumable (DESIGN §9, §11).
+"""Result folders: ``results/<name>/``, written atomically while the run runs, so that a killed run resumes.
 
 A run folder holds ``config.yaml`` (the resolved settings), ``metrics.csv`` (one row per completed
 round), ``summary.json`` (written when the run ends; ``finished: true``), ``checkpoint.pt`` (the state
