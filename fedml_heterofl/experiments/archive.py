@@ -1,5 +1,5 @@
 """``fedml-heterofl archive RESULTS_DIR [DEST]``: the small files of finished runs, kept under version
-control so that every published table can be regenerated from them alone (DESIGN §13: a grid that
+control so that every published table can be regenerated from them alone (a grid that
 runs for hours spans working days and machines, and work trees are laid anew between them).
 
 A finished run folder (``summary.json`` with ``finished: true``) is copied as its
