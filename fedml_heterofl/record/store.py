@@ -292,13 +292,6 @@ class RunStore:
         writer.writerows(rows)
         self.write_file("metrics.csv", out.getvalue())
 
-    def read_metrics(self) -> List[Dict[str, str]]:
-        path = self.path / "metrics.csv"
-        if not path.exists():
-            return []
-        with open(path, newline="") as fh:
-            return list(csv.DictReader(fh))
-
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         self.write_file("summary.json", json.dumps(_jsonable(dict(summary)), indent=1))
 
