@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fedml_heterofl.experiments.grid import load_grid  # noqa: E402
-from fedml_heterofl.experiments.metrics import evaluate_model  # noqa: E402
+from fedml_heterofl.record.metrics import evaluate_model  # noqa: E402
 from fedml_heterofl.settings import Settings  # noqa: E402
 from fedml_heterofl.simulation.local_training import client_seed, local_sgd  # noqa: E402
 from fedml_heterofl.simulation.workload import build_workload  # noqa: E402

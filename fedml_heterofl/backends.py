@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from fedml_heterofl.data import DataError
-    from fedml_heterofl.experiments.store import RunStore, StoreError
+    from fedml_heterofl.record.store import RunStore, StoreError
     from fedml_heterofl.simulation.rounds import run_name
 
     try:

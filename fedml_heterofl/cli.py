@@ -27,7 +27,7 @@ COMMANDS = {
     "run": ("fedml_heterofl.backends", "run one experiment from a FedML YAML (--cf)"),
     "grid": ("fedml_heterofl.experiments.grid", "run a grid of experiments, resumable"),
     "report": ("fedml_heterofl.experiments.publish", "tables and plots from result folders"),
-    "summary": ("fedml_heterofl.experiments.report:summary", "one summary row per Table I folder (docs/results.md)"),
+    "summary": ("fedml_heterofl.experiments.summary", "one summary row per Table I folder (docs/results.md)"),
     "archive": ("fedml_heterofl.experiments.archive", "copy finished runs' small files to a tracked folder"),
     "data": ("fedml_heterofl.data.cli", "fetch and inspect datasets"),
     "defenses": ("fedml_heterofl.catalog", "list the defenses: ours and FedML's own (fedml:NAME)"),

@@ -29,7 +29,7 @@ ENTRY_POINTS = (
     "fedml_heterofl.simulation.runner",
     "fedml_heterofl.fedml_bridge",
     "fedml_heterofl.experiments.grid",
-    "fedml_heterofl.experiments.report",
+    "fedml_heterofl.experiments.publish",
     "matplotlib.pyplot",
 )
 

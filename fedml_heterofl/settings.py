@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import hashlib
 import math
 import operator
 import os
@@ -39,12 +38,12 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-import torch
 
 from fedml_heterofl import components
 from fedml_heterofl.attack.base import choose_attackers
 from fedml_heterofl.data.catalog import DATASETS
 from fedml_heterofl.defense.base import Defense
+from fedml_heterofl.fingerprint import fingerprint
 from fedml_heterofl.models import MODELS
 from fedml_heterofl.yaml_input import YamlInputError, number_hint, read_yaml
 
@@ -61,35 +60,6 @@ MAX_SEED = 2**32 - 1
 MIN_PARTITION_ALPHA = 0.01
 #: the largest trigger set |D_trg| (paper: 4): its rows join every client's training data
 MAX_TRIGGER_SIZE = 10_000
-
-
-def fingerprint(value: Any) -> str:
-    """SHA-256 (hex) of a canonical text of ``value``: mappings by sorted key, every number exactly
-    (floats by ``repr``, so NaN, inf, -0.0 and a float's last bit count, and ``1`` differs from
-    ``1.0``), tensors by dtype, shape and bytes. Equal fingerprints mean equal values."""
-    digest = hashlib.sha256()
-
-    def feed(v: Any) -> None:
-        if isinstance(v, Mapping):
-            digest.update(b"{")
-            for key in sorted(v, key=str):
-                feed(str(key))
-                feed(v[key])
-            digest.update(b"}")
-        elif isinstance(v, (list, tuple)):
-            digest.update(b"[")
-            for item in v:
-                feed(item)
-            digest.update(b"]")
-        elif isinstance(v, torch.Tensor):
-            t = v.detach().cpu().contiguous()
-            digest.update(f"tensor:{t.dtype}:{tuple(t.shape)}:".encode())
-            digest.update(t.flatten().view(torch.uint8).numpy().tobytes())
-        else:  # str, int, float, bool, None: type and repr
-            digest.update(f"{type(v).__name__}:{v!r};".encode())
-
-    feed(value)
-    return digest.hexdigest()
 
 
 class SettingsError(ValueError):

@@ -11,7 +11,7 @@ from fedml_heterofl.attack import REGISTRY as ATTACKS, build_attack
 from fedml_heterofl.attack.adaptive_deviation import golden_section
 from fedml_heterofl.defense import Defense, RoundContext, Selection, build_defense
 from fedml_heterofl.defense.oracle import private_generator
-from fedml_heterofl.experiments.metrics import aggregates_agree, kept_sets_agree
+from fedml_heterofl.record.metrics import aggregates_agree, kept_sets_agree
 from fedml_heterofl.simulation.server_round import ServerRound
 
 

@@ -63,7 +63,7 @@ def test_results_summary_table_is_the_summary_commands_output(monkeypatch):
     # committed runs/ it must print that table, line for line.
     import shlex
 
-    from fedml_heterofl.experiments.report import parse_summary_rows, summary_table
+    from fedml_heterofl.experiments.summary import parse_summary_rows, summary_table
 
     text = (ROOT / "docs" / "results.md").read_text()
     block = re.search(r"```\n(fedml-heterofl summary .*?)\n```", text, re.S)

@@ -7,7 +7,6 @@
 
 Run them on a GPU machine with ``pytest -m gpu tests/test_gpu.py``.
 """
-import csv
 import os
 import shutil
 import subprocess
@@ -24,15 +23,15 @@ from fedml_heterofl.settings import settings_from_dict
 from fedml_heterofl.simulation.local_training import client_seed, local_sgd
 from fedml_heterofl.simulation.runner import Simulation
 from fedml_heterofl.simulation.server_round import ServerRound
+from helpers import mnist_lr_config, read_metrics
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
-ROOT = Path(__file__).resolve().parent.parent
 CUDA = torch.device("cuda:0")
 
 
 def metrics(run_root):
-    with open(next(Path(run_root).iterdir()) / "metrics.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
+    """The metrics rows of the one run folder under ``run_root``."""
+    return read_metrics(next(Path(run_root).iterdir()))
 
 
 @pytest.mark.parametrize("name", sorted(DEFENSES))
@@ -68,18 +67,14 @@ def test_every_defense_gives_the_cpu_round_on_cuda(name):
 
 
 def cnn_config(tmp_path, backend="single_process", **device):
-    cfg = yaml.safe_load(open(ROOT / "config" / "mnist_lr.yaml"))
-    cfg["common_args"].update(results_dir=str(tmp_path / backend),
-                              training_type="cross_silo" if backend == "MPI" else "simulation")
-    cfg["comm_args"]["backend"] = backend
-    cfg["model_args"]["model"] = "cnn"
-    cfg["data_args"]["max_samples_per_client"] = 100
-    cfg["train_args"].update(client_num_in_total=6, client_num_per_round=6, comm_round=2, batch_size=32)
-    cfg["validation_args"]["frequency_of_the_test"] = 1
-    cfg["attack_args"].update(attack_type="min_max", byzantine_client_num=2)
-    cfg["defense_args"]["defense_params"] = {"steps": [1, 2, 3, 4], "lam": -50.0}
-    cfg["device_args"].update(using_gpu=True, **device)
-    return cfg
+    return mnist_lr_config(tmp_path / backend, "min_max", 2, {
+        "common_args": {"training_type": "cross_silo" if backend == "MPI" else "simulation"},
+        "comm_args": {"backend": backend},
+        "model_args": {"model": "cnn"},
+        "data_args": {"max_samples_per_client": 100},
+        "train_args": {"client_num_in_total": 6, "client_num_per_round": 6, "comm_round": 2, "batch_size": 32},
+        "device_args": {"using_gpu": True, **device},
+    })
 
 
 def test_a_cnn_round_trains_on_cuda(tmp_path):

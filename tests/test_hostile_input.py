@@ -24,8 +24,8 @@ import fedml_heterofl.data.dataset as dataset_module
 import fedml_heterofl.simulation.runner as runner_module
 from fedml_heterofl.cli import main as cli_main
 from fedml_heterofl.data import DataError
-from fedml_heterofl.experiments.store import LOCK, MARKER, RunStore
 from fedml_heterofl.data import load_dataset
+from fedml_heterofl.record.store import LOCK, MARKER, RunStore
 from fedml_heterofl.settings import SettingsError, load_settings
 from fedml_heterofl.yaml_input import MAX_YAML_BYTES, YamlInputError, parse_yaml, read_yaml
 from test_mpi_backend import config as mpi_config, needs_mpirun, run_cli as run_mpi_cli
@@ -308,7 +308,7 @@ def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path, capsys, cache
 LOCK_HOLDER = """
 import sys, time
 from pathlib import Path
-from fedml_heterofl.experiments.store import RunStore
+from fedml_heterofl.record.store import RunStore
 folder = Path(sys.argv[1])
 with RunStore(folder.parent, folder.name).lock():
     print("locked", flush=True)

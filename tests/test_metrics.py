@@ -3,8 +3,8 @@ import math
 
 import torch
 
-from fedml_heterofl.experiments.metrics import accuracy_and_loss, detection_metrics, evaluate_model
 from fedml_heterofl.models import build_model
+from fedml_heterofl.record.metrics import accuracy_and_loss, detection_metrics, evaluate_model
 
 
 def test_detection_metrics_hand_computed():

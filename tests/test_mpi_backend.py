@@ -6,7 +6,6 @@ process in FedML cross-silo's call order for 1, 3 and 5 workers with and without
 with the standalone simulator; real ``mpirun`` jobs check the whole path, the launch errors and a
 killed worker (``tests/test_fedml_bridge_mpi.py`` covers FedML's one-process-per-client shape).
 """
-import csv
 import functools
 import os
 import signal
@@ -36,8 +35,8 @@ from fedml_heterofl.simulation.launch import check_launch, gpu_mapping, launch_p
 from fedml_heterofl.simulation.rounds import participants
 from fedml_heterofl.simulation.runner import Simulation
 from fedml_heterofl.simulation.workload import build_workload, client_plan, initial_model, server_data
+from helpers import ROOT, mnist_lr_config, read_metrics
 
-ROOT = Path(__file__).resolve().parent.parent
 MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe"]
 needs_mpirun = pytest.mark.skipif(subprocess.run(["which", "mpirun"], capture_output=True).returncode != 0,
                                   reason="mpirun not found (run/setup.sh installs OpenMPI)")
@@ -54,24 +53,14 @@ def mnist():
 def config(tmp_path, *, clients=10, per_round=10, rounds=3, attack="min_max", f=2, backend="single_process",
            **sections):
     """MNIST/LR, HeteroFL, small clients (60 samples each), evaluated after every round."""
-    cfg = yaml.safe_load(open(ROOT / "config" / "mnist_lr.yaml"))
-    cfg["common_args"].update(results_dir=str(tmp_path / backend),
-                              training_type="cross_silo" if backend == "MPI" else "simulation")
-    cfg["comm_args"]["backend"] = backend
-    cfg["data_args"]["max_samples_per_client"] = 60
-    cfg["train_args"].update(client_num_in_total=clients, client_num_per_round=per_round, comm_round=rounds,
-                             batch_size=16, vectorised_chunk=4)
-    cfg["validation_args"]["frequency_of_the_test"] = 1
-    cfg["attack_args"].update(attack_type=attack, byzantine_client_num=f)
-    cfg["defense_args"]["defense_params"] = {"steps": [1, 2, 3, 4], "lam": -50.0}
-    for section, values in sections.items():
-        cfg[section].update(values)
-    return cfg
-
-
-def metrics(run_dir):
-    with open(Path(run_dir) / "metrics.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
+    backend_args = {
+        "common_args": {"training_type": "cross_silo" if backend == "MPI" else "simulation"},
+        "comm_args": {"backend": backend},
+        "data_args": {"max_samples_per_client": 60},
+        "train_args": {"client_num_in_total": clients, "client_num_per_round": per_round, "comm_round": rounds,
+                       "batch_size": 16, "vectorised_chunk": 4},
+    }
+    return mnist_lr_config(tmp_path / backend, attack, f, backend_args, sections)
 
 
 # -- client assignment -------------------------------------------------------------------------
@@ -292,7 +281,7 @@ def standalone(mnist, tmp_path_factory):
         tmp = tmp_path_factory.mktemp(f"sa{per_round}")
         s = settings_from_dict(config(tmp, per_round=per_round))
         Simulation(s, workload=build_workload(s, mnist)).run(progress=False)
-        out[per_round] = metrics(next((tmp / "single_process").iterdir()))
+        out[per_round] = read_metrics(next((tmp / "single_process").iterdir()))
     return out
 
 
@@ -364,7 +353,7 @@ def test_mpirun_gives_the_standalone_rounds(tmp_path, mnist, np_, per_round, att
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     run = next((tmp_path / "MPI").iterdir())
     assert {p.name for p in run.iterdir()} >= {"config.yaml", "partition.json", "metrics.csv", "summary.json"}
-    sa, mp = metrics(next((tmp_path / "single_process").iterdir())), metrics(run)
+    sa, mp = read_metrics(next((tmp_path / "single_process").iterdir())), read_metrics(run)
     assert [r["round"] for r in mp] == ["0", "1", "2"]
     for a, b in zip(sa, mp):
         for key in ("removed", "removed_malicious", "removed_benign"):

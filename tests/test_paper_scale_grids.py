@@ -11,7 +11,7 @@ from test_data_sources import idx_bytes, write_cifar
 
 from fedml_heterofl.experiments.grid import load_grid
 from fedml_heterofl.simulation.runner import Simulation
-from test_simulation import ROOT, metrics
+from helpers import ROOT, read_metrics
 
 
 def write_emnist_byclass(root, n_train=120, n_test=30):
@@ -49,5 +49,5 @@ def test_paper_scale_grid_runs_on_small_files_in_the_real_format(tmp_path, grid,
         assert logits.shape == (2, classes + int(cells[name].watermark))
         summary = sim.run(progress=False)
         assert summary["finished"] and summary["rounds"] == 1
-        row = metrics(sim.store.path)[-1]
+        row = read_metrics(sim.store.path)[-1]
         assert 0.0 <= float(row["test_acc"]) <= 1.0

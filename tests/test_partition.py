@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedml_heterofl.data.partition import (cap_partition, diversity, iid_partition, lda_partition,
-                                           natural_partition, plot_diversity)
+from fedml_heterofl.data.partition import cap_partition, diversity, iid_partition, lda_partition, natural_partition
 
 
 def labels(n=5000, classes=10, seed=0):
@@ -89,7 +88,7 @@ def test_natural_partition_keeps_groups_and_rejects_overlap():
         natural_partition([torch.tensor([0, 1]), torch.tensor([1])])
 
 
-def test_diversity_by_hand_and_plot(tmp_path):
+def test_diversity_by_hand():
     y = torch.tensor([0, 0, 0, 1, 2, 2])
     stats = diversity(y, [torch.tensor([0, 1]), torch.tensor([2, 3, 4, 5])], 3)
     assert stats["load"] == pytest.approx([2 / 3, 4 / 3])
@@ -100,8 +99,6 @@ def test_diversity_by_hand_and_plot(tmp_path):
     assert stats["mean_label_entropy"] == pytest.approx(h / 2)
     assert stats["label_diversity"] == [{"distinct": 1, "entropy": 0.0}, {"distinct": 3, "entropy": pytest.approx(h)}]
     assert stats["histogram"] == [[2, 0, 0], [1, 1, 2]]
-    out = plot_diversity(stats, tmp_path / "div.png")
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cap_partition_keeps_random_subsets_of_large_parts():

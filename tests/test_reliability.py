@@ -24,7 +24,8 @@ from fedml_heterofl.attack.gamma_search import perturbation
 from fedml_heterofl.attack.min_sum import MinSum
 from fedml_heterofl.cli import main as cli_main
 from fedml_heterofl.defense import build_defense
-from fedml_heterofl.settings import IDENTITY_EXCLUDED, SettingsError, fingerprint, settings_from_dict
+from fedml_heterofl.fingerprint import fingerprint
+from fedml_heterofl.settings import IDENTITY_EXCLUDED, SettingsError, settings_from_dict
 from fedml_heterofl.simulation.runner import Simulation
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,10 +11,13 @@ import pytest
 import yaml
 
 from fedml_heterofl.cli import main as cli_main
-from fedml_heterofl.experiments import figures, report
-from fedml_heterofl.experiments.publish import write_report
-from fedml_heterofl.experiments.report import ablation_name, defense_label, load_runs, steps_label, time_table
+from fedml_heterofl.experiments import figures
 from fedml_heterofl.experiments.figures import sweep_points
+from fedml_heterofl.experiments.publish import write_report
+from fedml_heterofl.experiments.runs import defense_label, load_runs, rows_of, steps_label, swept
+from fedml_heterofl.experiments.summary import SUMMARY_HEADER
+from fedml_heterofl.experiments.tables import ablation_name, accuracy_table, drops_table, oracle_table
+from fedml_heterofl.experiments.timing import time_table
 from fedml_heterofl.settings import settings_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,7 +178,7 @@ def test_drops_beside_the_papers_table_one(tmp_path):
     for summary_path in root.glob("*/summary.json"):
         summary = json.loads(summary_path.read_text())
         summary_path.write_text(json.dumps({**summary, "dataset": "svhn"}))
-    assert report.drops_table(load_runs(root)) is None
+    assert drops_table(load_runs(root)) is None
 
 
 # -- Table III ---------------------------------------------------------------------------------------
@@ -337,7 +340,7 @@ def test_lambda_sweep(tmp_path):
     # FedAvg keeps the base config's λ but has no λ: no sweep line, no λ in its label
     write_run(root, "fedavg", fedavg(), [removal_row(0, 20, {}, test_acc=0.3)])
     runs = load_runs(root)
-    assert report.swept(runs) == ["lam"]
+    assert swept(runs) == ["lam"]
     assert sorted({r.row for r in runs}) == ["fedavg", "heterofl λ=-2", "heterofl λ=-5"]
     points = sweep_points(runs, "lam")
     assert list(points) == [("mnist/lr", "min_max")]
@@ -359,7 +362,7 @@ def test_task_class_accuracy_table(tmp_path):
                                                          "final_watermark_share": task - 0.6}))
     write_run(root, "f", no_attack(fedavg()), acc_rows(final=0.9, best=0.9))  # no column: FedAvg's = final
     runs = load_runs(root)
-    md, csv_text = report.accuracy_table(runs)
+    md, csv_text = accuracy_table(runs)
     task_part = md.split("watermark output ignored")[1].split("watermark class")[0]
     # HeteroFL: mean of 0.70 and 0.80 = 0.75, sample std 0.0707; FedAvg falls back to its final 0.9
     assert "| heterofl | 0.7500 ± 0.0707 |" in task_part and "| fedavg | 0.9000 |" in task_part
@@ -368,7 +371,7 @@ def test_task_class_accuracy_table(tmp_path):
     share_part = md.split("watermark class")[1]
     assert "| heterofl | 0.1500 ± 0.0707 |" in share_part and "| fedavg | 0.0000 |" in share_part
     # without HeteroFL runs the table is left out
-    assert "watermark output ignored" not in report.accuracy_table([r for r in runs if r.defense == "fedavg"])[0]
+    assert "watermark output ignored" not in accuracy_table([r for r in runs if r.defense == "fedavg"])[0]
 
 
 def test_sweep_panels_per_defense_when_one_defense_runs_under_several_attacks(tmp_path):
@@ -401,7 +404,7 @@ def test_fraction_and_trigger_size_sweeps(tmp_path):
                   [removal_row(0, f, {}, test_acc=acc)])
     write_run(root, "fedavg,none", no_attack(fedavg()), [removal_row(0, 0, {}, test_acc=0.9)])
     runs = load_runs(root)
-    assert report.swept(runs) == ["fraction"]
+    assert swept(runs) == ["fraction"]
     assert sorted({r.column for r in runs}) == ["min_max 10%", "min_max 20%", "none"]
     assert sweep_points(runs, "fraction") == {("mnist/lr", "min_max"): {"fedavg": [(0.1, 0.8, 0.0), (0.2, 0.6, 0.0)]}}
     out, table = write_report(root)
@@ -413,7 +416,7 @@ def test_fraction_and_trigger_size_sweeps(tmp_path):
     for size, acc in ((4, 0.7), (8, 0.75)):
         write_run(other, f"trg={size}", heterofl(data_args__trigger_size=size), [removal_row(0, 20, {}, test_acc=acc)])
     runs = load_runs(other)
-    assert report.swept(runs) == ["trigger_size"]
+    assert swept(runs) == ["trigger_size"]
     assert sweep_points(runs, "trigger_size")[("mnist/lr", "min_max")]["heterofl"] == [(4, 0.7, 0.0), (8, 0.75, 0.0)]
     out, table = write_report(other)
     assert [p.name for p in sorted(out.glob("accuracy_vs_*.png"))] == ["accuracy_vs_trigger_size.png"]
@@ -425,7 +428,7 @@ def test_fraction_and_trigger_size_sweeps(tmp_path):
 def test_no_sweep_plots_when_values_agree(tmp_path):
     root = tmp_path / "res"
     ablation_results(root)  # one λ, one |D_trg|, one attacker count
-    assert report.swept(load_runs(root)) == []
+    assert swept(load_runs(root)) == []
     out, _ = write_report(root)
     assert not list(out.glob("accuracy_vs_*.png"))
 
@@ -557,7 +560,7 @@ def test_summary_table_rows(tmp_path, capsys):
     # A: FedAvg (0.80 + 0.90) / 2; HeteroFL's task accuracy clean (0.70 + 0.80) / 2, Min-Max (0.60 + 0.70) / 2
     # = 0.65 below sign flipping's (0.72 + 0.74) / 2 = 0.73; two evaluated rounds, seeds 0 and 1
     assert capsys.readouterr().out.splitlines() == [
-        "| " + " | ".join(report.SUMMARY_HEADER) + " |", "|---" * 9 + "|",
+        "| " + " | ".join(SUMMARY_HEADER) + " |", "|---" * 9 + "|",
         "| A (lr 0.1) | 100 / 20 | 600 (mean) | 2 | 2 | 0.8500 | 0.7500 | 0.6500 | min_max |",
         "| B | 100 / 20 | 192 (mean; cap 200) | 2 | 1 | 0.7000 | – | – | – |"]
     # a folder that sweeps a value mixes settings: refused, naming the sweep; a row without its folder too
@@ -577,9 +580,9 @@ def test_heterogeneity_sweep_labels_and_draws_iid_last(tmp_path):
                             ("iid", {"data_args__partition_method": "homo"}, 0.8)):
         write_run(root, name, no_attack(fedavg(**over)), acc_rows(final=acc, best=acc))
     runs = load_runs(root)
-    assert report.swept(runs) == ["q"]
+    assert swept(runs) == ["q"]
     assert sorted(r.row for r in runs) == ["fedavg IID", "fedavg q=0.1", "fedavg q=0.5"]
-    assert report.rows_of(runs) == ["fedavg q=0.1", "fedavg q=0.5", "fedavg IID"]  # numeric, IID (q = inf) last
+    assert rows_of(runs) == ["fedavg q=0.1", "fedavg q=0.5", "fedavg IID"]  # numeric, IID (q = inf) last
     assert sweep_points(runs, "q")[("mnist/lr", "none")]["fedavg"] == [(0.1, 0.6, pytest.approx(math.nan, nan_ok=True)),
                                                                        (0.5, 0.7, pytest.approx(math.nan, nan_ok=True)),
                                                                        (math.inf, 0.8, pytest.approx(math.nan, nan_ok=True))]
@@ -596,12 +599,12 @@ def test_gamma_init_and_perturbation_sweep(tmp_path):
         write_run(root, f"{pert},{gamma}", heterofl(attack_args__attack_type="adaptive", attack_args__attack_params=params),
                   [removal_row(0, 20, {}, test_acc=acc, oracle_agrees=1.0)])
     runs = load_runs(root)
-    assert report.swept(runs) == ["gamma_init", "perturbation"]
+    assert swept(runs) == ["gamma_init", "perturbation"]
     # the oracle table has a row per swept variant, each with its one agreeing round
-    oracle_md, _ = report.oracle_table(runs)
+    oracle_md, _ = oracle_table(runs)
     assert "| heterofl unit_vec γ_init=0.01 | 1/1 | 1.000 | 1 |" in oracle_md and oracle_md.count("| 1/1 |") == 4
-    assert report.rows_of(runs) == ["heterofl std γ_init=0.01", "heterofl std γ_init=10",
-                                    "heterofl unit_vec γ_init=0.01", "heterofl unit_vec γ_init=10"]
+    assert rows_of(runs) == ["heterofl std γ_init=0.01", "heterofl std γ_init=10",
+                             "heterofl unit_vec γ_init=0.01", "heterofl unit_vec γ_init=10"]
     # one line per perturbation, γ_init on the x axis
     points = sweep_points(runs, "gamma_init")[("mnist/lr", "adaptive")]
     assert points == {"heterofl std": [(0.01, 0.7, 0.0), (10.0, 0.8, 0.0)],

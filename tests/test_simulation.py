@@ -1,6 +1,5 @@
 """The standalone simulator on real MNIST (a few clients, few rounds): end to end, determinism, resume
 after a kill, the grid and report commands, CLI errors (the MPI backend: tests/test_mpi_backend.py)."""
-import csv
 import json
 import os
 import signal
@@ -19,25 +18,14 @@ from fedml_heterofl.experiments.grid import load_grid, parse_set
 from fedml_heterofl.experiments.publish import write_report
 from fedml_heterofl.settings import SettingsError, settings_from_dict
 from fedml_heterofl.simulation.runner import Simulation
+from helpers import ROOT, mnist_lr_config, read_metrics
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny(tmp_path, **sections):
-    cfg = yaml.safe_load(open(ROOT / "config" / "mnist_lr.yaml"))
-    cfg["common_args"]["results_dir"] = str(tmp_path / "results")
-    cfg["train_args"].update(client_num_in_total=3, client_num_per_round=3, comm_round=3, batch_size=64)
-    cfg["validation_args"]["frequency_of_the_test"] = 1
-    cfg["attack_args"].update(attack_type="sign_flip", byzantine_client_num=1)
-    cfg["defense_args"]["defense_params"] = {"steps": [1, 2, 3, 4], "lam": -50.0}
-    for section, values in sections.items():
-        cfg[section].update(values)
-    return cfg
-
-
-def metrics(run_dir):
-    with open(Path(run_dir) / "metrics.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
+    """3 MNIST/LR clients, one of them flipping signs, 3 rounds; results under ``tmp_path/results``."""
+    train = {"client_num_in_total": 3, "client_num_per_round": 3, "comm_round": 3, "batch_size": 64}
+    return mnist_lr_config(tmp_path / "results", "sign_flip", 1, {"train_args": train}, sections)
 
 
 def test_standalone_end_to_end_and_deterministic(tmp_path):
@@ -47,7 +35,7 @@ def test_standalone_end_to_end_and_deterministic(tmp_path):
     b = Simulation(s, results_dir=str(tmp_path / "b")).run(progress=False)
     assert a["finished"] and a["rounds"] == 3 and a["malicious"] == b["malicious"] and len(a["malicious"]) == 1
     run = next((tmp_path / "a").iterdir())
-    ra, rb = metrics(run), metrics(next((tmp_path / "b").iterdir()))
+    ra, rb = read_metrics(run), read_metrics(next((tmp_path / "b").iterdir()))
     assert [r["test_acc"] for r in ra] == [r["test_acc"] for r in rb]
     assert 0.3 < float(ra[-1]["test_acc"]) <= 1.0  # LR on 3 MNIST clients learns in 3 rounds
     # ignoring the watermark output can only turn wrong answers into right ones (labels are < L)
@@ -121,19 +109,20 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline:  # kill it once at least one round is saved
         runs = list(results.glob("*/metrics.csv"))
-        if runs and len(metrics(runs[0].parent)) >= 1:
+        if runs and len(read_metrics(runs[0].parent)) >= 1:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run = next(results.iterdir())
-    done_before = len(metrics(run))
+    done_before = len(read_metrics(run))
     assert 1 <= done_before <= 4
     assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
-    resumed = metrics(run)
+    resumed = read_metrics(run)
     assert [int(r["round"]) for r in resumed] == [0, 1, 2, 3]  # no round lost or repeated
     fresh = Simulation(settings_from_dict(cfg), results_dir=str(tmp_path / "fresh")).run(progress=False)
-    assert [r["test_acc"] for r in resumed] == [r["test_acc"] for r in metrics(next((tmp_path / "fresh").iterdir()))]
+    uninterrupted = read_metrics(next((tmp_path / "fresh").iterdir()))
+    assert [r["test_acc"] for r in resumed] == [r["test_acc"] for r in uninterrupted]
     assert fresh["finished"]
 
 
@@ -171,7 +160,7 @@ def test_grid_and_report_smoke(tmp_path):
     assert cli_main(["grid", "--cf", str(grid), "--no-progress", "--jobs", "2"]) == 0
     for folder in folders:
         assert (tmp_path / "grid_jobs" / folder / "checkpoint.pt").exists()  # it ran
-        pair = [metrics(tmp_path / root / folder) for root in ("grid", "grid_jobs")]
+        pair = [read_metrics(tmp_path / root / folder) for root in ("grid", "grid_jobs")]
         assert [[(r["test_acc"], r["removed"]) for r in rows] for rows in pair] == \
             [[(r["test_acc"], r["removed"]) for r in pair[0]]] * 2
     out, table = write_report(tmp_path / "grid")

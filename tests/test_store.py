@@ -11,7 +11,8 @@ import zipfile
 import pytest
 import torch
 
-from fedml_heterofl.experiments.store import MARKER, RunStore, StoreError, atomic_write
+from fedml_heterofl.record.store import MARKER, RunStore, StoreError, atomic_write
+from helpers import read_metrics
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
@@ -34,8 +35,8 @@ def test_round_trip(tmp_path):
     g2 = torch.Generator()
     g2.set_state(back["generator"])
     assert torch.equal(torch.rand(3, generator=g2), torch.rand(3, generator=gen))
-    assert store.read_metrics() == [{"round": "0", "test_acc": "0.5", "removed": ""},
-                                    {"round": "1", "test_acc": "0.75", "removed": "3"}]
+    assert read_metrics(store.path) == [{"round": "0", "test_acc": "0.5", "removed": ""},
+                                          {"round": "1", "test_acc": "0.75", "removed": "3"}]
     store.write_config({"a": 1, "b": float("nan")})
     assert (store.path / "config.yaml").read_text() == "a: 1\nb: null\n"
     store.write_summary({"finished": True, "acc": float("inf")})

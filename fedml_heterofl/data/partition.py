@@ -1,4 +1,4 @@
-"""Client partitions and their heterogeneity (DESIGN §7; paper §IV, §VII-A).
+"""Client partitions and their heterogeneity (paper §IV, §VII-A).
 
 * :func:`lda_partition` — the Dirichlet (LDA) split ``Dir_n(q)`` the paper uses, built on FedML's own
   per-class step ``partition_class_samples_with_dirichlet_distribution`` (FedML 0.9.6,
@@ -16,8 +16,7 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -127,28 +126,3 @@ def diversity(labels: Tensor, parts: Sequence[Tensor], num_classes: int) -> Dict
         "load_cv": float(sizes.std(unbiased=False) / sizes.mean()),
         "mean_label_entropy": float(entropy.mean()),
     }
-
-
-def plot_diversity(stats: Dict[str, object], path: Union[str, Path]) -> Path:
-    """A PNG of the partition: per-client stacked label histogram, clients sorted by load."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    hist = np.asarray(stats["histogram"], dtype=float)
-    order = np.argsort(-hist.sum(axis=1))
-    fig, ax = plt.subplots(figsize=(8, 3))
-    bottom = np.zeros(len(order))
-    for c in range(hist.shape[1]):
-        ax.bar(np.arange(len(order)), hist[order, c], bottom=bottom, width=1.0, label=str(c))
-        bottom += hist[order, c]
-    ax.set(xlabel="client (sorted by load)", ylabel="samples",
-           title=f"load CV {stats['load_cv']:.2f}, mean label entropy {stats['mean_label_entropy']:.2f}")
-    if hist.shape[1] <= 12:
-        ax.legend(fontsize=6, ncol=hist.shape[1], title="label", title_fontsize=6)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -1,5 +1,5 @@
 """``fedml-heterofl archive RESULTS_DIR [DEST]``: the small files of finished runs, kept under version
-control so that every published table can be regenerated from them alone (DESIGN §13: a grid that
+control so that every published table can be regenerated from them alone (a grid that
 runs for hours spans working days and machines, and work trees are laid anew between them).
 
 A finished run folder (``summary.json`` with ``finished: true``) is copied as its
@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from fedml_heterofl.cli import report_error
-from fedml_heterofl.experiments.store import RunStore, StoreError
+from fedml_heterofl.messages import report_error
+from fedml_heterofl.record.store import RunStore, StoreError
 from fedml_heterofl.settings import SettingsError, settings_from_dict
 from fedml_heterofl.yaml_input import YamlInputError, read_yaml
 
@@ -42,7 +42,7 @@ def archive_run(run: Union[str, Path], dest_root: Union[str, Path]) -> Optional[
 
 def copy_run(run: Union[str, Path], dest: Union[str, Path]) -> Path:
     """Copy the :data:`ARCHIVED_FILES` a run folder has to the folder ``dest`` (made if missing).
-    Raises :class:`~fedml_heterofl.experiments.store.StoreError` naming ``dest`` when it exists and is not
+    Raises :class:`~fedml_heterofl.record.store.StoreError` naming ``dest`` when it exists and is not
     a run folder (a user's files are never overwritten)."""
     run, dest = Path(run), Path(dest)
     RunStore(dest.parent, dest.name).check_ours()

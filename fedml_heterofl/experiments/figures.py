@@ -1,5 +1,5 @@
 """The report's figures (``fedml-heterofl report`` writes them into ``RESULTS/report/``; docs/results.md
-shows copies kept in ``docs/figures/``), drawn from the runs :mod:`~fedml_heterofl.experiments.report`
+shows copies kept in ``docs/figures/``), drawn from the runs :mod:`~fedml_heterofl.experiments.runs`
 loads:
 
 * ``accuracy_<workload>_<attack>.png`` — test accuracy per round of each defense: the mean over seeds
@@ -22,15 +22,16 @@ curves that coincide stay visible.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Tuple
 
 from fedml_heterofl.defense.heterofl import STEP_NAMES
-from fedml_heterofl.experiments.report import (
-    DEFENSE_ORDER, SWEEPS, Key, Run, _config_get, _float, _mean, _slug, _span, columns_of, group, labels, q_label,
-    rows_of, step_rates, swept)
+from fedml_heterofl.experiments.cells import mean_of, span_text, to_float
+from fedml_heterofl.experiments.runs import (
+    DEFENSE_ORDER, SWEEPS, Key, Run, columns_of, config_get, group, labels, q_label, rows_of, step_rates, swept)
 
 #: readable names of the labels the runs carry (anything else is shown as it is)
 NAMES: Mapping[str, str] = {
@@ -49,6 +50,11 @@ LOG_SWEEPS = ("gamma_init", "lr")
 CATEGORY_SWEEPS = ("q",)
 
 
+def _slug(text: str) -> str:
+    """A file-name-safe version of a label (``mnist/lr`` -> ``mnist_lr``)."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_")
+
+
 def pretty(label: str) -> str:
     """A table label in words: ``heterofl[1-2] λ=-2`` -> ``HeteroFL steps 1-2 λ=-2``, ``min_max 30%`` ->
     ``Min-Max 30%``, ``mnist/lr`` -> ``MNIST/LR``."""
@@ -65,13 +71,13 @@ def pretty(label: str) -> str:
 
 def setting(runs: List[Run]) -> str:
     """The runs' setting in one line: learning rate, clients and attackers, rounds, seeds."""
-    lr = _span(_config_get(r.config, "train_args.learning_rate") for r in runs)
-    clients = _span(_config_get(r.config, "train_args.client_num_in_total") for r in runs)
-    attackers = _span(_config_get(r.config, "attack_args.byzantine_client_num") for r in runs
-                      if r.fraction is not None)
+    lr = span_text(config_get(r.config, "train_args.learning_rate") for r in runs)
+    clients = span_text(config_get(r.config, "train_args.client_num_in_total") for r in runs)
+    attackers = span_text(config_get(r.config, "attack_args.byzantine_client_num") for r in runs
+                          if r.fraction is not None)
     seeds = len({r.summary.get("seed") for r in runs})
     parts = [f"lr {lr}", f"{clients} clients" + ("" if attackers == "–" else f", {attackers} attackers"),
-             f"{_span(r.summary.get('rounds') for r in runs)} rounds", f"{seeds} seed{'s' if seeds != 1 else ''}"]
+             f"{span_text(r.summary.get('rounds') for r in runs)} rounds", f"{seeds} seed{'s' if seeds != 1 else ''}"]
     return " · ".join(parts)
 
 
@@ -98,12 +104,12 @@ def per_round(runs: Iterable[Run], value: Callable[[Mapping[str, str]], float]) 
 
 def accuracy_curves(runs: List[Run]) -> Dict[Key, Tuple[List[int], List[float], List[float], List[float]]]:
     """Test accuracy per evaluated round (mean, lowest, highest over seeds), per (workload, row, column)."""
-    return {key: per_round(rs, lambda row: _float(row.get("test_acc"))) for key, rs in group(runs).items()}
+    return {key: per_round(rs, lambda row: to_float(row.get("test_acc"))) for key, rs in group(runs).items()}
 
 
 def removal_curves(runs: List[Run]) -> Dict[Key, Dict[str, Tuple[List[int], List[float]]]]:
     """Per attacked HeteroFL (workload, row, column): per step, the share of the attackers it removed
-    in each round (:func:`~fedml_heterofl.experiments.report.step_rates`, mean over seeds)."""
+    in each round (:func:`~fedml_heterofl.experiments.runs.step_rates`, mean over seeds)."""
     out: Dict[Key, Dict[str, Tuple[List[int], List[float]]]] = {}
     for key, rs in group(r for r in runs if r.steps and r.fraction is not None).items():
         steps = [STEP_NAMES[s] for s in sorted({s for r in rs for s in r.steps})]
@@ -112,7 +118,7 @@ def removal_curves(runs: List[Run]) -> Dict[Key, Dict[str, Tuple[List[int], List
 
 
 def sweep_points(runs: List[Run], param: str) -> Dict[Tuple[str, str], Dict[str, List[Tuple[float, float, float]]]]:
-    """The sweep of ``param`` (a :data:`~fedml_heterofl.experiments.report.SWEEPS` key): per panel
+    """The sweep of ``param`` (a :data:`~fedml_heterofl.experiments.runs.SWEEPS` key): per panel
     ``(workload, attack)``, per line (defense and the other swept values), ``(value, final accuracy,
     ARSR)`` means over seeds, by value."""
     others = [p for p in swept(runs) if p != param]
@@ -123,7 +129,7 @@ def sweep_points(runs: List[Run], param: str) -> Dict[Tuple[str, str], Dict[str,
             cells[(run.workload, column, row, getattr(run, param))].append(run)
     out: Dict[Tuple[str, str], Dict[str, List[Tuple[float, float, float]]]] = defaultdict(lambda: defaultdict(list))
     for (wl, column, row, x), rs in sorted(cells.items(), key=lambda kv: (kv[0][:3], kv[0][3])):
-        out[(wl, column)][row].append((x, _mean(r.final_acc for r in rs), _mean(r.arsr for r in rs)))
+        out[(wl, column)][row].append((x, mean_of(r.final_acc for r in rs), mean_of(r.arsr for r in rs)))
     return {panel: dict(lines) for panel, lines in out.items()}
 
 
@@ -223,7 +229,7 @@ def _sweep_axis(ax: Any, param: str, values: List[float]) -> Callable[[float], f
 
 
 def plot_sweeps(runs: List[Run], out: Path) -> List[Path]:
-    """``accuracy_vs_<value>.png`` for each :data:`~fedml_heterofl.experiments.report.SWEEPS` value the
+    """``accuracy_vs_<value>.png`` for each :data:`~fedml_heterofl.experiments.runs.SWEEPS` value the
     runs differ in: final accuracy (and, where the value concerns detection, the ARSR in a second row)
     against the value, panels and lines as :func:`sweep_panels` arranges them; lines without attackers
     have no ARSR and are left out there."""
@@ -272,7 +278,7 @@ def plot_ablation(runs: List[Run], out: Path) -> List[Path]:
         for i, d in enumerate(variants):
             xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(attacks))]
             for ax, value in zip(axes, (lambda r: r.final_acc, lambda r: r.arsr)):
-                heights = [_mean(value(r) for r in groups.get((wl, d, a), [])) for a in attacks]
+                heights = [mean_of(value(r) for r in groups.get((wl, d, a), [])) for a in attacks]
                 ax.bar(xs, [0.0 if math.isnan(h) else h for h in heights], width, label=pretty(d),
                        color=f"C{i % 10}")
         for ax, name in zip(axes, ("final test accuracy", "ARSR (attackers removed / f per round)")):
@@ -303,7 +309,7 @@ def plot_trigger_share(runs: List[Run], out: Path) -> List[Path]:
         attacks = [a for a in columns_of(wl_runs) if a != "none"]
 
         def mean_at(d: str, a: str, value: Callable[[Run], float]) -> List[Tuple[float, float]]:
-            return [(s, _mean(value(r) for r in by[(d, a, s)])) for s in sizes if by.get((d, a, s))]
+            return [(s, mean_of(value(r) for r in by[(d, a, s)])) for s in sizes if by.get((d, a, s))]
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
         for i, (d, a) in enumerate((d, a) for d in defenses for a in attacks):

@@ -52,7 +52,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from tqdm.auto import tqdm
 
-from fedml_heterofl.cli import debug, describe
+from fedml_heterofl.messages import debug, describe
 from fedml_heterofl.environment import failed_at_import, raised_where
 from fedml_heterofl.settings import Settings, SettingsError, settings_from_dict
 from fedml_heterofl.yaml_input import YamlInputError, parse_yaml, read_yaml
@@ -228,7 +228,7 @@ def run_grid(path: str, *, progress: bool = True, jobs: int = 1, extra: Optional
     process with ``cpu_count // jobs`` torch threads when ``jobs > 1``); returns the results folder.
     Cells are independent and seeded by their own settings, so ``jobs`` does not change any number.
     Raises :class:`GridError` after the last cell when some cells failed."""
-    from fedml_heterofl.experiments.store import RunStore
+    from fedml_heterofl.record.store import RunStore
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
@@ -308,8 +308,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from fedml_heterofl.data import DataError
 
-    from fedml_heterofl.cli import report_error
-    from fedml_heterofl.experiments.store import StoreError
+    from fedml_heterofl.messages import report_error
+    from fedml_heterofl.record.store import StoreError
 
     try:
         results = run_grid(args.cf, progress=not args.no_progress, jobs=args.jobs, extra=parse_set(args.set))

@@ -1,7 +1,7 @@
 """The paper's Table I (Lu, Hu et al., IEEE TIFS 2024, §VII-B): final test accuracy of each baseline and
 HeteroFL per dataset and attack, as printed there, for the report's side-by-side drops table
-(:func:`fedml_heterofl.experiments.report.drops_table`); and its Table II (time to a target accuracy
-without attack), for the report's time table (:func:`fedml_heterofl.experiments.report.time_table`).
+(:func:`fedml_heterofl.experiments.tables.drops_table`); and its Table II (time to a target accuracy
+without attack), for the report's time table (:func:`fedml_heterofl.experiments.timing.time_table`).
 
 Keys use our names: the workload labels of the report (``dataset/model``), the defenses of
 :mod:`fedml_heterofl.defense` and the attacks of :mod:`fedml_heterofl.attack` (``none`` is the paper's

@@ -1,8 +1,11 @@
-"""``fedml-heterofl report RESULTS_DIR``: the report folder ``RESULTS_DIR/report/`` — every table of
-:mod:`~fedml_heterofl.experiments.report` (Markdown and CSV), every figure of
-:mod:`~fedml_heterofl.experiments.figures`, and ``README.md`` with all of them; ``--print TABLE`` prints one
-table and writes nothing (what docs/results.md quotes). This module sits above both, so neither imports
-the other's caller.
+"""``fedml-heterofl report RESULTS_DIR``: tables and plots from result folders.
+
+Reads every finished run folder under ``RESULTS_DIR`` (:func:`~fedml_heterofl.experiments.runs.load_runs`)
+and writes, into ``RESULTS_DIR/report/``, every table of :mod:`~fedml_heterofl.experiments.tables` as
+``<table>.md`` and ``<table>.csv``, every figure of :mod:`~fedml_heterofl.experiments.figures`, and
+``README.md`` with every table and a link to every plot; the Markdown accuracy tables are also printed.
+``--print TABLE`` prints one table and writes nothing (what docs/results.md quotes). This module sits
+above the tables and the figures, so neither imports the other.
 """
 from __future__ import annotations
 
@@ -10,10 +13,12 @@ import argparse
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence, Tuple
 
-from fedml_heterofl.cli import report_error
+from fedml_heterofl.messages import report_error
 from fedml_heterofl.experiments.figures import draw
-from fedml_heterofl.experiments.report import TARGET_SHARE, Run, load_runs, swept, tables
-from fedml_heterofl.experiments.store import StoreError, atomic_write
+from fedml_heterofl.experiments.runs import Run, finished_runs, swept
+from fedml_heterofl.experiments.tables import tables
+from fedml_heterofl.experiments.timing import TARGET_SHARE
+from fedml_heterofl.record.store import StoreError, atomic_write
 
 SECTIONS = (
     ("table_accuracy", "Accuracy (Table I)"),
@@ -48,9 +53,7 @@ def write_report(results: Path, *, target: Optional[float] = None) -> Tuple[Path
         target: time-to-accuracy target for workloads without a FedAvg run without attack.
     """
     results = Path(results)
-    runs = load_runs(results)
-    if not runs:
-        raise ValueError(f"no finished runs under {results} (a run folder holds summary.json with finished: true)")
+    runs = finished_runs(results)
     out = results / "report"
     out.mkdir(parents=True, exist_ok=True)
     made = tables(runs, target)
@@ -63,6 +66,7 @@ def write_report(results: Path, *, target: Optional[float] = None) -> Tuple[Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments: the results folder, ``--target`` and ``--print``."""
     parser.add_argument("results", help="folder holding run folders (e.g. results/demo)")
     parser.add_argument("--target", type=float, default=None,
                         help=f"time-to-accuracy target for every workload (e.g. 0.8, as the paper's Table II); "
@@ -74,9 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def print_tables(results: Path, names: Sequence[str], target: Optional[float] = None) -> None:
     """Print the Markdown of the tables ``names`` (:func:`tables`' keys) of the runs under ``results``."""
-    runs = load_runs(results)
-    if not runs:
-        raise ValueError(f"no finished runs under {results} (a run folder holds summary.json with finished: true)")
+    runs = finished_runs(results)
     made = tables(runs, target)
     missing = [name for name in names if name not in made]
     if missing:
@@ -86,6 +88,7 @@ def print_tables(results: Path, names: Sequence[str], target: Optional[float] = 
 
 
 def main(args: argparse.Namespace) -> int:
+    """``fedml-heterofl report``: write the report folder, or ``--print`` tables; 2 for a problem the user can fix."""
     if args.target is not None and not 0.0 < args.target <= 1.0:  # also NaN
         return report_error("report", f"--target: {args.target} is not an accuracy; allowed: above 0, at most 1")
     try:

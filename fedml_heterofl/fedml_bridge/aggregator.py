@@ -55,7 +55,6 @@ from torch import Tensor, nn
 
 from fedml_heterofl.defense import build_defense
 from fedml_heterofl.defense.base import Batch, Defense
-from fedml_heterofl.experiments.metrics import EVAL_COLUMNS, detection_metrics
 from fedml_heterofl.fedml_bridge.args import malicious_client_ids, round_index, sgd_settings
 from fedml_heterofl.fedml_bridge.adapters import (
     AttackAdapter,
@@ -67,6 +66,7 @@ from fedml_heterofl.fedml_bridge.adapters import (
 from fedml_heterofl.fedml_bridge.convert import ClientUpdates, ModelList, StateCodec, StateDict, as_tensors, copy_state
 from fedml_heterofl.fedml_bridge.trainer import evaluate
 from fedml_heterofl.models import ModelLoss, ParamLayout
+from fedml_heterofl.record.metrics import EVAL_COLUMNS, detection_metrics
 from fedml_heterofl.simulation.local_training import server_update
 from fedml_heterofl.simulation.rounds import is_test_round, round_record
 from fedml_heterofl.simulation.server_round import ServerRound

@@ -49,12 +49,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fedml_heterofl.data import DataError, verify_installed
 from fedml_heterofl.data.cache import DatasetCache
-from fedml_heterofl.experiments.store import RunStore, StoreError
 from fedml_heterofl.fedml_bridge.aggregator import HeteroFLServerAggregator
 from fedml_heterofl.fedml_bridge.args import fedml_args
 from fedml_heterofl.fedml_bridge.mpi import SiloView, abort_on_error, rank_device, run_cross_silo
 from fedml_heterofl.fedml_bridge.offline import init
 from fedml_heterofl.fedml_bridge.trainer import HeteroFLWorkerTrainer
+from fedml_heterofl.record.store import RunStore, StoreError
 from fedml_heterofl.settings import Settings
 from fedml_heterofl.simulation.clients import assign_clients, vectorised
 from fedml_heterofl.simulation.launch import check_launch
@@ -66,7 +66,7 @@ def run_mpi(settings: Settings, *, results_dir: Optional[str] = None, fresh: boo
             progress: bool = True) -> Optional[Dict[str, Any]]:
     """The MPI backend (:class:`~fedml_heterofl.simulation.rounds.Backend`): run this MPI rank's part
     (module doc); rank 0 returns the run's summary, workers ``None``. Rank 0 holds the run folder's lock
-    (:meth:`~fedml_heterofl.experiments.store.RunStore.lock`) for the run and, with ``fresh``, first
+    (:meth:`~fedml_heterofl.record.store.RunStore.lock`) for the run and, with ``fresh``, first
     deletes the files an earlier run wrote there; the first rank of each machine verifies the data there
     (:func:`~fedml_heterofl.data.verify_installed`). ``progress`` has no effect: FedML's server logs
     each round itself.

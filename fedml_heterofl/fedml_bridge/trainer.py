@@ -39,17 +39,17 @@ from fedml.core.security.fedml_attacker import FedMLAttacker
 from torch import Tensor, nn
 
 from fedml_heterofl.defense.base import Batch
-from fedml_heterofl.experiments.metrics import evaluate_model
 from fedml_heterofl.fedml_bridge.adapters import AttackAdapter
 from fedml_heterofl.fedml_bridge.args import round_index, sgd_settings
 from fedml_heterofl.fedml_bridge.convert import ClientUpdates, StateCodec, StateDict, as_tensors, copy_state
 from fedml_heterofl.models import ParamLayout
+from fedml_heterofl.record.metrics import evaluate_model
 from fedml_heterofl.simulation.clients import client_threads, train_clients
 from fedml_heterofl.simulation.local_training import client_seed, local_sgd
 from fedml_heterofl.simulation.workload import ClientPlan, RowReader
 
 def evaluate(model: nn.Module, data: Any) -> Dict[str, float]:
-    """:func:`~fedml_heterofl.experiments.metrics.evaluate_model` on FedML's data (a DataLoader or
+    """:func:`~fedml_heterofl.record.metrics.evaluate_model` on FedML's data (a DataLoader or
     ``(x, y)``)."""
     x, y = as_tensors(data)
     return evaluate_model(model, x, y)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fedml_heterofl.experiments.store import RunStore
+from fedml_heterofl.record.store import RunStore
 from fedml_heterofl.settings import Settings
 from fedml_heterofl.simulation.workload import ClientPlan, Workload
 

@@ -19,7 +19,7 @@ clients at once (:func:`~fedml_heterofl.simulation.local_training.local_sgd_vect
 once, by default one per intra-op thread); ResNet20 (BatchNorm statistics carried by the scratch model from one
 client to the next) one client after another (:func:`~fedml_heterofl.simulation.clients.train_clients`).
 
-Results (:class:`~fedml_heterofl.experiments.store.RunStore`): ``partition.json`` holds each
+Results (:class:`~fedml_heterofl.record.store.RunStore`): ``partition.json`` holds each
 client's load and label diversity (paper §IV); after every round the checkpoint
 (``w_{t+1}``, every metrics row so far and the settings' identity) and ``metrics.csv`` are replaced
 atomically, the checkpoint before it kept as the previous one; ``run.log`` holds the run's log lines.
@@ -32,7 +32,7 @@ Start-up does every check before the data is loaded and before the run folder is
 results folder can be written, the attack and defense work with the run's n and f
 (:func:`~fedml_heterofl.settings.check_dry_round`), an existing checkpoint is intact and belongs
 to these settings — so a start that fails leaves nothing behind; a folder that is not a run folder is
-refused. A run holds its folder's lock (:meth:`~fedml_heterofl.experiments.store.RunStore.lock`);
+refused. A run holds its folder's lock (:meth:`~fedml_heterofl.record.store.RunStore.lock`);
 a failure writes its traceback to ``run.log``, and one before any round was saved removes the rest of
 what the run wrote. A first round in which every
 client's local training overflows (from ``w_0``, so the training settings and not an attack are the
@@ -51,10 +51,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from fedml_heterofl.attack import ModelAttack
-from fedml_heterofl.experiments.metrics import EVAL_COLUMNS, evaluate_model
 from fedml_heterofl.defense.rows import finite_rows
-from fedml_heterofl.experiments.store import LOCK, MARKER, RunStore, StoreError
 from fedml_heterofl.models import ModelLoss
+from fedml_heterofl.record.metrics import EVAL_COLUMNS, evaluate_model
+from fedml_heterofl.record.store import LOCK, MARKER, RunStore, StoreError
 from fedml_heterofl.settings import Settings, SettingsError, check_dry_round
 from fedml_heterofl.simulation.clients import client_threads, train_clients, vectorised
 from fedml_heterofl.simulation.local_training import client_seed, server_update
@@ -91,10 +91,10 @@ class Simulation:
         results_dir: where the run folder goes (default ``common_args.results_dir``).
         workload: a prepared :class:`Workload` (built from ``settings`` when omitted).
         fresh: start over: ignore an existing checkpoint and delete the files a run wrote in the run folder
-            when the run starts (:meth:`~fedml_heterofl.experiments.store.RunStore.clear`).
+            when the run starts (:meth:`~fedml_heterofl.record.store.RunStore.clear`).
 
     Raises (at construction, before the data is loaded): :class:`SettingsError`, or
-    :class:`~fedml_heterofl.experiments.store.StoreError` for a results folder that cannot be written
+    :class:`~fedml_heterofl.record.store.StoreError` for a results folder that cannot be written
     or a checkpoint that is damaged (with no intact previous one) or belongs to other settings.
     """
 

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from fedml_heterofl.attack.base import ModelAttack, apply_model_attack
 from fedml_heterofl.defense.base import AggregationResult, Batch, Defense, LossFn, RoundContext
-from fedml_heterofl.experiments.metrics import aggregates_agree, detection_metrics, kept_sets_agree
+from fedml_heterofl.record.metrics import aggregates_agree, detection_metrics, kept_sets_agree
 from fedml_heterofl.simulation.local_training import client_seed
 
 #: stream id of the server's generator in :func:`client_seed` (client ids are non-negative)

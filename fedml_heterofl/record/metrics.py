@@ -37,7 +37,8 @@ def kept_sets_agree(predicted: Tensor, kept: Tensor, updates: Tensor) -> bool:
     rows predicted kept but removed are, as a multiset, the rows kept but predicted removed."""
     if torch.equal(predicted, kept):
         return True
-    only_predicted, only_kept = updates[(predicted & ~kept).to(updates.device)], updates[(kept & ~predicted).to(updates.device)]
+    only_predicted = updates[(predicted & ~kept).to(updates.device)]
+    only_kept = updates[(kept & ~predicted).to(updates.device)]
     if only_predicted.shape[0] != only_kept.shape[0]:
         return False
     a, count_a = torch.unique(only_predicted, dim=0, return_counts=True)
@@ -106,7 +107,8 @@ def evaluate_model(model: torch.nn.Module, x: Tensor, y: Tensor, batch: int = 10
     out: Dict[str, float] = accuracy_and_loss(logits, y)
     task = getattr(model, "task_classes", logits.shape[1])
     out["test_acc_task"] = float((logits[:, :task].argmax(dim=1) == y).float().mean())
-    out["test_watermark_share"] = float((logits.argmax(dim=1) == task).float().mean()) if logits.shape[1] > task else 0.0
+    watermark = logits.shape[1] > task
+    out["test_watermark_share"] = float((logits.argmax(dim=1) == task).float().mean()) if watermark else 0.0
     out["test_total"] = int(len(y))
     out["test_correct"] = int((logits.argmax(dim=1) == y).sum())
     return out

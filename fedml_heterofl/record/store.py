@@ -1,4 +1,4 @@
-"""Result folders: ``results/<name>/`` written atomically and resumable (DESIGN §9, §11).
+"""Result folders: ``results/<name>/``, written atomically while the run runs, so that a killed run resumes.
 
 A run folder holds ``config.yaml`` (the resolved settings), ``metrics.csv`` (one row per completed
 round), ``summary.json`` (written when the run ends; ``finished: true``), ``checkpoint.pt`` (the state
@@ -41,7 +41,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
 
-from fedml_heterofl.settings import fingerprint
+from fedml_heterofl.fingerprint import fingerprint
 from fedml_heterofl.yaml_input import YamlInputError, dump_yaml, parse_yaml, read_yaml
 
 log = logging.getLogger(__name__)
@@ -291,13 +291,6 @@ class RunStore:
         writer.writeheader()
         writer.writerows(rows)
         self.write_file("metrics.csv", out.getvalue())
-
-    def read_metrics(self) -> List[Dict[str, str]]:
-        path = self.path / "metrics.csv"
-        if not path.exists():
-            return []
-        with open(path, newline="") as fh:
-            return list(csv.DictReader(fh))
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         self.write_file("summary.json", json.dumps(_jsonable(dict(summary)), indent=1))
