@@ -222,11 +222,24 @@ class RunStore:
     def config_matches(self, config: Mapping[str, Any]) -> bool:
         """Whether ``config.yaml`` holds ``config`` (as :meth:`write_config` would write it); the
         identity check of checkpoints written before they carried an identity."""
+        plain = _jsonable(dict(config))  # as write_config writes it
+        expected = parse_yaml(dump_yaml(plain))
         try:
-            stored = read_yaml(self.path / "config.yaml")
+            return read_yaml(self.path / "config.yaml") == expected
         except YamlInputError:
             return False
-        return stored == parse_yaml(dump_yaml(_jsonable(dict(config))))
+
+    def checkpoint_of(self, identity: str, config: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        """The last intact checkpoint (:meth:`load_checkpoint`), or None; :class:`StoreError` when it belongs
+        to a run of another ``identity`` (checkpoints from before identities: whether ``config.yaml`` holds
+        ``config`` decides)."""
+        ckpt = self.load_checkpoint()
+        if ckpt is None:
+            return None
+        if not (ckpt["identity"] == identity if "identity" in ckpt else self.config_matches(config)):
+            raise StoreError(f"{self.path} holds a run with other settings (a checkpoint of another "
+                             "identity); set common_args.run_name to a new name, or pass --fresh to start over")
+        return ckpt
 
     def save_round(self, state: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]) -> None:
         """Write the checkpoint (with its digest; the one it replaces becomes the previous

@@ -105,12 +105,14 @@ class Simulation:
                                 f"{settings.comm_args.backend!r}; start 'MPI' runs with mpirun")
         self.settings = settings
         self.identity = settings.identity
-        self.store = RunStore(results_dir or settings.common_args.results_dir, run_name(settings))
-        self.store.check_writable()
+        self.config = settings.to_dict()
+        name = run_name(settings)
         self.device = _device(settings)
-        check_dry_round(settings)
+        self.store = RunStore(results_dir or settings.common_args.results_dir, name)
+        self.store.check_writable()
         self.fresh = fresh
-        self.checkpoint = None if fresh else self._checkpoint()
+        self.checkpoint = None if fresh else self.store.checkpoint_of(self.identity, self.config)
+        check_dry_round(settings)
         self.work = workload if workload is not None else build_workload(settings)
         self.seed = settings.common_args.random_seed
         self.sgd = settings.sgd
@@ -161,7 +163,7 @@ class Simulation:
             if self.fresh:
                 store.clear()
             elif self.checkpoint is None:  # another run may have written one since start-up
-                self.checkpoint = self._checkpoint()
+                self.checkpoint = self.store.checkpoint_of(self.identity, self.config)
             handler = store.log_handler()
             logging.getLogger("fedml_heterofl").addHandler(handler)
             try:
@@ -186,7 +188,7 @@ class Simulation:
                  "identity %s", store.path, settings.data_args.dataset, settings.model_args.model,
                  settings.defense_name, settings.attack_name or "no attack", len(self.work.parts),
                  len(self.work.malicious), rounds, start, self.identity[:12])
-        store.write_config(settings.to_dict())
+        store.write_config(self.config)
         write_partition(store, self.work.heterogeneity)
         every = settings.validation_args.frequency_of_the_test
         bar = tqdm(range(start, rounds), initial=start, total=rounds, desc=store.path.name,
@@ -216,19 +218,6 @@ class Simulation:
         log.info("run %s finished: final accuracy %.4f (best %.4f) after %d rounds", store.path,
                  summary["final_acc"], summary["best_acc"], summary["rounds"])
         return summary
-
-    def _checkpoint(self) -> Optional[Dict[str, Any]]:
-        """The run folder's last intact checkpoint, or None; :class:`StoreError` when it belongs to
-        settings of another identity (checkpoints from before identities: their ``config.yaml`` decides)."""
-        ckpt = self.store.load_checkpoint()
-        if ckpt is None:
-            return None
-        same = (ckpt["identity"] == self.identity if "identity" in ckpt
-                else self.store.config_matches(self.settings.to_dict()))
-        if not same:
-            raise StoreError(f"{self.store.path} holds a run with other settings (a checkpoint of another "
-                             "identity); set common_args.run_name to a new name, or pass --fresh to start over")
-        return ckpt
 
     def _resume(self):
         """``(w, rows, first round)``: from the checkpoint found at start-up, else ``w_0``."""

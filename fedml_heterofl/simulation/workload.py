@@ -191,9 +191,9 @@ def initial_model(settings: Settings, num_classes: int) -> nn.Module:
 def client_plan(settings: Settings, data: Dataset) -> ClientPlan:
     """Partition, attackers, data attack, trigger set and partition statistics (module doc); reads only
     ``data``'s labels (and natural groups), shapes and value range."""
-    parts = partition(settings, data)
     attack = settings.attack()
     trig = trigger_set(settings, data) if settings.watermark else None
+    parts = partition(settings, data)
     return ClientPlan(parts, settings.malicious_ids, attack if isinstance(attack, DataAttack) else None,
                       trig, diversity(data.train_y, parts, data.num_classes))
 
