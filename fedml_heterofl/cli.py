@@ -1,4 +1,5 @@
-"""The ``fedml-heterofl`` command: ``run | grid | report | summary | archive | data | defenses | attacks | env``
+"""The ``fedml-heterofl`` command: ``run | grid | report | summary | archive | recheck | data | defenses | attacks |
+env``
 (and ``--version``; benchmarks: ``benchmarks/*.py``).
 
 Each subcommand lives in the module that owns its work and exposes ``add_arguments(parser)`` and
@@ -29,6 +30,7 @@ COMMANDS = {
     "report": ("fedml_heterofl.experiments.publish", "tables and plots from result folders"),
     "summary": ("fedml_heterofl.experiments.summary", "one summary row per Table I folder (docs/results.md)"),
     "archive": ("fedml_heterofl.experiments.archive", "copy finished runs' small files to a tracked folder"),
+    "recheck": ("fedml_heterofl.experiments.recheck", "rerun archived runs' first rounds and compare their metrics"),
     "data": ("fedml_heterofl.data.cli", "fetch and inspect datasets"),
     "defenses": ("fedml_heterofl.catalog", "list the defenses: ours and FedML's own (fedml:NAME)"),
     "attacks": ("fedml_heterofl.catalog:attacks", "list the attacks"),

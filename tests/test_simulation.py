@@ -1,5 +1,6 @@
 """The standalone simulator on real MNIST (a few clients, few rounds): end to end, determinism, resume
 after a kill, the grid and report commands, CLI errors (the MPI backend: tests/test_mpi_backend.py)."""
+import csv
 import json
 import os
 import signal
@@ -284,3 +285,37 @@ def test_every_subcommand_prints_its_help(command, capsys):
         cli_main([command, "--help"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.startswith(f"usage: fedml-heterofl {command}")
+
+
+def test_compare_rows_skips_timing_and_untested_cells():
+    from fedml_heterofl.experiments.recheck import compare_rows
+
+    committed = [{"round": "0", "removed": "1", "time_train": "0.5", "test_acc": ""},
+                 {"round": "1", "removed": "2", "time_train": "0.7", "test_acc": "0.75"}]
+    same = [{"round": "0", "removed": "1", "time_train": "9.0", "test_acc": "0.5"},
+            {"round": "1", "removed": "2", "time_train": "9.0", "test_acc": "0.75"}]
+    result = compare_rows(committed, same)
+    # round, removed in both rows, test_acc in round 1 only: 5 cells; timing and round 0's test are skipped
+    assert result.compared == 5 and result.differences == [] and result.rounds == 2
+    other = [dict(same[0]), {**same[1], "test_acc": "0.7500001"}]
+    assert compare_rows(committed, other).differences == [(1, "test_acc", "0.75", "0.7500001")]
+
+
+def test_recheck_reruns_an_archived_run_and_finds_a_changed_number(tmp_path, capsys):
+    cfg = tiny(tmp_path)
+    cfg["train_args"]["comm_round"] = 4
+    s = settings_from_dict(cfg)
+    Simulation(s, results_dir=str(tmp_path / "results")).run(progress=False)
+    run = next((tmp_path / "results").iterdir())
+    assert cli_main(["recheck", str(run), "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "rounds 0-1" in out and out.rstrip().endswith("equal")
+    rows = read_metrics(run)
+    rows[1]["test_acc"] = "0.123456"
+    with open(run / "metrics.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert cli_main(["recheck", str(run), "--rounds", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFERENT in 1 cells" in out and "round 1 test_acc: committed 0.123456" in out

@@ -1,7 +1,6 @@
 """FedML 0.9.6 initialisation that never reaches the network and keeps the process as it was.
 
-What ``fedml.init`` does by default and what :func:`init` does instead (``notes/fedml-0.9.6.md`` §0.5,
-§0.6, §3.2):
+What ``fedml.init`` does by default (FedML 0.9.6 ``fedml/__init__.py``) and what :func:`init` does instead:
 
 * ``mlops.init`` POSTs to ``open.fedml.ai`` for its configs (5 tries, no timeout): the fetch is
   replaced by a stub that returns empty configs (:func:`disable_config_fetch`, process-wide).
