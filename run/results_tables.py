@@ -21,40 +21,26 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import List, Tuple
+from typing import List
+
+from fedml_heterofl.cli import main as cli_main
+from fedml_heterofl.experiments.cells import markdown_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "results.md"
 MARKER = re.compile(r"^<!-- table: (.+) -->$")
 
 
-def tables(lines: List[str]) -> List[Tuple[int, int]]:
-    """``(first line, end line)`` of every Markdown table (a header row, a ``|---|`` row, body rows)."""
-    found, i = [], 0
-    while i < len(lines) - 1:
-        if lines[i].startswith("|") and re.match(r"^\|[-| :]+\|$", lines[i + 1]):
-            j = i + 2
-            while j < len(lines) and lines[j].startswith("|"):
-                j += 1
-            found.append((i, j))
-            i = j
-        else:
-            i += 1
-    return found
-
-
 def printed_tables(command: str) -> List[List[str]]:
     """The tables ``command`` (``fedml-heterofl ...``) prints, each as its lines."""
-    from fedml_heterofl.cli import main
-
     argv = shlex.split(command)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        rc = main(argv[1:])
+        rc = cli_main(argv[1:])
     if rc != 0:
         raise SystemExit(f"`{command}` failed with exit status {rc}")
     lines = out.getvalue().splitlines()
-    return [lines[start:end] for start, end in tables(lines)]
+    return [lines[start:end] for start, end in markdown_tables(lines)]
 
 
 def cells(row: str) -> List[str]:
@@ -91,7 +77,7 @@ def main() -> int:
     args = parser.parse_args()
     lines = DOC.read_text().splitlines()
     changed = []
-    for start, end in reversed(tables(lines)):
+    for start, end in reversed(markdown_tables(lines)):
         before = next((lines[k] for k in range(start - 1, -1, -1) if lines[k].strip()), "")
         marker = MARKER.match(before)
         if marker is None or marker.group(1) == "written":
@@ -108,5 +94,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     sys.exit(main())

@@ -10,6 +10,8 @@ from urllib.parse import unquote
 
 import pytest
 
+from fedml_heterofl.experiments import cells
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: ``[text](target)`` and ``![alt](target)``, the target up to a space (a title) or the closing parenthesis
@@ -84,17 +86,7 @@ WRITTEN_HEADERS = {"| the paper's claim | MNIST/LR calibrated | MNIST/LR converg
 
 def markdown_tables(lines: list) -> list:
     """``(header line index, header, rows)`` of every Markdown table in ``lines``."""
-    found, i = [], 0
-    while i < len(lines) - 1:
-        if lines[i].startswith("|") and re.match(r"^\|[-| :]+\|$", lines[i + 1]):
-            j = i + 2
-            while j < len(lines) and lines[j].startswith("|"):
-                j += 1
-            found.append((i, lines[i], lines[i + 2:j]))
-            i = j
-        else:
-            i += 1
-    return found
+    return [(start, lines[start], lines[start + 2:end]) for start, end in cells.markdown_tables(lines)]
 
 
 def test_markdown_tables_and_their_markers_are_found():

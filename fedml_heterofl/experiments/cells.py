@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import statistics
 from typing import Any, Iterable, List, Sequence, Tuple
 
@@ -71,3 +72,19 @@ def csv_text(header: Sequence[str], body: Iterable[Sequence[Any]]) -> str:
     writer.writerow(header)
     writer.writerows(body)
     return out.getvalue()
+
+
+def markdown_tables(lines: Sequence[str]) -> List[Tuple[int, int]]:
+    """``(first line, end line)`` of every Markdown table in ``lines``: a header row, a ``|---|`` row, and
+    the ``|`` rows after them (what :func:`md_table` writes, and docs/results.md quotes)."""
+    found, i = [], 0
+    while i < len(lines) - 1:
+        if lines[i].startswith("|") and re.match(r"^\|[-| :]+\|$", lines[i + 1]):
+            j = i + 2
+            while j < len(lines) and lines[j].startswith("|"):
+                j += 1
+            found.append((i, j))
+            i = j
+        else:
+            i += 1
+    return found
