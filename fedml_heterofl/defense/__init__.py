@@ -1,7 +1,8 @@
 """Aggregation rules as pure tensor code (no FedML import): HeteroFL, the paper's baselines, and the
 breadth rules (trimmed mean, Bulyan, geometric median, centered clipping). Families of rules that need a
-heavy import (FedML's own defenses as ``fedml:<name>``) are provided to :data:`REGISTRY` from above
-(:meth:`~fedml_heterofl.registry.Registry.provide`) and imported on the first lookup of such a name."""
+heavy import (FedML's own defenses as ``fedml:<name>``) are provided to :data:`REGISTRY` from above, by the
+``fedml_heterofl.defense_families`` entry point (:class:`~fedml_heterofl.registry.Registry`), and imported
+on the first lookup of such a name."""
 from fedml_heterofl.defense.base import (
     REGISTRY,
     AggregationResult,
