@@ -1,7 +1,8 @@
 """``HeteroFLServerAggregator``: FedML's server lifecycle running our attacks and defenses.
 
-FedML's cross-silo server calls, per round (FedML 0.9.6 ``cross_silo/server/fedml_aggregator.py``): ``on_before_aggregation(list)`` ->
-``aggregate(list)`` -> ``on_after_aggregation(model)`` -> ``set_model_params`` -> ``test``. Here:
+FedML's cross-silo server calls, per round (FedML 0.9.6 ``cross_silo/server/fedml_aggregator.py``):
+``on_before_aggregation(list)`` -> ``aggregate(list)`` -> ``on_after_aggregation(model)`` ->
+``set_model_params`` -> ``test``. Here:
 
 * ``on_before_aggregation`` — the updates ``w_i - w_t`` of the round go through one
   :class:`~fedml_heterofl.simulation.server_round.ServerRound`: the fixed attackers' entries are
@@ -186,8 +187,7 @@ class HeteroFLServerAggregator(ServerAggregator):
             models = dp.global_clip(models)
         self.last = fedml_round(self.server, self.codec, round_idx, self.model.state_dict(), models, ids)
         outcome = self.last.outcome
-        self.history.append({"round": round_idx, **outcome.metrics, "kept": ids[outcome.result.kept].tolist(),
-                             "time_train": self._received - self._round_start})
+        self._record(round_idx, outcome.metrics, ids[outcome.result.kept])
         return self.last.kept_models, self.last.kept_positions
 
     def aggregate(self, raw_client_model_or_grad_list: ModelList) -> StateDict:
@@ -218,6 +218,12 @@ class HeteroFLServerAggregator(ServerAggregator):
         return out
 
     # -- helpers -----------------------------------------------------------------------------
+    def _record(self, round_idx: int, metrics: Dict[str, Any], kept_ids: Tensor) -> None:
+        """The round's history entry as ``on_before_aggregation`` knows it: its metrics, the kept client ids
+        and ``time_train`` (since the previous round ended); ``on_after_aggregation`` completes it."""
+        self.history.append({"round": round_idx, **metrics, "kept": kept_ids.tolist(),
+                             "time_train": self._received - self._round_start})
+
     def _this_round(self) -> Optional[Dict[str, Any]]:
         """The history record of the current round, if it has one yet."""
         if self.history and self.history[-1]["round"] == round_index(self.args):
@@ -271,8 +277,7 @@ class HeteroFLServerAggregator(ServerAggregator):
         positions = sorted(set(owner[order][kept].tolist()))
         self.last = RoundProduct(outcome, positions, [models[j] for j in positions],
                                  self.codec.state(outcome.params, buffers))
-        self.history.append({"round": round_idx, **outcome.metrics, "kept": ids[kept].tolist(),
-                             "time_train": self._received - self._round_start})
+        self._record(round_idx, outcome.metrics, ids[kept])
         return self.last.kept_models, positions
 
     def _fedml_before(self, models: ModelList, ids: Tensor, round_idx: int) -> Tuple[ModelList, List[int]]:
@@ -287,8 +292,7 @@ class HeteroFLServerAggregator(ServerAggregator):
                                                                       AttackAdapter)
         malicious = (torch.isin(ids, torch.tensor(self.malicious_ids, dtype=torch.long)) if ours
                      else torch.zeros_like(kept))
-        self.history.append({"round": round_idx, **detection_metrics(kept, malicious, {}),
-                             "kept": ids[kept].tolist(), "time_train": self._received - self._round_start})
+        self._record(round_idx, detection_metrics(kept, malicious, {}), ids[kept])
         return kept_models, list(positions)
 
     def _server_update(self, round_idx: int, global_params: Tensor) -> Tensor:
