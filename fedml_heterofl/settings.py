@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import functools
 import math
 import operator
 import os
@@ -434,9 +435,15 @@ def _check_number(where: str, value: Any) -> None:
             _check_number(f"{where}[{i}]", item)
 
 
+@functools.lru_cache(maxsize=None)
+def _section_hints(section: str) -> Dict[str, Any]:
+    """The resolved field types of one settings section (resolving them is slow; they never change)."""
+    return typing.get_type_hints(SECTIONS[section])
+
+
 def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
     """Check ``value`` against a field's type (ints are accepted for floats)."""
-    hint = typing.get_type_hints(SECTIONS[section])[key] if isinstance(annotation, str) else annotation
+    hint = _section_hints(section)[key] if isinstance(annotation, str) else annotation
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is Union and type(None) in args:

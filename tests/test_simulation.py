@@ -242,8 +242,8 @@ def test_every_shipped_grid_validates(grid):
     if results != Path("results") / grid.stem:
         # a companion grid (an ablation, more seeds, the rules a sweep cannot take to its end) writes into
         # another shipped grid's folder, beside (never over) that grid's cells
-        owners = [other for other in GRIDS if other != grid and load_grid(str(other))[0] == results
-                  and results == Path("results") / other.stem]
+        owners = [other for other in GRIDS if other != grid and results == Path("results") / other.stem
+                  and load_grid(str(other))[0] == results]
         assert len(owners) == 1, f"{grid.stem} writes into {results}, which no shipped grid owns"
         _, owner_cells = load_grid(str(owners[0]))
         assert not {name for name, _ in cells} & {name for name, _ in owner_cells}
