@@ -425,6 +425,18 @@ def test_fraction_and_trigger_size_sweeps(tmp_path):
     assert row == "| heterofl \\|D_trg\\|=8 | 0.7500 |"
 
 
+def test_sweep_axes_log_for_sizes_with_a_tick_at_each_size():
+    plt = figures._pyplot()
+    fig, (size_ax, share_ax) = plt.subplots(1, 2)
+    place = figures._sweep_axis(size_ax, "trigger_size", [1, 2, 4, 16, 4])
+    assert place(8) == 8 and size_ax.get_xscale() == "log"
+    assert list(size_ax.get_xticks()) == [1, 2, 4, 16]
+    assert [t.get_text() for t in size_ax.get_xticklabels()] == ["1", "2", "4", "16"]
+    figures._sweep_axis(share_ax, "fraction", [0.1, 0.2])  # a share stays on a linear axis
+    assert share_ax.get_xscale() == "linear"
+    plt.close(fig)
+
+
 def test_no_sweep_plots_when_values_agree(tmp_path):
     root = tmp_path / "res"
     ablation_results(root)  # one λ, one |D_trg|, one attacker count

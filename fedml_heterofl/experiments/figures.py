@@ -45,8 +45,8 @@ NAMES: Mapping[str, str] = {
 }
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 DASHES = ("-", "--", "-.", ":")
-#: sweeps drawn on a log axis (their values span decades) and as categories (IID is q = ∞)
-LOG_SWEEPS = ("gamma_init", "lr")
+#: sweeps drawn on a log axis (their values span decades or double) and as categories (IID is q = ∞)
+LOG_SWEEPS = ("gamma_init", "lr", "trigger_size")
 CATEGORY_SWEEPS = ("q",)
 
 
@@ -221,6 +221,9 @@ def _sweep_axis(ax: Any, param: str, values: List[float]) -> Callable[[float], f
     """Set up the x axis of ``param``'s sweep; returns where a value is drawn (categories: by rank)."""
     if param in LOG_SWEEPS:
         ax.set_xscale("log")
+        if all(float(v).is_integer() for v in values):  # sizes: a tick at each one, not at 10^k
+            ax.set_xticks(sorted(set(values)), [f"{v:g}" for v in sorted(set(values))])
+            ax.minorticks_off()
     if param not in CATEGORY_SWEEPS:
         return lambda x: x
     order = sorted(set(values))
