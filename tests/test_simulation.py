@@ -294,11 +294,11 @@ def test_compare_rows_skips_timing_and_untested_cells():
                  {"round": "1", "removed": "2", "time_train": "0.7", "test_acc": "0.75"}]
     same = [{"round": "0", "removed": "1", "time_train": "9.0", "test_acc": "0.5"},
             {"round": "1", "removed": "2", "time_train": "9.0", "test_acc": "0.75"}]
-    result = compare_rows(committed, same)
+    result = compare_rows(Path("r"), committed, same)
     # round, removed in both rows, test_acc in round 1 only: 5 cells; timing and round 0's test are skipped
-    assert result.compared == 5 and result.differences == [] and result.rounds == 2
+    assert result.compared == 5 and result.differences == [] and result.rounds == 2 and result.run == Path("r")
     other = [dict(same[0]), {**same[1], "test_acc": "0.7500001"}]
-    assert compare_rows(committed, other).differences == [(1, "test_acc", "0.75", "0.7500001")]
+    assert compare_rows(Path("r"), committed, other).differences == [(1, "test_acc", "0.75", "0.7500001")]
 
 
 def test_recheck_reruns_an_archived_run_and_finds_a_changed_number(tmp_path, capsys):

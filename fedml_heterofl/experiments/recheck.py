@@ -40,9 +40,8 @@ class Recheck:
         return self.compared > 0 and not self.differences
 
 
-def compare_rows(committed: Sequence[Dict[str, str]], rerun: Sequence[Dict[str, str]]) -> Recheck:
-    """Compare ``committed`` rows with ``rerun`` rows round by round (module doc); the ``run`` field is
-    left for the caller."""
+def compare_rows(run: Path, committed: Sequence[Dict[str, str]], rerun: Sequence[Dict[str, str]]) -> Recheck:
+    """Compare ``run``'s ``committed`` rows with its ``rerun`` rows round by round (module doc)."""
     differences, compared = [], 0
     for old, new in zip(committed, rerun):
         for column, value in old.items():
@@ -51,7 +50,7 @@ def compare_rows(committed: Sequence[Dict[str, str]], rerun: Sequence[Dict[str, 
             compared += 1
             if new.get(column, "") != value:
                 differences.append((int(old["round"]), column, value, new.get(column, "")))
-    return Recheck(Path(), min(len(committed), len(rerun)), compared, differences)
+    return Recheck(run, min(len(committed), len(rerun)), compared, differences)
 
 
 def recheck_run(run: Path, rounds: int) -> Recheck:
@@ -65,9 +64,7 @@ def recheck_run(run: Path, rounds: int) -> Recheck:
     with tempfile.TemporaryDirectory(prefix="fedml_heterofl-recheck-") as scratch:
         Simulation(settings, results_dir=scratch).run(progress=False)
         rerun = _read_rows(Path(scratch) / "recheck" / "metrics.csv")
-    result = compare_rows(committed, rerun)
-    result.run = run
-    return result
+    return compare_rows(run, committed, rerun)
 
 
 def _read_rows(path: Path) -> List[Dict[str, str]]:
