@@ -396,6 +396,27 @@ def test_sweep_panels_per_defense_when_one_defense_runs_under_several_attacks(tm
     assert list(panels) == ["MNIST/LR: Min-Max"] and sorted(panels["MNIST/LR: Min-Max"]) == ["FedAvg", "HeteroFL"]
 
 
+def test_sweep_panel_without_attackers_says_so_instead_of_an_empty_arsr_axis(tmp_path, monkeypatch):
+    root = tmp_path / "res"
+    # FedAvg and HeteroFL at q = 0.1 and 0.5, without attack and under Min-Max: a panel per attack
+    for q in (0.1, 0.5):
+        for name, rule in (("f", fedavg), ("h", heterofl)):
+            write_run(root, f"{name},none,{q}", no_attack(rule(data_args__partition_alpha=q)),
+                      [removal_row(0, 0, {}, test_acc=0.8)])
+            write_run(root, f"{name},mm,{q}", rule(data_args__partition_alpha=q), [removal_row(0, 20, {}, test_acc=0.6)])
+    figs = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path, legend_axes=None: figs.append(fig) or path)
+    figures.plot_sweeps(load_runs(root), tmp_path)
+    (fig,) = figs
+    top, bottom = fig.axes[:2], fig.axes[2:]
+    titles = [ax.get_title() for ax in top]
+    arsr = dict(zip(titles, bottom))
+    assert sorted(titles) == ["MNIST/LR: Min-Max", "MNIST/LR: no attack"]
+    assert len(arsr["MNIST/LR: Min-Max"].get_lines()) == 2 and not arsr["MNIST/LR: Min-Max"].texts
+    assert not arsr["MNIST/LR: no attack"].get_lines()
+    assert [t.get_text() for t in arsr["MNIST/LR: no attack"].texts] == ["no attackers: no ARSR"]
+
+
 def test_fraction_and_trigger_size_sweeps(tmp_path):
     root = tmp_path / "res"
     # attacker counts 10 and 20 of 100 clients -> fractions 0.1 and 0.2; the no-attack run has none

@@ -255,6 +255,10 @@ def plot_sweeps(runs: List[Run], out: Path) -> List[Path]:
             axes[0][col].title.set_fontsize(9)
             if with_arsr:
                 axes[1][col].set(ylabel="ARSR", ylim=(-0.02, 1.02))
+                if not axes[1][col].get_lines():  # a panel without attackers has no ARSR to draw
+                    axes[1][col].text(0.5, 0.5, "no attackers: no ARSR", ha="center", va="center",
+                                      transform=axes[1][col].transAxes, color="0.4")
+                    axes[1][col].set_yticks([])
             axes[n_rows - 1][col].set_xlabel(xlabel)
             for row in range(n_rows):
                 axes[row][col].grid(alpha=0.3)
