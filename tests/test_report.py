@@ -534,6 +534,21 @@ def test_samples_per_client_sweep_labels_the_rows(tmp_path):
 
 
 
+def test_seeds_under_one_sample_cap_are_no_samples_sweep(tmp_path):
+    root = tmp_path / "res"
+    # cap 200 per client at seeds 0 and 1: the partitions give means of 192.17 and 193.4 -- one setting,
+    # so one row, 0.70 and 0.80 -> 0.75 ± 0.0707; a third run with cap 40 makes the cap a sweep
+    for seed, cap, mean, acc in ((0, 200, 192.17, 0.7), (1, 200, 193.4, 0.8), (0, 40, 39.6, 0.6)):
+        folder = write_run(root, f"s{seed}_{cap}", no_attack(fedavg(common_args__random_seed=seed,
+                                                                      data_args__max_samples_per_client=cap)),
+                           acc_rows(final=acc, best=acc))
+        summary = json.loads((folder / "summary.json").read_text())
+        (folder / "summary.json").write_text(json.dumps({**summary, "samples_per_client": mean}))
+    runs = load_runs(root)
+    assert swept([r for r in runs if r.name != "s0_40"]) == []
+    assert swept(runs) == ["samples"]
+
+
 def test_calibration_table_over_learning_rates(tmp_path):
     root = tmp_path / "res"
 

@@ -251,7 +251,15 @@ def swept(runs: Iterable[Run]) -> List[str]:
     """The :data:`SWEEPS` and :data:`LABEL_SWEEPS` values that differ between the runs (set on at least two
     distinct values)."""
     runs = list(runs)
-    return [p for p in (*SWEEPS, *LABEL_SWEEPS) if len({getattr(r, p) for r in runs if getattr(r, p) is not None}) > 1]
+    return [p for p in (*SWEEPS, *LABEL_SWEEPS) if len({_setting(r, p) for r in runs if getattr(r, p) is not None}) > 1]
+
+
+def _setting(run: Run, param: str) -> Any:
+    """The setting behind ``param``'s value: for ``samples`` the per-client cap where one is set (the
+    realised mean under a cap differs with each seed's partition), else the value itself."""
+    if param == "samples" and config_get(run.config, "data_args.max_samples_per_client") is not None:
+        return ("cap", config_get(run.config, "data_args.max_samples_per_client"))
+    return getattr(run, param)
 
 
 def labels(run: Run, sweeps: Iterable[str]) -> Tuple[str, str]:
