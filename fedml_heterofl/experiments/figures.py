@@ -219,14 +219,14 @@ def plot_removal(runs: List[Run], out: Path) -> List[Path]:
 
 def _sweep_axis(ax: Any, param: str, values: List[float]) -> Callable[[float], float]:
     """Set up the x axis of ``param``'s sweep; returns where a value is drawn (categories: by rank)."""
+    order = sorted(set(values))
     if param in LOG_SWEEPS:
         ax.set_xscale("log")
-        if all(float(v).is_integer() for v in values):  # sizes: a tick at each one, not at 10^k
-            ax.set_xticks(sorted(set(values)), [f"{v:g}" for v in sorted(set(values))])
+        if all(float(v).is_integer() for v in order):  # sizes: a tick at each one, not at 10^k
+            ax.set_xticks(order, [f"{v:g}" for v in order])
             ax.minorticks_off()
     if param not in CATEGORY_SWEEPS:
         return lambda x: x
-    order = sorted(set(values))
     ax.set_xticks(range(len(order)), [q_label(v) if param == "q" else f"{v:g}" for v in order])
     return order.index
 

@@ -257,9 +257,8 @@ def swept(runs: Iterable[Run]) -> List[str]:
 def _setting(run: Run, param: str) -> Any:
     """The setting behind ``param``'s value: for ``samples`` the per-client cap where one is set (the
     realised mean under a cap differs with each seed's partition), else the value itself."""
-    if param == "samples" and config_get(run.config, "data_args.max_samples_per_client") is not None:
-        return ("cap", config_get(run.config, "data_args.max_samples_per_client"))
-    return getattr(run, param)
+    cap = config_get(run.config, "data_args.max_samples_per_client") if param == "samples" else None
+    return ("cap", cap) if cap is not None else getattr(run, param)
 
 
 def labels(run: Run, sweeps: Iterable[str]) -> Tuple[str, str]:
