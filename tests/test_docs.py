@@ -60,19 +60,21 @@ def test_every_local_link_and_image_is_a_tracked_file(document):
     assert not broken, f"{document.relative_to(ROOT)}: links to files git does not track: {broken}"
 
 
-def test_results_summary_table_is_the_summary_commands_output(monkeypatch):
+def test_results_summary_table_is_the_summary_commands_output(monkeypatch, capsys):
     # docs/results.md gives the `fedml-heterofl summary` command its summary table comes from; run on the
     # committed runs/ it must print that table, line for line.
     import shlex
 
-    from fedml_heterofl.experiments.summary import parse_summary_rows, summary_table
+    from fedml_heterofl.cli import main as cli_main
 
     text = (ROOT / "docs" / "results.md").read_text()
     block = re.search(r"```\n(fedml-heterofl summary .*?)\n```", text, re.S)
     assert block, "docs/results.md: no ``` block with the fedml-heterofl summary command"
     argv = shlex.split(block.group(1).replace("\\\n", " "))
     monkeypatch.chdir(ROOT)
-    table = summary_table(parse_summary_rows(argv[2:]))
+    capsys.readouterr()
+    assert cli_main(argv[1:]) == 0, argv
+    table = capsys.readouterr().out
     assert table in text, ("docs/results.md's summary table is not what its command prints from runs/ now; "
                            f"paste this in its place:\n{table}")
 

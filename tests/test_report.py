@@ -151,6 +151,51 @@ def test_accuracy_mean_std_over_seeds_best_accuracy_and_unfinished_runs(tmp_path
     assert not list(out.glob("removal_*.png")) and not list(out.glob("accuracy_vs_*.png"))
 
 
+
+def seeds_results(root: Path) -> None:
+    """FedAvg without attack at seeds 0, 1, 2 (0.80, 0.90, 0.70) and under Min-Max at seed 0 only (0.50):
+    a grid whose later seeds are still running."""
+    for seed, acc in ((0, 0.80), (1, 0.90), (2, 0.70)):
+        write_run(root, f"none{seed}", no_attack(fedavg(common_args__random_seed=seed)), acc_rows(final=acc, best=acc))
+    write_run(root, "minmax0", fedavg(), acc_rows(final=0.50, best=0.50))
+
+
+def test_a_cell_with_fewer_seeds_than_the_others_says_how_many(tmp_path):
+    root = tmp_path / "res"
+    seeds_results(root)
+    md, _ = accuracy_table(load_runs(root))
+    # none: (0.8 + 0.9 + 0.7) / 3 = 0.80, std 0.1; Min-Max has one seed of the three
+    assert "| fedavg | 0.8000 ± 0.1000 | 0.5000 (n=1) |" in md
+    assert "(n=k): a cell of k seeds, where others have 3" in md
+    md, _ = accuracy_table(load_runs(root, {0}))  # one seed everywhere: nothing to mark
+    assert "| fedavg | 0.8000 | 0.5000 |" in md and "(n=" not in md
+
+
+def test_report_and_summary_read_the_seeds_asked_for(tmp_path, capsys):
+    root = tmp_path / "res"
+    seeds_results(root)
+    assert cli_main(["report", str(root), "--seeds", "1-2", "--print", "table_accuracy"]) == 0
+    # seeds 1 and 2: (0.9 + 0.7) / 2 = 0.80, std 0.1414; no Min-Max run of those seeds: no column
+    assert "| fedavg | 0.8000 ± 0.1414 |" in capsys.readouterr().out
+    assert cli_main(["report", str(root), "--seeds", "0"]) == 0
+    assert "| fedavg | 0.8000 | 0.5000 |" in capsys.readouterr().out
+    assert "Seeds read: 0 (--seeds)." in (root / "report" / "README.md").read_text()
+    # no run of the seeds asked for: refused, naming the seeds the folder has; a malformed selection too
+    assert cli_main(["report", str(root), "--seeds", "5,7", "--print", "table_accuracy"]) == 2
+    assert "no finished runs of seeds 5, 7" in (err := capsys.readouterr().err) and "have seeds 0, 1, 2" in err
+    for bad in ("x", "2-1", "-1", "1,,2"):
+        assert cli_main(["report", str(root), "--seeds", bad]) == 2
+        assert "expected seed numbers as 0, 0,2 or 0-2" in capsys.readouterr().err
+    # summary: FedAvg clean over seeds 0-2 for one row, seed 1 only for the other; seeds column 3 and 1
+    assert cli_main(["summary", f"all={root}", f"one={root}", "--seeds", "one=1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].startswith("| all | 100 / 20 |") and "| 3 | 0.8000 |" in out[2]
+    assert out[3].startswith("| one | 100 / 20 |") and "| 1 | 0.9000 |" in out[3]
+    assert cli_main(["summary", f"all={root}", "--seeds", "other=1"]) == 2
+    assert "no row has that label; the rows are 'all'" in capsys.readouterr().err
+    assert cli_main(["summary", f"all={root}", "--seeds", "all"]) == 2
+    assert "expected LABEL=SEEDS" in capsys.readouterr().err
+
 def test_drops_beside_the_papers_table_one(tmp_path):
     root = tmp_path / "res"
     mkrum = dict(defense_args__defense_type="multikrum", defense_args__defense_params={})
@@ -347,7 +392,7 @@ def test_lambda_sweep(tmp_path):
     assert points[("mnist/lr", "min_max")]["heterofl"] == [(-5.0, pytest.approx(0.85), pytest.approx(0.75)),
                                                           (-2.0, pytest.approx(0.60), pytest.approx(0.25))]
     out, table = write_report(root)
-    assert "| heterofl λ=-5 | 0.8500 ± 0.0707 |" in table and "| heterofl λ=-2 | 0.6000 |" in table
+    assert "| heterofl λ=-5 | 0.8500 ± 0.0707 |" in table and "| heterofl λ=-2 | 0.6000 (n=1) |" in table
     assert (out / "accuracy_vs_lambda.png").exists()
     assert not (out / "accuracy_vs_fraction.png").exists() and not (out / "accuracy_vs_trigger_size.png").exists()
 
@@ -365,11 +410,11 @@ def test_task_class_accuracy_table(tmp_path):
     md, csv_text = accuracy_table(runs)
     task_part = md.split("watermark output ignored")[1].split("watermark class")[0]
     # HeteroFL: mean of 0.70 and 0.80 = 0.75, sample std 0.0707; FedAvg falls back to its final 0.9
-    assert "| heterofl | 0.7500 ± 0.0707 |" in task_part and "| fedavg | 0.9000 |" in task_part
+    assert "| heterofl | 0.7500 ± 0.0707 |" in task_part and "| fedavg | 0.9000 (n=1) |" in task_part
     assert "final_acc_task_mean" in csv_text.splitlines()[0]
     # the watermark class's share: HeteroFL (0.1 + 0.2) / 2 = 0.15, sample std 0.0707; FedAvg has no such output
     share_part = md.split("watermark class")[1]
-    assert "| heterofl | 0.1500 ± 0.0707 |" in share_part and "| fedavg | 0.0000 |" in share_part
+    assert "| heterofl | 0.1500 ± 0.0707 |" in share_part and "| fedavg | 0.0000 (n=1) |" in share_part
     # without HeteroFL runs the table is left out
     assert "watermark output ignored" not in accuracy_table([r for r in runs if r.defense == "fedavg"])[0]
 
@@ -529,7 +574,7 @@ def test_samples_per_client_sweep_labels_the_rows(tmp_path):
     out, table = write_report(root)
     # 40 per client: seeds 0.6 and 0.7 -> 0.65 ± 0.0707; 192 per client: 0.8; rows in the order of the
     # numbers (as text, "192" would come before "40")
-    assert "| fedavg 40/client | 0.6500 ± 0.0707 |\n| fedavg 192/client | 0.8000 |" in table
+    assert "| fedavg 40/client | 0.6500 ± 0.0707 |\n| fedavg 192/client | 0.8000 (n=1) |" in table
     assert (out / "accuracy_vs_samples.png").exists()
 
 
@@ -547,6 +592,11 @@ def test_seeds_under_one_sample_cap_are_no_samples_sweep(tmp_path):
     runs = load_runs(root)
     assert swept([r for r in runs if r.name != "s0_40"]) == []
     assert swept(runs) == ["samples"]
+    # the two seeds under cap 200 are one row, labelled by their pooled mean (192.17 + 193.4) / 2 = 192.785
+    assert sorted({(r.row, r.samples) for r in runs}) == [("fedavg 193/client", pytest.approx(192.785)),
+                                                          ("fedavg 40/client", pytest.approx(39.6))]
+    md, _ = accuracy_table(runs)
+    assert "| fedavg 40/client | 0.6000 (n=1) |" in md and "| fedavg 193/client | 0.7500 ± 0.0707 |" in md
 
 
 def test_calibration_table_over_learning_rates(tmp_path):

@@ -22,12 +22,12 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from fedml_heterofl.attack.adaptive import Adaptive
 from fedml_heterofl.messages import one_line
 from fedml_heterofl.defense.heterofl import STEP_NAMES, HeteroFL
-from fedml_heterofl.experiments.cells import to_float
+from fedml_heterofl.experiments.cells import mean_of, to_float
 from fedml_heterofl.settings import DataArgs
 from fedml_heterofl.yaml_input import parse_yaml
 
@@ -72,8 +72,10 @@ class Run:
     ``defense`` is the defense label (``fedavg``, ``heterofl[1-2]``, ``multikrum`` ...); ``lam`` and
     ``trigger_size`` are set for HeteroFL runs only and ``fraction`` (attackers / clients) for attacked
     runs only; ``q`` is the Dirichlet concentration of the partition (``math.inf`` for an IID split, None
-    for a natural one); ``gamma_init`` and ``perturbation`` are set for adaptive-attack runs only. ``row``
-    and ``column`` are the table labels, set by :func:`load_runs`.
+    for a natural one); ``gamma_init`` and ``perturbation`` are set for adaptive-attack runs only.
+    ``samples`` is the clients' mean number of training samples (under a per-client cap, the mean over
+    the runs :func:`load_runs` reads with that cap). ``row`` and ``column`` are the table labels, set by
+    :func:`load_runs`.
     """
 
     name: str
@@ -94,6 +96,12 @@ class Run:
     perturbation: Optional[str] = None
     row: str = ""
     column: str = ""
+
+    @property
+    def seed(self) -> Optional[int]:
+        """The run's ``common_args.random_seed`` as summary.json records it (None if it does not)."""
+        seed = self.summary.get("seed")
+        return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
     @property
     def final_acc(self) -> float:
@@ -251,14 +259,22 @@ def swept(runs: Iterable[Run]) -> List[str]:
     """The :data:`SWEEPS` and :data:`LABEL_SWEEPS` values that differ between the runs (set on at least two
     distinct values)."""
     runs = list(runs)
-    return [p for p in (*SWEEPS, *LABEL_SWEEPS) if len({_setting(r, p) for r in runs if getattr(r, p) is not None}) > 1]
+    return [p for p in (*SWEEPS, *LABEL_SWEEPS) if len({getattr(r, p) for r in runs if getattr(r, p) is not None}) > 1]
 
 
-def _setting(run: Run, param: str) -> Any:
-    """The setting behind ``param``'s value: for ``samples`` the per-client cap where one is set (the
-    realised mean under a cap differs with each seed's partition), else the value itself."""
-    cap = config_get(run.config, "data_args.max_samples_per_client") if param == "samples" else None
-    return ("cap", cap) if cap is not None else getattr(run, param)
+def _pool_capped_samples(runs: List[Run]) -> None:
+    """Give the runs of one workload under one ``max_samples_per_client`` cap their mean number of
+    samples per client: each seed's partition realises a slightly different mean under the same cap
+    (192.17 at one seed, 193.4 at another), which is one setting — one table row, one sweep point."""
+    capped: Dict[Tuple[str, Any], List[Run]] = defaultdict(list)
+    for run in runs:
+        cap = config_get(run.config, "data_args.max_samples_per_client")
+        if cap is not None and run.samples is not None:
+            capped[(run.workload, cap)].append(run)
+    for same in capped.values():
+        pooled = mean_of(r.samples for r in same)
+        for run in same:
+            run.samples = pooled
 
 
 def labels(run: Run, sweeps: Iterable[str]) -> Tuple[str, str]:
@@ -286,9 +302,25 @@ def labels(run: Run, sweeps: Iterable[str]) -> Tuple[str, str]:
     return " ".join(row), column
 
 
-def load_runs(results: Path) -> List[Run]:
-    """Every finished run under ``results``, with its table labels (:func:`labels`); a damaged run is
-    skipped with a warning naming its file."""
+def parse_seeds(text: str) -> Tuple[int, ...]:
+    """The seeds ``text`` names: ``"0"``, ``"0,2"`` or ``"0-2"`` (a range, both ends in), or a mix
+    (``"0,3-4"``); ValueError naming the text otherwise."""
+    seeds: List[int] = []
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            first, last = 0, -1
+        if not low.strip() or last < first or first < 0:
+            raise ValueError(f"seeds {text!r}: expected seed numbers as 0, 0,2 or 0-2 (non-negative, low-high)")
+        seeds += range(first, last + 1)
+    return tuple(sorted(set(seeds)))
+
+
+def load_runs(results: Path, seeds: Optional[AbstractSet[int]] = None) -> List[Run]:
+    """Every finished run under ``results`` (only those of ``seeds`` where given), with its table labels
+    (:func:`labels`, from the runs kept); a damaged run is skipped with a warning naming its file."""
     runs = []
     for path in sorted(results.glob("*/summary.json")):
         try:
@@ -296,20 +328,26 @@ def load_runs(results: Path) -> List[Run]:
         except DamagedRunFile as exc:
             log.warning("skipping a damaged run: %s", exc)
             continue
-        if run is not None:
+        if run is not None and (seeds is None or run.seed in seeds):
             runs.append(run)
+    _pool_capped_samples(runs)
     sweeps = swept(runs)
     for run in runs:
         run.row, run.column = labels(run, sweeps)
     return runs
 
 
-def finished_runs(results: Path) -> List[Run]:
-    """:func:`load_runs`; ValueError when ``results`` holds no finished run."""
-    runs = load_runs(results)
-    if not runs:
-        raise ValueError(f"no finished runs under {results} (a run folder holds summary.json with finished: true)")
-    return runs
+def finished_runs(results: Path, seeds: Optional[AbstractSet[int]] = None) -> List[Run]:
+    """:func:`load_runs`; ValueError when ``results`` holds no finished run (of ``seeds``, naming the
+    seeds it has)."""
+    runs = load_runs(results, seeds)
+    if runs:
+        return runs
+    if seeds is not None:
+        present = sorted({r.seed for r in load_runs(results)} - {None})
+        raise ValueError(f"no finished runs of seeds {', '.join(map(str, sorted(seeds)))} under {results}; "
+                         f"its runs have seeds {', '.join(map(str, present)) or 'none'}")
+    raise ValueError(f"no finished runs under {results} (a run folder holds summary.json with finished: true)")
 
 
 def group(runs: Iterable[Run]) -> Dict[Key, List[Run]]:

@@ -58,20 +58,23 @@ def accuracy_table(runs: List[Run]) -> Tuple[str, str]:
     for wl in workloads_of(runs):
         wl_runs = [r for r in runs if r.workload == wl]
         tables: List[List[List[str]]] = [[] for _ in metrics]
+        seeds = {len(rs) for (w, _, _), rs in groups.items() if w == wl}
         for d in rows_of(wl_runs):
             rows = [[d] for _ in metrics]
             for a in columns:
                 rs = groups.get((wl, d, a), [])
                 stats = [mean_and_std([value(r) for r in rs]) for _, value in metrics]
+                short = f" (n={len(rs)})" if rs and len(rs) < max(seeds) else ""
                 for row, (mean, std) in zip(rows, stats):
-                    row.append(mean_text(mean, std, len(rs)))
+                    row.append(mean_text(mean, std, len(rs)) + (short if not math.isnan(mean) else ""))
                 if rs:
                     body.append([wl, d, a, len(rs), *[x for pair in stats for x in pair]])
             for table, row in zip(tables, rows):
                 table.append(row)
         shown = len(metrics) if any(r.steps for r in wl_runs) else len(metrics) - 2
+        note = f"; (n=k): a cell of k seeds, where others have {max(seeds)}" if len(seeds) > 1 else ""
         for (title, _), table in list(zip(metrics, tables))[:shown]:
-            md += [f"\n**{wl}** — {title}\n"]
+            md += [f"\n**{wl}** — {title}{note}\n"]
             md += md_table(["defense", *columns], table)
     header = ["workload", "defense", "attack", "seeds", "final_acc_mean", "final_acc_std", "best_acc_mean",
               "best_acc_std", "final_acc_task_mean", "final_acc_task_std", "watermark_share_mean",
