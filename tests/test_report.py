@@ -226,6 +226,26 @@ def test_drops_beside_the_papers_table_one(tmp_path):
     assert drops_table(load_runs(root)) is None
 
 
+
+def test_drops_inside_the_seed_spread_are_marked(tmp_path):
+    root = tmp_path / "res"
+    mkrum = dict(defense_args__defense_type="multikrum", defense_args__defense_params={})
+    # clean 0.70 / 0.74: mean 0.72, std 0.0283; Min-Max 0.71 / 0.69: mean 0.70, std 0.0141 -> drop -2.0
+    # points, 0.02 <= 0.0283: inside the spread; Min-Sum 0.60 / 0.62: mean 0.61 -> -11.0, outside;
+    # sign flipping at one seed (0.71): -1.0, but one seed has no spread to be inside
+    for seed, clean, mm, ms in ((0, 0.70, 0.71, 0.60), (1, 0.74, 0.69, 0.62)):
+        write_run(root, f"none{seed}", no_attack(config(common_args__random_seed=seed, **mkrum)),
+                  acc_rows(final=clean, best=clean))
+        for attack, acc in (("min_max", mm), ("min_sum", ms)):
+            write_run(root, f"{attack}{seed}", config(common_args__random_seed=seed, attack_args__attack_type=attack,
+                                                       **mkrum), acc_rows(final=acc, best=acc))
+    write_run(root, "sign_flip0", config(attack_args__attack_type="sign_flip", **mkrum), acc_rows(final=0.71, best=0.71))
+    md, table_csv = drops_table(load_runs(root))
+    assert "| multikrum | 0.820 / 0.720 | -37.0 / -2.0† | -34.3 / -11.0 | -0.0 / -1.0 |" in md
+    assert "† inside the seed spread" in md
+    rows = list(csv.DictReader(table_csv.splitlines()))
+    assert [(r["attack"], r["inside_seed_spread"]) for r in rows] == [("min_max", "1"), ("min_sum", "0"), ("sign_flip", "0")]
+
 # -- Table III ---------------------------------------------------------------------------------------
 def ablation_results(root: Path) -> None:
     """FedAvg, HeteroFL steps [1, 2] and all four steps under Min-Max (f = 20 of 100), one seed each,

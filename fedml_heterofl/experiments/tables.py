@@ -120,7 +120,9 @@ def drops_table(runs: List[Run]) -> Optional[Tuple[str, str]]:
     and per defense with runs without attack (HeteroFL with all four steps only): the accuracy without
     attack, paper / ours, and under each attack the accuracy minus the rule's own accuracy without
     attack, in points (means over seeds), paper / ours; ``–`` where a side has no number (FedAvg, ALIE
-    and IPM are not in the paper's table). None when no workload has both."""
+    and IPM are not in the paper's table). Our drop is marked ``†`` when it is inside the seed spread:
+    both cells have two or more seeds and the drop is at most the larger of their standard deviations
+    over seeds. None when no workload has both."""
     groups = group(runs)
     md: List[str] = []
     body: List[List[Any]] = []
@@ -132,26 +134,31 @@ def drops_table(runs: List[Run]) -> Optional[Tuple[str, str]]:
         attacks = [a for a in columns_of(wl_runs) if a != "none"]
         md_rows = []
         for d in rows_of(wl_runs):
-            clean = mean_of(r.final_acc for r in groups.get((wl, d, "none"), []))
+            clean_runs = groups.get((wl, d, "none"), [])
+            clean, clean_std = mean_and_std([r.final_acc for r in clean_runs])
             if math.isnan(clean):
                 continue
             theirs = paper.get(d, {})
             cells = [d, f"{number_text(theirs.get('none', math.nan), '.3f')} / {clean:.3f}"]
             for a in attacks:
                 rs = groups.get((wl, d, a), [])
-                acc = mean_of(r.final_acc for r in rs)
+                acc, acc_std = mean_and_std([r.final_acc for r in rs])
                 drop = 100 * (theirs[a] - theirs["none"]) if a in theirs else math.nan
-                cells.append(f"{number_text(drop, '+.1f')} / {number_text(100 * (acc - clean), '+.1f')}" if rs else "–")
+                spread = min(len(rs), len(clean_runs)) > 1 and abs(acc - clean) <= max(clean_std, acc_std)
+                cells.append(f"{number_text(drop, '+.1f')} / {number_text(100 * (acc - clean), '+.1f')}"
+                             + ("†" if spread else "") if rs else "–")
                 if rs:
-                    body.append([wl, d, a, len(rs), theirs.get("none", ""), theirs.get(a, ""), clean, acc])
+                    body.append([wl, d, a, len(rs), theirs.get("none", ""), theirs.get(a, ""), clean, acc, int(spread)])
             md_rows.append(cells)
         if md_rows:
             md += [f"\n**{wl}** — accuracy without attack, and under each attack minus it, in points "
-                   f"(means over seeds): the paper's Table I, {PAPER_ROW[wl]} row / ours\n"]
+                   f"(means over seeds): the paper's Table I, {PAPER_ROW[wl]} row / ours; † inside the seed "
+                   f"spread (at most the larger standard deviation over seeds of the two accuracies)\n"]
             md += md_table(["defense", "clean", *attacks], md_rows)
     if not md:
         return None
-    header = ["workload", "defense", "attack", "seeds", "paper_clean", "paper_acc", "clean_mean", "acc_mean"]
+    header = ["workload", "defense", "attack", "seeds", "paper_clean", "paper_acc", "clean_mean", "acc_mean",
+              "inside_seed_spread"]
     return "\n".join(md) + "\n", csv_text(header, body)
 
 
