@@ -68,8 +68,8 @@ from fedml_heterofl.attack.base import (ModelAttack, attack_generator, check_cho
                                         register)
 from fedml_heterofl.attack.gamma_search import perturbation
 from fedml_heterofl.defense.base import Defense, RoundContext
-from fedml_heterofl.defense.oracle import Oracle, OracleOutcome
-from fedml_heterofl.defense.rows import gram_matrix, poisoned_rows, row_scales
+from fedml_heterofl.defense.oracle import Oracle, OracleOutcome, known_pieces
+from fedml_heterofl.defense.rows import poisoned_rows, row_scales
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +174,10 @@ class AdaptiveDeviation(ModelAttack):
         return sorted({min(f, max(1, round(x * f))) for x in self.fractions}, reverse=True)
 
     def family(self, name: str, benign: Tensor, mean: Tensor, f: int, ctx: RoundContext, defense: Defense,
-               pieces: Tuple[Optional[Tensor], Tensor, float]) -> Family:
-        """The :class:`Family` of direction ``name``; ``pieces``: the benign rows' float64 Gram matrix
-        (shared by the fast oracles; ``None`` for the plain one), ``−σ`` and ``‖σ‖``."""
-        gram, std, spread = pieces
+               pieces: Tuple[Tuple[Optional[Tensor], Optional[Tensor]], Tensor, float]) -> Family:
+        """The :class:`Family` of direction ``name``; ``pieces``: what the oracles share about the benign
+        rows (:func:`~fedml_heterofl.defense.oracle.known_pieces`), ``−σ`` and ``‖σ‖``."""
+        (gram, columns), std, spread = pieces
         anchors: Tuple[float, ...] = ()
         if name in ("unit_vec", "std", "sign"):  # Eq. (8)'s copies, the same flips as the paper's attack
             rows = flipped_copies(perturbation(benign, name), f, self.mu, attack_generator(ctx))
@@ -191,7 +191,8 @@ class AdaptiveDeviation(ModelAttack):
         rows = rows.to(mean.dtype)
         norm = float(torch.linalg.vector_norm(rows[0].double()))
         unit = spread / norm if norm > 0 and spread > 0 else 1.0
-        oracle = Oracle(defense, benign, mean, rows, ctx, plain=self.oracle == "plain", known_gram=gram)
+        oracle = Oracle(defense, benign, mean, rows, ctx, plain=self.oracle == "plain", known_gram=gram,
+                        known_sorted=columns)
         return Family(name, oracle, rows, unit, anchors)
 
     def evaluate(self, family: Family, gamma: float, poisoned: int, f: int, **kw: bool) -> Choice:
@@ -226,7 +227,7 @@ class AdaptiveDeviation(ModelAttack):
         benign = reference_updates(benign, own, "full")
         mean = benign.mean(dim=0).to(own.dtype)
         std = perturbation(benign, "std")
-        pieces = (None if self.oracle == "plain" else gram_matrix(benign, torch.float64), std,
+        pieces = (known_pieces(defense, benign, plain=self.oracle == "plain"), std,
                   float(torch.linalg.vector_norm(std.double())))
         best: Optional[Tuple[Choice, Family]] = None
         paper: Optional[Tuple[Choice, Family]] = None

@@ -12,7 +12,8 @@ from typing import Dict
 import torch
 from torch import Tensor
 
-from fedml_heterofl.defense.base import Defense, RoundContext, Selection, register, timed
+from fedml_heterofl.defense.base import RoundContext, Selection, register, timed
+from fedml_heterofl.defense.columns import ColumnsDefense, MergedColumns
 
 
 def coordinate_median(updates: Tensor, chunk: int = 1 << 16) -> Tensor:
@@ -37,11 +38,12 @@ def coordinate_median(updates: Tensor, chunk: int = 1 << 16) -> Tensor:
 
 
 @register
-class Median(Defense):
+class Median(ColumnsDefense):
     """Coordinate-wise Median (Yin et al. ICML 2018): ``Δ_k = med_i g_ik``.
 
     No parameters. Every update is "kept" (each may contribute to some coordinates), ``weights`` is
-    ``None`` because the aggregate is not a weighted sum, and :meth:`combine` computes the median.
+    ``None`` because the aggregate is not a weighted sum, and :meth:`combine` computes the median
+    (:meth:`combine_columns` the same from sorted columns, for the adaptive attacks' oracle).
     Robust while fewer than half of the updates are malicious (breakdown point 1/2).
     """
 
@@ -60,3 +62,12 @@ class Median(Defense):
         diagnostics: Dict[str, object] = selection.diagnostics
         with timed(diagnostics, "median"):
             return coordinate_median(updates)
+
+    def combine_columns(self, columns: MergedColumns) -> Tensor:
+        """The median from merged columns: the middle rank, or the two middle ranks averaged in float64
+        (as :func:`coordinate_median`, so the two agree bit for bit)."""
+        n = columns.n
+        if n % 2:
+            return columns.value_at(n // 2)
+        low, high = columns.value_at(n // 2 - 1), columns.value_at(n // 2)
+        return ((low.double() + high.double()) / 2).to(low.dtype)

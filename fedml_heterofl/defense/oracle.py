@@ -5,18 +5,22 @@ Houmansadr, NDSS'21).
 For a :class:`~fedml_heterofl.defense.base.RowsDefense` — a rule that reads the updates only through
 a :class:`~fedml_heterofl.defense.rows.Rows` view — the oracle costs O(n²) per γ plus the f poisoned
 models, computed from pieces built once per round (:class:`~fedml_heterofl.defense.rows.AffineBasis`),
-not a pass over the d coordinates; every other rule is called on the materialised rows.
+not a pass over the d coordinates. For a :class:`~fedml_heterofl.defense.columns.ColumnsDefense`
+(Median) with directions ``±|Δ|`` it costs a binary search of a few values per coordinate into the
+known rows' coordinates, sorted once (:class:`~fedml_heterofl.defense.columns.SignedCandidates`). Every
+other rule is called on the materialised rows.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from fedml_heterofl.defense.base import Defense, RoundContext, RowsDefense
-from fedml_heterofl.defense.rows import AffineBasis, Gamma, Rows
+from fedml_heterofl.defense.columns import ColumnsDefense, SignedCandidates, sorted_columns
+from fedml_heterofl.defense.rows import AffineBasis, Gamma, Rows, gram_matrix
 from fedml_heterofl.defense.screening import screen_rows
 
 
@@ -41,20 +45,26 @@ class Oracle:
     generator (:func:`private_generator`: it draws what the server's call will draw and leaves it
     untouched). For a :class:`~fedml_heterofl.defense.base.RowsDefense` the rows are an
     :class:`~fedml_heterofl.defense.rows.AffineRows` view over pieces computed once, and the harm
-    measures of a weighted aggregate come from the same pieces; any other rule (Median, a user's rule)
-    is called on the materialised rows, as is every rule with ``plain=True`` (the reference the fast
-    path is tested against). ``known_gram``: ``known``'s float64 Gram matrix, when the caller builds
-    several oracles over the same finite known rows.
+    measures of a weighted aggregate come from the same pieces. For a
+    :class:`~fedml_heterofl.defense.columns.ColumnsDefense` over valid known rows and directions ``±|Δ|``
+    the aggregate comes from merged sorted columns (:class:`~fedml_heterofl.defense.columns.SignedCandidates`;
+    the plain call for a γ whose poisoned rows would be screened out). Any other rule (trimmed mean, a
+    user's rule) is called on the materialised rows, as is every rule with ``plain=True`` (the reference
+    the fast paths are tested against). ``known_gram`` and ``known_sorted``: :func:`known_pieces`, when
+    the caller builds several oracles over the same known rows.
     """
 
     def __init__(self, defense: Defense, known: Tensor, base: Tensor, directions: Tensor, ctx: RoundContext,
-                 *, plain: bool = False, known_gram: Optional[Tensor] = None) -> None:
+                 *, plain: bool = False, known_gram: Optional[Tensor] = None,
+                 known_sorted: Optional[Tensor] = None) -> None:
         self.defense, self.ctx, self.base = defense, ctx, base
-        self.plain = plain or not isinstance(defense, RowsDefense)
-        self.basis = None if self.plain else AffineBasis(known, base, directions, known_gram)
-        if self.plain:  # the candidate round, built once and its poisoned rows rewritten per γ
-            self._candidate = torch.cat([known, directions.to(known.dtype)])
-            self._directions = directions.to(known.dtype)
+        self.columns = None
+        if not plain and isinstance(defense, ColumnsDefense) and _valid_rows(known):
+            self.columns = SignedCandidates.of(known, base.to(known.dtype), directions.to(known.dtype), known_sorted)
+        self.plain = plain or (not isinstance(defense, RowsDefense) and self.columns is None)
+        self.basis = None if self.plain or self.columns is not None else AffineBasis(known, base, directions, known_gram)
+        self._known, self._directions = known, directions.to(known.dtype)
+        self._candidate: Optional[Tensor] = None  # the plain call's round, built once when first needed
 
     def __call__(self, gamma: Gamma, *, stop_if_removed: bool = False, rounded: bool = False,
                  aggregate: bool = False) -> Optional[OracleOutcome]:
@@ -66,8 +76,16 @@ class Oracle:
         will be sent (float32-rounded; :meth:`AffineBasis.rows <fedml_heterofl.defense.rows.AffineBasis.rows>`),
         for the γ the attack submits; the plain call always does. ``aggregate``: the outcome carries the
         aggregate itself (:attr:`OracleOutcome.update`, materialised as the server's call computes it)."""
+        if self.columns is not None:
+            merged = self.columns.columns(gamma)
+            if merged is not None:  # every row kept, the aggregate from the merged columns
+                update = self.defense.combine_columns(merged)
+                return OracleOutcome(torch.ones(merged.n, dtype=torch.bool), _distance(update, self.base),
+                                     _against(update, self.base), update)
         ctx = private_generator(self.ctx)
-        if self.plain:
+        if self.plain or self.columns is not None:
+            if self._candidate is None:
+                self._candidate = torch.cat([self._known, self._directions])
             poisoned = self._candidate[-self._directions.shape[0]:]
             torch.mul(self._directions, gamma, out=poisoned).add_(self.base)  # = poisoned_rows(...)
             result = self.defense(self._candidate, ctx)
@@ -96,6 +114,24 @@ class Oracle:
             return True
         ctx = private_generator(self.ctx if index.numel() == rows.n else self.ctx.subset(index, rows.n))
         return self.defense.removes_any(rows.subset(index), ctx, (index >= k).nonzero().flatten())
+
+
+def known_pieces(defense: Defense, known: Tensor, *, plain: bool = False) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """What several :class:`Oracle` s of ``defense`` over the same ``known`` rows share, computed once:
+    ``(known_gram, known_sorted)`` — the float64 Gram matrix for a
+    :class:`~fedml_heterofl.defense.base.RowsDefense`, the sorted coordinates
+    (:func:`~fedml_heterofl.defense.columns.sorted_columns`) for a valid round of a
+    :class:`~fedml_heterofl.defense.columns.ColumnsDefense`; ``None`` for what the oracle will not use."""
+    if plain:
+        return None, None
+    gram = gram_matrix(known, torch.float64) if isinstance(defense, RowsDefense) else None
+    columns = sorted_columns(known) if isinstance(defense, ColumnsDefense) and _valid_rows(known) else None
+    return gram, columns
+
+
+def _valid_rows(rows: Tensor) -> bool:
+    """Whether no row of ``rows`` would be screened out (every entry finite, no row all zero)."""
+    return bool(rows.isfinite().all()) and bool(rows.any(dim=1).all())
 
 
 def private_generator(ctx: RoundContext) -> RoundContext:

@@ -50,8 +50,9 @@ class TrimmedMean(Defense):
 
     Every update is "kept" (each contributes to the coordinates where it is not trimmed); ``weights``
     is ``None`` (not a weighted sum) and :meth:`combine` computes the trimmed mean. ``f = 0`` is the
-    plain mean. Like Median it reads columns, not the Gram matrix: the adaptive attack's oracle calls it
-    on the materialised rows.
+    plain mean. It reads columns, not the Gram matrix: the adaptive attack's oracle calls it on the
+    materialised rows (Median's sorted-columns path would give its mean only to float64 rounding, not
+    bit for bit).
     """
 
     name = "trimmed_mean"

@@ -1,0 +1,140 @@
+"""Coordinate-wise rules (order statistics of each coordinate) on the adaptive attacks' candidate rounds,
+without sorting the n rows again for every scale γ.
+
+The attacks' poisoned rows are ``b + γ_jΔ_j`` (:func:`~fedml_heterofl.defense.rows.poisoned_rows`), and
+their directions are copies of one vector with some coordinates' signs flipped (Alg. 7's Eq. (8)
+copies; IPM's and ALIE's identical rows): ``Δ_jc = ±|Δ_c|``. So in each coordinate the f poisoned
+values take at most two values per distinct scale (``b_c ± γ|Δ_c|``) plus ``b_c`` for scale 0, each
+with a multiplicity. A coordinate's order statistics over ``known ∪ poisoned`` then follow from the
+known rows' values sorted once per round and a binary search of those few values into them
+(:class:`MergedColumns`): O(d · log k) per γ instead of sorting d columns of n values.
+
+:class:`ColumnsDefense` is a rule whose aggregate is computed from such columns
+(:class:`~fedml_heterofl.defense.median.Median`); :class:`~fedml_heterofl.defense.oracle.Oracle` uses
+:class:`SignedCandidates` for it when the directions have this form.
+"""
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from fedml_heterofl.defense.base import Defense
+from fedml_heterofl.defense.rows import Gamma
+
+
+class MergedColumns:
+    """Every coordinate's values ``known ∪ extra`` as one sorted column, without building it.
+
+    Args:
+        known_sorted: ``(d, k)``, each coordinate's known values sorted ascending.
+        values: ``(d, m)`` the extra values of each coordinate, sorted ascending along dim 1.
+        counts: ``(d, m)`` their multiplicities (integers ≥ 0).
+
+    The extra value ``i`` of a coordinate goes before the known values equal to it: its copies take the
+    merged ranks ``start_i, ..., start_i + counts_i − 1`` with ``start_i = #{known < v_i} + Σ_{i'<i}
+    counts_i'``; the known value ``j`` has rank ``j`` plus the copies before it. Ties do not change a
+    rank's value.
+    """
+
+    def __init__(self, known_sorted: Tensor, values: Tensor, counts: Tensor) -> None:
+        self.known_sorted, self.values, self.counts = known_sorted, values, counts
+        below = torch.searchsorted(known_sorted, values.contiguous())  # (d, m): known values < v_i
+        self.starts = below + counts.cumsum(dim=1) - counts
+        self.n = known_sorted.shape[1] + int(counts[0].sum())
+
+    def _copies_below(self, rank: int) -> Tensor:
+        """``(d,)``: the extra copies whose merged rank is below ``rank``."""
+        return (rank - self.starts).clamp(min=0).minimum(self.counts).sum(dim=1)
+
+    def value_at(self, rank: int) -> Tensor:
+        """``(d,)``: every coordinate's value of merged rank ``rank`` (0-based; the ``rank + 1``-th smallest)."""
+        if not 0 <= rank < self.n:
+            raise ValueError(f"rank {rank} is outside the {self.n} values of each coordinate")
+        inside = (self.starts <= rank) & (rank < self.starts + self.counts)  # (d, m): at most one per row
+        extra = (self.values * inside).sum(dim=1)  # the covering extra value (0 where none covers)
+        known = self.known_sorted.gather(1, (rank - self._copies_below(rank)).clamp(max=self.known_sorted.shape[1] - 1)
+                                         .unsqueeze(1)).squeeze(1)
+        return torch.where(inside.any(dim=1), extra, known)
+
+
+class ColumnsDefense(Defense):
+    """A rule whose aggregate is, coordinate by coordinate, a function of the column's sorted values and
+    that keeps every row (Median): :meth:`combine_columns` gives the aggregate from
+    :class:`MergedColumns`, so the adaptive attacks' oracle need not sort the candidate rounds."""
+
+    @abstractmethod
+    def combine_columns(self, columns: MergedColumns) -> Tensor:
+        """The aggregate ``(d,)`` of the rows whose coordinates ``columns`` holds, equal to
+        :meth:`combine` on those rows."""
+
+
+class SignedCandidates:
+    """The candidate rounds ``cat(known, b + γ_jΔ_j)`` of directions ``Δ_j = ±|Δ|`` (module doc), as
+    :class:`MergedColumns` per scale; :meth:`of` returns None for directions of another form.
+
+    The known rows' coordinates are sorted once (``(d, k)``, the size of the rows); a scale costs a few
+    O(d) passes and a binary search of ≤ 3 values per coordinate into them.
+    """
+
+    def __init__(self, known_sorted: Tensor, base: Tensor, magnitude: Tensor, negative: Tensor) -> None:
+        self.known_sorted, self.base = known_sorted, base
+        self.plus, self.minus = magnitude, -magnitude
+        # flipped[j]: how many of rows 0..j-1 have −|Δ_c| at c (a group of consecutive rows is a difference)
+        self.flipped = torch.zeros(negative.shape[0] + 1, negative.shape[1], dtype=torch.int32)
+        torch.cumsum(negative, dim=0, dtype=torch.int32, out=self.flipped[1:])
+
+    @classmethod
+    def of(cls, known: Tensor, base: Tensor, directions: Tensor,
+           known_sorted: Optional[Tensor] = None) -> Optional["SignedCandidates"]:
+        """The candidates of ``directions`` when each row is ``±|Δ|`` coordinate by coordinate, else None;
+        ``known_sorted``: ``known``'s :func:`sorted_columns` when the caller shares them between oracles."""
+        magnitude = directions[0].abs()
+        if not bool((directions.abs() == magnitude).all()):
+            return None
+        known_sorted = sorted_columns(known) if known_sorted is None else known_sorted
+        return cls(known_sorted, base, magnitude, torch.signbit(directions) & (magnitude != 0))
+
+    def columns(self, gamma: Gamma) -> Optional[MergedColumns]:
+        """The columns of the candidate round at ``gamma`` (one scale, or one per row as
+        :func:`~fedml_heterofl.defense.rows.row_scales` gives); None when a poisoned row would be
+        screened out (not finite, or all zero), which the plain call decides."""
+        f = self.flipped.shape[0] - 1
+        scales = gamma.flatten() if isinstance(gamma, Tensor) else torch.full((f,), float(gamma), dtype=torch.float64)
+        values, counts = [], []
+        for scale in torch.unique(scales):
+            rows = scales == scale
+            if float(scale) == 0.0:  # b + 0·Δ_j = b
+                if not bool(self.base.any()) or not bool(self.base.isfinite().all()):
+                    return None
+                values.append(self.base)
+                counts.append(torch.full_like(self.base, int(rows.sum()), dtype=torch.long))
+                continue
+            gamma_j = scale.to(self.base.dtype) if isinstance(gamma, Tensor) else gamma
+            up, down = torch.mul(self.plus, gamma_j).add_(self.base), torch.mul(self.minus, gamma_j).add_(self.base)
+            if not (bool(up.isfinite().all()) and bool(down.isfinite().all())) or not bool(((up != 0) & (down != 0)).any()):
+                return None
+            flipped = self._flipped(rows.nonzero().flatten())
+            values += [up, down]
+            counts += [int(rows.sum()) - flipped, flipped]
+        order_values, order = torch.stack(values, dim=1).sort(dim=1)
+        return MergedColumns(self.known_sorted, order_values, torch.stack(counts, dim=1).gather(1, order))
+
+    def _flipped(self, rows: Tensor) -> Tensor:
+        """``(d,)``: how many of ``rows`` (indices, ascending) have −|Δ_c| at each c."""
+        first, last = int(rows[0]), int(rows[-1])
+        if last - first + 1 == rows.numel():  # consecutive rows, as row_scales gives: one difference
+            return (self.flipped[last + 1] - self.flipped[first]).long()
+        return sum((self.flipped[j + 1] - self.flipped[j]).long() for j in rows.tolist())
+
+
+def sorted_columns(rows: Tensor, chunk: int = 1 << 16) -> Tensor:
+    """``(d, n)``: every coordinate's values of ``rows`` ``(n, d)`` sorted ascending (over blocks of
+    ``chunk`` coordinates, bounding the temporaries)."""
+    n, d = rows.shape
+    out = torch.empty(d, n, dtype=rows.dtype, device=rows.device)
+    for start in range(0, d, chunk):
+        out[start:start + chunk] = rows[:, start:start + chunk].T.sort(dim=1).values
+    return out
