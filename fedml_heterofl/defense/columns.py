@@ -114,7 +114,8 @@ class SignedCandidates:
                 continue
             gamma_j = scale.to(self.base.dtype) if isinstance(gamma, Tensor) else gamma
             up, down = torch.mul(self.plus, gamma_j).add_(self.base), torch.mul(self.minus, gamma_j).add_(self.base)
-            if not (bool(up.isfinite().all()) and bool(down.isfinite().all())) or not bool(((up != 0) & (down != 0)).any()):
+            finite = bool(up.isfinite().all()) and bool(down.isfinite().all())
+            if not finite or not bool(((up != 0) & (down != 0)).any()):  # else no row of this scale is all zero
                 return None
             flipped = self._flipped(rows.nonzero().flatten())
             values += [up, down]
@@ -127,7 +128,7 @@ class SignedCandidates:
         first, last = int(rows[0]), int(rows[-1])
         if last - first + 1 == rows.numel():  # consecutive rows, as row_scales gives: one difference
             return (self.flipped[last + 1] - self.flipped[first]).long()
-        return sum((self.flipped[j + 1] - self.flipped[j]).long() for j in rows.tolist())
+        return (self.flipped[rows + 1] - self.flipped[rows]).sum(dim=0, dtype=torch.long)
 
 
 def sorted_columns(rows: Tensor, chunk: int = 1 << 16) -> Tensor:

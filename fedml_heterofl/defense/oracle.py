@@ -62,7 +62,8 @@ class Oracle:
         if not plain and isinstance(defense, ColumnsDefense) and _valid_rows(known):
             self.columns = SignedCandidates.of(known, base.to(known.dtype), directions.to(known.dtype), known_sorted)
         self.plain = plain or (not isinstance(defense, RowsDefense) and self.columns is None)
-        self.basis = None if self.plain or self.columns is not None else AffineBasis(known, base, directions, known_gram)
+        gram_based = not self.plain and self.columns is None
+        self.basis = AffineBasis(known, base, directions, known_gram) if gram_based else None
         self._known, self._directions = known, directions.to(known.dtype)
         self._candidate: Optional[Tensor] = None  # the plain call's round, built once when first needed
 
