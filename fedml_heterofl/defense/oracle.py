@@ -59,7 +59,8 @@ class Oracle:
                  known_sorted: Optional[Tensor] = None) -> None:
         self.defense, self.ctx, self.base = defense, ctx, base
         self.columns = None
-        if not plain and isinstance(defense, ColumnsDefense) and _valid_rows(known):
+        # known_pieces gives known_sorted only for valid known rows: the check is not made again
+        if not plain and isinstance(defense, ColumnsDefense) and (known_sorted is not None or _valid_rows(known)):
             self.columns = SignedCandidates.of(known, base.to(known.dtype), directions.to(known.dtype), known_sorted)
         self.plain = plain or (not isinstance(defense, RowsDefense) and self.columns is None)
         gram_based = not self.plain and self.columns is None
