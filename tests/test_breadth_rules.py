@@ -262,6 +262,37 @@ def test_centered_clipping_state_is_the_last_call_of_the_previous_round():
     assert not torch.allclose(a, b)
 
 
+def test_centered_clipping_affine_aggregate_hand_computed_and_against_the_loop():
+    """The oracle's form v_L = Σ a_i g_i + β v₀ from the Gram matrix (not the rows)."""
+    from fedml_heterofl.defense.rows import DenseRows
+    # the hand-computed case above: the clipped (0.6, 0.8) is 0.2·(3, 4), so v1 = (0.2·g_1 + g_2)/2
+    # iteration 1: s = (1/5, 1), a = s/2 = (0.1, 0.5); v1 = 0.1·(3, 4) + 0.5·(0.3, 0.4) = (0.45, 0.6)
+    U = t([[3, 4], [0.3, 0.4]])
+    rule = CenteredClipping(tau=1.0, iterations=1, center="zero")
+    a, shift = rule.affine_aggregate(DenseRows(U), rule.select(U, RoundContext()), RoundContext())
+    assert shift is None and torch.allclose(a, torch.tensor([0.1, 0.5], dtype=torch.float64))
+    # iteration 2: ‖(3,4) − v1‖ = 4.25, s = (1/4.25, 1), a ← a·(1 − Σs/2) + s/2
+    rule = CenteredClipping(tau=1.0, iterations=2, center="zero")
+    a, _ = rule.affine_aggregate(DenseRows(U), rule.select(U, RoundContext()), RoundContext())
+    s1 = 1 / 4.25
+    expected = torch.tensor([0.1, 0.5], dtype=torch.float64) * (1 - (s1 + 1) / 2) + torch.tensor([s1, 1]) / 2
+    assert torch.allclose(a, expected) and torch.allclose((a @ U.double()).float(), t([0.675, 0.9]))
+    # with the previous round's centre, over rounds, against the plain loop
+    g = torch.Generator().manual_seed(4)
+    for tau in (0.5, None):
+        rule, v0 = CenteredClipping(tau=tau, iterations=3), np.zeros(4)
+        for r in range(3):
+            U = torch.randn(7, 4, generator=g) + 1.0
+            a, shift = rule.affine_aggregate(DenseRows(U), rule.select(U, RoundContext(round_idx=r)),
+                                             RoundContext(round_idx=r))
+            assert (shift is None) == (r == 0)
+            v = (a @ U.double()).numpy() + (0 if shift is None else shift.beta * shift.vector.double().numpy())
+            ref = cc_loop(U, v0, tau, 3)
+            assert np.allclose(v, ref, atol=1e-9)
+            rule(U, RoundContext(round_idx=r))  # the server's call: the next round centres here
+            v0 = ref
+
+
 def test_centered_clipping_bounded_influence_and_large_tau_is_the_mean():
     g = torch.Generator().manual_seed(2)
     U = torch.randn(10, 4, generator=g)

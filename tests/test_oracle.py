@@ -210,6 +210,33 @@ def test_fast_oracle_decides_as_the_plain_call(name):
         assert len(outcomes) > 1, "the tested γ never changed the decision; the test would not see a difference"
 
 
+@pytest.mark.parametrize("tau", [None, 0.05])
+def test_centered_clipping_oracle_from_the_gram_matrix_with_the_previous_centre(tau):
+    """Round 1 centres at round 0's aggregate (outside the rows): the fast oracle's harm measures (the
+    aggregate's coefficients, then ‖x Z + β c‖) equal the plain call's, and its calls move no state."""
+    U, *_ = federation(seed=9)
+    known, base = U[:N - F], U[:N - F].mean(dim=0)
+    directions = -U[:N - F].std(dim=0).expand(F, -1)
+    defense = rule("centered_clipping") if tau is None else build_defense("centered_clipping", tau=tau)
+    centre = defense(U, RoundContext(round_idx=0)).update  # the server's round 0
+    ctx = RoundContext(round_idx=1)
+    fast = Oracle(defense, known, base, directions, ctx)
+    assert not fast.plain
+    gammas = (0.0, 0.4, 3.0, -2.0)
+    outcomes = [fast(gamma) for gamma in gammas]
+    assert set(defense._aggregates) == {0}, "a fast call must not store an aggregate"
+    for gamma, a in zip(gammas, outcomes):
+        b = Oracle(defense, known, base, directions, ctx, plain=True)(gamma)
+        real = defense(torch.cat([known, poisoned_rows(base, directions, gamma)]), RoundContext(round_idx=1)).update
+        assert torch.equal(b.update, real)
+        # the server's aggregate is the exact one rounded to float32: off by at most an ulp per coordinate
+        ulp = 2.0 ** -23 * float(real.double().norm())
+        assert a.deviation == pytest.approx(float((real.double() - base.double()).norm()), rel=0, abs=ulp)
+        assert a.against == pytest.approx(-float(real.double() @ base.double()) / float(base.double().norm()),
+                                          rel=0, abs=ulp)
+        assert torch.equal(defense._aggregates[0], centre)  # round 1 still centres at round 0's aggregate
+
+
 def test_oracle_leaves_the_rounds_generator_untouched_and_draws_what_the_real_call_draws():
     U, w, loss_fn, trigger, root, server_update, _ = federation(seed=2)
     ctx = context(U, w, loss_fn, trigger, root, server_update)

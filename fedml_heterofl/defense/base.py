@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Dict, Iterator, Optional, Tuple
 import torch
 from torch import Tensor
 
-from fedml_heterofl.defense.rows import Batch, DenseRows, LossFn, Rows
+from fedml_heterofl.defense.rows import Batch, DenseRows, LossFn, Rows, Shift
 from fedml_heterofl.defense.screening import check_updates, screen_rows
 from fedml_heterofl.registry import Registry
 
@@ -194,6 +194,17 @@ class Defense(ABC):
         if selection.weights is None:
             raise NotImplementedError(f"{type(self).__name__} returns no weights and must override combine()")
         return selection.weights.to(device=updates.device, dtype=updates.dtype) @ updates
+
+    def affine_aggregate(self, rows: Rows, selection: Selection,
+                         ctx: RoundContext) -> Optional[Tuple[Tensor, Optional[Shift]]]:
+        """The aggregate as ``Σ_i w_i g_i`` plus an optional :class:`~fedml_heterofl.defense.rows.Shift`
+        ``β c``, computed from ``rows``' Gram matrix and dot products — ``(w, shift)`` — so that the
+        adaptive attacks' :class:`~fedml_heterofl.defense.oracle.Oracle` gets its harm measures without
+        a pass over d; ``None`` where the aggregate is not of that form. Default: a rule that averages
+        with its selection's ``weights`` (the base :meth:`combine`)."""
+        if type(self).combine is Defense.combine and selection.weights is not None:
+            return selection.weights, None
+        return None
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

@@ -7,16 +7,20 @@ copies; IPM's and ALIE's identical rows): ``Δ_jc = ±|Δ_c|``. So in each coord
 values take at most two values per distinct scale (``b_c ± γ|Δ_c|``) plus ``b_c`` for scale 0, each
 with a multiplicity. A coordinate's order statistics over ``known ∪ poisoned`` then follow from the
 known rows' values sorted once per round and a binary search of those few values into them
-(:class:`MergedColumns`): O(d · log k) per γ instead of sorting d columns of n values.
+(:class:`MergedColumns`): O(d · log k) per γ instead of sorting d columns of n values. A sum over a
+span of ranks (the trimmed mean's middle) is the extra values inside the span plus the known values of a
+span of known ranks, whose fixed part is summed once per round (:meth:`SortedColumns.span_sum`) and
+whose two ends, at most as wide as the extra copies, per γ.
 
 :class:`ColumnsDefense` is a rule whose aggregate is computed from such columns
-(:class:`~fedml_heterofl.defense.median.Median`); :class:`~fedml_heterofl.defense.oracle.Oracle` uses
-:class:`SignedCandidates` for it when the directions have this form.
+(:class:`~fedml_heterofl.defense.median.Median`, :class:`~fedml_heterofl.defense.trimmed_mean.TrimmedMean`);
+:class:`~fedml_heterofl.defense.oracle.Oracle` uses :class:`SignedCandidates` for it when the directions
+have this form.
 """
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Optional
+from typing import ClassVar, Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -25,11 +29,31 @@ from fedml_heterofl.defense.base import Defense
 from fedml_heterofl.defense.rows import Gamma
 
 
+class SortedColumns:
+    """The known rows' coordinates sorted once a round (``values`` ``(d, k)``, :func:`sorted_columns`), and
+    the float64 sums of spans of their ranks, each computed once (:meth:`span_sum`)."""
+
+    def __init__(self, values: Tensor) -> None:
+        self.values = values
+        self._spans: Dict[Tuple[int, int], Tensor] = {}
+
+    def span_sum(self, start: int, stop: int, chunk: int = 1 << 16) -> Tensor:
+        """``(d,)`` float64: every coordinate's sum of its known values of ranks ``start..stop − 1``."""
+        if (start, stop) not in self._spans:
+            d = self.values.shape[0]
+            total = torch.empty(d, dtype=torch.float64, device=self.values.device)
+            for first in range(0, d, chunk):  # over blocks of coordinates: no float64 copy of the whole span
+                total[first:first + chunk] = self.values[first:first + chunk, start:stop].double().sum(dim=1)
+            self._spans[(start, stop)] = total
+        return self._spans[(start, stop)]
+
+
 class MergedColumns:
     """Every coordinate's values ``known ∪ extra`` as one sorted column, without building it.
 
     Args:
-        known_sorted: ``(d, k)``, each coordinate's known values sorted ascending.
+        known: ``(d, k)``, each coordinate's known values sorted ascending (or their :class:`SortedColumns`,
+            shared between candidate rounds).
         values: ``(d, m)`` the extra values of each coordinate, sorted ascending along dim 1.
         counts: ``(d, m)`` their multiplicities (integers ≥ 0).
 
@@ -39,11 +63,13 @@ class MergedColumns:
     rank's value.
     """
 
-    def __init__(self, known_sorted: Tensor, values: Tensor, counts: Tensor) -> None:
-        self.known_sorted, self.values, self.counts = known_sorted, values, counts
-        below = torch.searchsorted(known_sorted, values.contiguous())  # (d, m): known values < v_i
+    def __init__(self, known: Union[Tensor, SortedColumns], values: Tensor, counts: Tensor) -> None:
+        self.known = known if isinstance(known, SortedColumns) else SortedColumns(known)
+        self.known_sorted, self.values, self.counts = self.known.values, values, counts
+        below = torch.searchsorted(self.known_sorted, values.contiguous())  # (d, m): known values < v_i
         self.starts = below + counts.cumsum(dim=1) - counts
-        self.n = known_sorted.shape[1] + int(counts[0].sum())
+        self.extra = int(counts[0].sum())  # copies per coordinate
+        self.n = self.known_sorted.shape[1] + self.extra
 
     def _copies_below(self, rank: int) -> Tensor:
         """``(d,)``: the extra copies whose merged rank is below ``rank``."""
@@ -59,16 +85,46 @@ class MergedColumns:
                                          .unsqueeze(1)).squeeze(1)
         return torch.where(inside.any(dim=1), extra, known)
 
+    def rank_sum(self, start: int, stop: int) -> Tensor:
+        """``(d,)`` float64: every coordinate's sum of its merged values of ranks ``start..stop − 1``.
+
+        The extra copies inside the span, plus the known values of ranks ``lo..hi − 1`` with ``lo = start −
+        (copies below start)``, ``hi = stop − (copies below stop)``: ``lo`` lies in ``[start − m, start]`` and
+        ``hi`` in ``[stop − m, stop]`` for the m copies, so the known span between those ends is one
+        :meth:`SortedColumns.span_sum` and only the ends are summed here."""
+        if not 0 <= start <= stop <= self.n:
+            raise ValueError(f"ranks {start}..{stop} are not a span of the {self.n} values of each coordinate")
+        inside = ((self.starts + self.counts).clamp(max=stop) - self.starts.clamp(min=start)).clamp(min=0)
+        total = (self.values.double() * inside).sum(dim=1)
+        lo, hi = start - self._copies_below(start), stop - self._copies_below(stop)
+        k = self.known_sorted.shape[1]
+        lo_range = (max(0, start - self.extra), min(start, k))  # where lo can be
+        hi_range = (max(0, stop - self.extra), min(stop, k))
+        if lo_range[1] <= hi_range[0]:  # a fixed span between the two ends
+            return (total + self.known.span_sum(lo_range[1], hi_range[0])
+                    + self._known_between(lo, hi, *lo_range) + self._known_between(lo, hi, *hi_range))
+        return total + self._known_between(lo, hi, lo_range[0], hi_range[1])
+
+    def _known_between(self, lo: Tensor, hi: Tensor, first: int, last: int) -> Tensor:
+        """``(d,)`` float64: the sum of the known values of ranks ``j`` in ``first..last − 1`` with ``lo ≤ j < hi``."""
+        j = torch.arange(first, last, device=lo.device)
+        mask = (j >= lo[:, None]) & (j < hi[:, None])
+        return (self.known_sorted[:, first:last].double() * mask).sum(dim=1)
+
 
 class ColumnsDefense(Defense):
     """A rule whose aggregate is, coordinate by coordinate, a function of the column's sorted values and
-    that keeps every row (Median): :meth:`combine_columns` gives the aggregate from
-    :class:`MergedColumns`, so the adaptive attacks' oracle need not sort the candidate rounds."""
+    that keeps every row (Median, trimmed mean): :meth:`combine_columns` gives the aggregate from
+    :class:`MergedColumns`, so the adaptive attacks' oracle need not sort the candidate rounds.
+    :attr:`exact_columns`: whether that aggregate is :meth:`combine`'s bit for bit (else the oracle asks
+    :meth:`combine` for the aggregate the attack submits, so that it predicts the server's exactly)."""
+
+    exact_columns: ClassVar[bool] = True
 
     @abstractmethod
     def combine_columns(self, columns: MergedColumns) -> Tensor:
-        """The aggregate ``(d,)`` of the rows whose coordinates ``columns`` holds, equal to
-        :meth:`combine` on those rows."""
+        """The aggregate ``(d,)`` of the rows whose coordinates ``columns`` holds: :meth:`combine` on
+        those rows (bit for bit where it selects values, as Median; to float rounding where it sums them)."""
 
 
 class SignedCandidates:
@@ -79,8 +135,8 @@ class SignedCandidates:
     O(d) passes and a binary search of ≤ 3 values per coordinate into them.
     """
 
-    def __init__(self, known_sorted: Tensor, base: Tensor, magnitude: Tensor, negative: Tensor) -> None:
-        self.known_sorted, self.base = known_sorted, base
+    def __init__(self, known: SortedColumns, base: Tensor, magnitude: Tensor, negative: Tensor) -> None:
+        self.known, self.base = known, base
         self.plus, self.minus = magnitude, -magnitude
         # flipped[j]: how many of rows 0..j-1 have −|Δ_c| at c (a group of consecutive rows is a difference)
         self.flipped = torch.zeros(negative.shape[0] + 1, negative.shape[1], dtype=torch.int32)
@@ -88,13 +144,13 @@ class SignedCandidates:
 
     @classmethod
     def of(cls, known: Tensor, base: Tensor, directions: Tensor,
-           known_sorted: Optional[Tensor] = None) -> Optional["SignedCandidates"]:
+           known_sorted: Optional[SortedColumns] = None) -> Optional["SignedCandidates"]:
         """The candidates of ``directions`` when each row is ``±|Δ|`` coordinate by coordinate, else None;
-        ``known_sorted``: ``known``'s :func:`sorted_columns` when the caller shares them between oracles."""
+        ``known_sorted``: ``known``'s sorted columns when the caller shares them between oracles."""
         magnitude = directions[0].abs()
         if not bool((directions.abs() == magnitude).all()):
             return None
-        known_sorted = sorted_columns(known) if known_sorted is None else known_sorted
+        known_sorted = SortedColumns(sorted_columns(known)) if known_sorted is None else known_sorted
         return cls(known_sorted, base, magnitude, torch.signbit(directions) & (magnitude != 0))
 
     def columns(self, gamma: Gamma) -> Optional[MergedColumns]:
@@ -121,7 +177,7 @@ class SignedCandidates:
             values += [up, down]
             counts += [int(rows.sum()) - flipped, flipped]
         order_values, order = torch.stack(values, dim=1).sort(dim=1)
-        return MergedColumns(self.known_sorted, order_values, torch.stack(counts, dim=1).gather(1, order))
+        return MergedColumns(self.known, order_values, torch.stack(counts, dim=1).gather(1, order))
 
     def _flipped(self, rows: Tensor) -> Tensor:
         """``(d,)``: how many of ``rows`` (indices, ascending) have −|Δ_c| at each c."""

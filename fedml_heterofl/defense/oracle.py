@@ -6,7 +6,7 @@ For a :class:`~fedml_heterofl.defense.base.RowsDefense` — a rule that reads th
 a :class:`~fedml_heterofl.defense.rows.Rows` view — the oracle costs O(n²) per γ plus the f poisoned
 models, computed from pieces built once per round (:class:`~fedml_heterofl.defense.rows.AffineBasis`),
 not a pass over the d coordinates. For a :class:`~fedml_heterofl.defense.columns.ColumnsDefense`
-(Median) with directions ``±|Δ|`` it costs a binary search of a few values per coordinate into the
+(Median, trimmed mean) with directions ``±|Δ|`` it costs a binary search of a few values per coordinate into the
 known rows' coordinates, sorted once (:class:`~fedml_heterofl.defense.columns.SignedCandidates`). Every
 other rule is called on the materialised rows.
 """
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from fedml_heterofl.defense.base import Defense, RoundContext, RowsDefense
-from fedml_heterofl.defense.columns import ColumnsDefense, SignedCandidates, sorted_columns
+from fedml_heterofl.defense.columns import ColumnsDefense, SignedCandidates, SortedColumns, sorted_columns
 from fedml_heterofl.defense.rows import AffineBasis, Gamma, Rows, gram_matrix
 from fedml_heterofl.defense.screening import screen_rows
 
@@ -48,15 +48,16 @@ class Oracle:
     measures of a weighted aggregate come from the same pieces. For a
     :class:`~fedml_heterofl.defense.columns.ColumnsDefense` over valid known rows and directions ``±|Δ|``
     the aggregate comes from merged sorted columns (:class:`~fedml_heterofl.defense.columns.SignedCandidates`;
-    the plain call for a γ whose poisoned rows would be screened out). Any other rule (trimmed mean, a
-    user's rule) is called on the materialised rows, as is every rule with ``plain=True`` (the reference
+    the plain call for a γ whose poisoned rows would be screened out, and for the aggregate itself where
+    :attr:`~fedml_heterofl.defense.columns.ColumnsDefense.exact_columns` is false). Any other rule (a user's rule) is
+    called on the materialised rows, as is every rule with ``plain=True`` (the reference
     the fast paths are tested against). ``known_gram`` and ``known_sorted``: :func:`known_pieces`, when
     the caller builds several oracles over the same known rows.
     """
 
     def __init__(self, defense: Defense, known: Tensor, base: Tensor, directions: Tensor, ctx: RoundContext,
                  *, plain: bool = False, known_gram: Optional[Tensor] = None,
-                 known_sorted: Optional[Tensor] = None) -> None:
+                 known_sorted: Optional[SortedColumns] = None) -> None:
         self.defense, self.ctx, self.base = defense, ctx, base
         self.columns = None
         # known_pieces gives known_sorted only for valid known rows: the check is not made again
@@ -78,7 +79,7 @@ class Oracle:
         will be sent (float32-rounded; :meth:`AffineBasis.rows <fedml_heterofl.defense.rows.AffineBasis.rows>`),
         for the γ the attack submits; the plain call always does. ``aggregate``: the outcome carries the
         aggregate itself (:attr:`OracleOutcome.update`, materialised as the server's call computes it)."""
-        if self.columns is not None:
+        if self.columns is not None and (self.defense.exact_columns or not aggregate):
             merged = self.columns.columns(gamma)
             if merged is not None:  # every row kept, the aggregate from the merged columns
                 update = self.defense.combine_columns(merged)
@@ -102,11 +103,14 @@ class Oracle:
             return OracleOutcome(kept, 0.0, 0.0, torch.zeros_like(self.base) if aggregate else None)
         sel = decision.selection
         kept[decision.index] = sel.kept
-        weighted = type(self.defense).combine is Defense.combine
+        affine = self.defense.affine_aggregate(decision.rows, sel, decision.ctx)
         update = self.defense.combine(decision.rows.materialise(), sel, decision.ctx) \
-            if aggregate or not weighted else None
-        if weighted:  # the harm measures from the pieces: no pass over d
-            return OracleOutcome(kept, decision.rows.deviation(sel.weights), decision.rows.against(sel.weights), update)
+            if aggregate or affine is None else None
+        # the harm measures from the pieces (no pass over d), except for a rule with its own combine whose
+        # aggregate is at hand: then those of the aggregate the server computes (float32-rounded)
+        if affine is not None and (update is None or type(self.defense).combine is Defense.combine):
+            rows = decision.rows
+            return OracleOutcome(kept, rows.deviation(*affine), rows.against(*affine), update)
         return OracleOutcome(kept, _distance(update, self.base), _against(update, self.base), update)
 
     def _removes_poisoned(self, rows: Rows) -> bool:
@@ -118,16 +122,18 @@ class Oracle:
         return self.defense.removes_any(rows.subset(index), ctx, (index >= k).nonzero().flatten())
 
 
-def known_pieces(defense: Defense, known: Tensor, *, plain: bool = False) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+def known_pieces(defense: Defense, known: Tensor, *, plain: bool = False
+                 ) -> Tuple[Optional[Tensor], Optional[SortedColumns]]:
     """What several :class:`Oracle` s of ``defense`` over the same ``known`` rows share, computed once:
     ``(known_gram, known_sorted)`` — the float64 Gram matrix for a
     :class:`~fedml_heterofl.defense.base.RowsDefense`, the sorted coordinates
-    (:func:`~fedml_heterofl.defense.columns.sorted_columns`) for a valid round of a
+    (:class:`~fedml_heterofl.defense.columns.SortedColumns`) for a valid round of a
     :class:`~fedml_heterofl.defense.columns.ColumnsDefense`; ``None`` for what the oracle will not use."""
     if plain:
         return None, None
     gram = gram_matrix(known, torch.float64) if isinstance(defense, RowsDefense) else None
-    columns = sorted_columns(known) if isinstance(defense, ColumnsDefense) and _valid_rows(known) else None
+    valid_columns = isinstance(defense, ColumnsDefense) and _valid_rows(known)
+    columns = SortedColumns(sorted_columns(known)) if valid_columns else None
     return gram, columns
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 import torch
@@ -41,6 +42,17 @@ CHUNK = 1 << 13
 #: the scale of a candidate round's poisoned rows: one γ for all f, or one per row as an ``(f, 1)`` tensor
 #: in the directions' dtype (:func:`row_scales`)
 Gamma = Union[float, Tensor]
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A vector ``c`` outside the rows in an aggregate ``Σ_i w_i g_i + β c`` (centered clipping's centre,
+    :meth:`Defense.affine_aggregate <fedml_heterofl.defense.base.Defense.affine_aggregate>`), with ``‖c‖²``
+    (float64)."""
+
+    beta: float
+    vector: Tensor
+    sq_norm: float
 
 
 def gram_matrix(updates: Tensor, dtype: torch.dtype = torch.float32, chunk: int = CHUNK) -> Tensor:
@@ -494,15 +506,23 @@ class AffineRows(Rows):
                                                             batch, chunk)
         return out
 
-    def deviation(self, weights: Tensor) -> float:
-        """``‖Σ_i w_i g_i − b‖`` for weights over these rows (the aggregate's distance from the base)."""
+    def deviation(self, weights: Tensor, shift: Optional[Shift] = None) -> float:
+        """``‖Σ_i w_i g_i + β c − b‖`` for weights over these rows and a ``shift`` ``β c`` (none: 0), the
+        aggregate's distance from the base: ``‖x Z + β c‖²`` for its coefficients ``x`` over ``Z``."""
         basis = self.candidate.basis
-        c = weights.to(torch.float64) @ self.M
-        c[basis.k + basis.f] -= 1.0
-        return float((c @ basis.H @ c).clamp_min(0).sqrt())
+        x = weights.to(torch.float64) @ self.M
+        x[basis.k + basis.f] -= 1.0
+        sq = x @ basis.H @ x
+        if shift is not None:
+            sq = sq + 2 * shift.beta * (x @ basis.basis_dots(shift.vector)) + shift.beta ** 2 * shift.sq_norm
+        return float(sq.clamp_min(0).sqrt())
 
-    def against(self, weights: Tensor) -> float:
-        """``−⟨Σ_i w_i g_i, b⟩ / ‖b‖``: the aggregate's component against the base (0 for a zero base)."""
-        H, last = self.candidate.basis.H, self.candidate.basis.k + self.candidate.basis.f
+    def against(self, weights: Tensor, shift: Optional[Shift] = None) -> float:
+        """``−⟨Σ_i w_i g_i + β c, b⟩ / ‖b‖``: the aggregate's component against the base (0 for a zero base)."""
+        basis = self.candidate.basis
+        H, last = basis.H, basis.k + basis.f
         norm = float(H[last, last].clamp_min(0).sqrt())
-        return -float(weights.to(torch.float64) @ self.M @ H[:, last]) / norm if norm > 0 else 0.0
+        dot = weights.to(torch.float64) @ self.M @ H[:, last]
+        if shift is not None:
+            dot = dot + shift.beta * basis.basis_dots(shift.vector)[last]
+        return -float(dot) / norm if norm > 0 else 0.0

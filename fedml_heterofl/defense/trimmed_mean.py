@@ -17,7 +17,8 @@ from typing import Dict
 import torch
 from torch import Tensor
 
-from fedml_heterofl.defense.base import Defense, RoundContext, Selection, register, require_f, timed
+from fedml_heterofl.defense.base import RoundContext, Selection, register, require_f, timed
+from fedml_heterofl.defense.columns import ColumnsDefense, MergedColumns
 
 
 def trimmed_mean(updates: Tensor, f: int, chunk: int = 1 << 15) -> Tensor:
@@ -41,7 +42,7 @@ def trimmed_mean(updates: Tensor, f: int, chunk: int = 1 << 15) -> Tensor:
 
 
 @register
-class TrimmedMean(Defense):
+class TrimmedMean(ColumnsDefense):
     """Coordinate-wise trimmed mean (Yin et al. ICML 2018, Def. 2; module doc).
 
     Args:
@@ -50,12 +51,13 @@ class TrimmedMean(Defense):
 
     Every update is "kept" (each contributes to the coordinates where it is not trimmed); ``weights``
     is ``None`` (not a weighted sum) and :meth:`combine` computes the trimmed mean. ``f = 0`` is the
-    plain mean. It reads columns, not the Gram matrix: the adaptive attack's oracle calls it on the
-    materialised rows (Median's sorted-columns path would give its mean only to float64 rounding, not
-    bit for bit).
+    plain mean. :meth:`combine_columns` gives the same mean from merged sorted columns (the adaptive
+    attacks' oracle), its sums in float64: it equals :meth:`combine`'s float32 mean to a few ulps, not
+    bit for bit (``exact_columns`` false).
     """
 
     name = "trimmed_mean"
+    exact_columns = False
     honest_majority = True
     min_updates = 1
 
@@ -66,10 +68,20 @@ class TrimmedMean(Defense):
 
     def select(self, updates: Tensor, ctx: RoundContext) -> Selection:
         n = updates.shape[0]
-        require_f("trimmed mean", n, self.f, min_n=2 * self.f + 1, relation="n > 2f")
+        self._require(n)
         return Selection(torch.ones(n, dtype=torch.bool), {}, {}, {"n": n, "f": self.f}, None)
 
     def combine(self, updates: Tensor, selection: Selection, ctx: RoundContext) -> Tensor:
         diagnostics: Dict[str, object] = selection.diagnostics
         with timed(diagnostics, "trimmed_mean"):
             return trimmed_mean(updates, self.f)
+
+    def combine_columns(self, columns: MergedColumns) -> Tensor:
+        """The trimmed mean from merged columns: the float64 sum of each coordinate's ranks ``f..n − f − 1``
+        over ``n − 2f`` (:meth:`MergedColumns.rank_sum`)."""
+        n = columns.n
+        self._require(n)
+        return (columns.rank_sum(self.f, n - self.f) / (n - 2 * self.f)).to(columns.values.dtype)
+
+    def _require(self, n: int) -> None:
+        require_f("trimmed mean", n, self.f, min_n=2 * self.f + 1, relation="n > 2f")
