@@ -31,11 +31,24 @@ from fedml_heterofl.defense.rows import Gamma
 
 class SortedColumns:
     """The known rows' coordinates sorted once a round (``values`` ``(d, k)``, :func:`sorted_columns`), and
-    the float64 sums of spans of their ranks, each computed once (:meth:`span_sum`)."""
+    float64 sums over their ranks, each computed once: of a fixed span (:meth:`span_sum`) and the prefix
+    sums inside a window of ranks (:meth:`window_prefix`)."""
 
     def __init__(self, values: Tensor) -> None:
         self.values = values
         self._spans: Dict[Tuple[int, int], Tensor] = {}
+        self._windows: Dict[Tuple[int, int], Tensor] = {}
+
+    def window_prefix(self, first: int, last: int, chunk: int = 1 << 16) -> Tensor:
+        """``(d, last − first + 1)`` float64: column ``i`` is every coordinate's sum of its known values of
+        ranks ``first..first + i − 1``."""
+        if (first, last) not in self._windows:
+            d = self.values.shape[0]
+            out = torch.zeros(d, last - first + 1, dtype=torch.float64, device=self.values.device)
+            for start in range(0, d, chunk):
+                torch.cumsum(self.values[start:start + chunk, first:last].double(), dim=1, out=out[start:start + chunk, 1:])
+            self._windows[(first, last)] = out
+        return self._windows[(first, last)]
 
     def span_sum(self, start: int, stop: int, chunk: int = 1 << 16) -> Tensor:
         """``(d,)`` float64: every coordinate's sum of its known values of ranks ``start..stop − 1``."""
@@ -106,10 +119,12 @@ class MergedColumns:
         return total + self._known_between(lo, hi, lo_range[0], hi_range[1])
 
     def _known_between(self, lo: Tensor, hi: Tensor, first: int, last: int) -> Tensor:
-        """``(d,)`` float64: the sum of the known values of ranks ``j`` in ``first..last − 1`` with ``lo ≤ j < hi``."""
-        j = torch.arange(first, last, device=lo.device)
-        mask = (j >= lo[:, None]) & (j < hi[:, None])
-        return (self.known_sorted[:, first:last].double() * mask).sum(dim=1)
+        """``(d,)`` float64: the sum of the known values of ranks ``j`` in ``first..last − 1`` with ``lo ≤ j < hi``
+        (a difference of two of the window's prefix sums)."""
+        prefix = self.known.window_prefix(first, last)
+        a = (lo.clamp(first, last) - first).unsqueeze(1)
+        b = (hi.clamp(first, last) - first).unsqueeze(1).maximum(a)
+        return (prefix.gather(1, b) - prefix.gather(1, a)).squeeze(1)
 
 
 class ColumnsDefense(Defense):
