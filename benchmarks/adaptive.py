@@ -9,8 +9,9 @@ direction, a Dirichlet mixture of class directions and noise, ~1e-3 per coordina
 real CNN on 4 trigger samples / a 32-sample validation batch of Fashion-MNIST-shaped inputs. For each
 rule ``Adaptive(oracle="plain")`` and ``Adaptive(oracle="fast")`` attack the same round (full
 knowledge, γ_init = 10, τ = 1e-5: about 20 tested γ); both must find the same γ (printed), and the
-ratio plain/fast is the speed-up. Median's fast path merges sorted columns (``defense/columns.py``);
-a rule without a fast path uses the plain call either way (ratio ≈ 1 by construction).
+ratio plain/fast is the speed-up. Median's and trimmed mean's fast paths merge sorted columns
+(``defense/columns.py``), centered clipping's iterates on the Gram matrix; a rule without a fast path
+(Bulyan's aggregate) uses the plain call either way (ratio ≈ 1 by construction).
 
 Part 2 — whole rounds (``--rounds``): the standalone simulator on real Fashion-MNIST / CNN at
 issue 14's realistic size (100 clients, ``--samples`` per client, all taking part), one round with the

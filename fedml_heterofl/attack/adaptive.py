@@ -22,9 +22,10 @@ The oracle is the defense the server runs, deciding on exactly the rows the serv
 (``cat(benign, poisoned)`` in the order of :func:`attack_context`) with a private copy of the
 round's generator, so it draws what the real call will draw. It is the defense's own
 :class:`~fedml_heterofl.defense.oracle.Oracle`: for the package's Gram-based rules each tested γ
-costs O(n²) from pieces computed once per round plus the f poisoned models, for Median a binary search
-of a few values per coordinate into columns sorted once, not a whole defense call; trimmed mean,
-centered clipping and a user's rule are called on the materialised rows. Its predicted kept set for the
+costs O(n²) from pieces computed once per round plus the f poisoned models (centered clipping's
+iterations too), for Median and trimmed mean a binary search of a few values per coordinate into columns
+sorted once, not a whole defense call; Bulyan's aggregate, FedML's rules and a user's rule are computed
+on the materialised rows. Its predicted kept set for the
 submitted γ is :attr:`prediction`; the server records whether its real decision agrees
 (``oracle_agrees``). Against HeteroFL with step 3 the oracle includes the watermark check, so a
 successful γ keeps the trigger-loss reduction above λ (the paper's "do not lose performance on D_trg").

@@ -5,10 +5,12 @@ Houmansadr, NDSS'21).
 For a :class:`~fedml_heterofl.defense.base.RowsDefense` — a rule that reads the updates only through
 a :class:`~fedml_heterofl.defense.rows.Rows` view — the oracle costs O(n²) per γ plus the f poisoned
 models, computed from pieces built once per round (:class:`~fedml_heterofl.defense.rows.AffineBasis`),
-not a pass over the d coordinates. For a :class:`~fedml_heterofl.defense.columns.ColumnsDefense`
-(Median, trimmed mean) with directions ``±|Δ|`` it costs a binary search of a few values per coordinate into the
-known rows' coordinates, sorted once (:class:`~fedml_heterofl.defense.columns.SignedCandidates`). Every
-other rule is called on the materialised rows.
+not a pass over the d coordinates, where the rule's aggregate is a combination of the rows (and of a
+vector it holds: :meth:`~fedml_heterofl.defense.base.Defense.affine_aggregate`). For a
+:class:`~fedml_heterofl.defense.columns.ColumnsDefense` (Median, trimmed mean) with directions ``±|Δ|`` it
+costs a binary search of a few values per coordinate into the known rows' coordinates, sorted once
+(:class:`~fedml_heterofl.defense.columns.SignedCandidates`). Every other rule is called on the
+materialised rows.
 """
 from __future__ import annotations
 
