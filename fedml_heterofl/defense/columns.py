@@ -10,7 +10,8 @@ known rows' values sorted once per round and a binary search of those few values
 (:class:`MergedColumns`): O(d · log k) per γ instead of sorting d columns of n values. A sum over a
 span of ranks (the trimmed mean's middle) is the extra values inside the span plus the known values of a
 span of known ranks, whose fixed part is summed once per round (:meth:`SortedColumns.span_sum`) and
-whose two ends, at most as wide as the extra copies, per γ.
+whose two ends, at most as wide as the extra copies, are differences of prefix sums also computed once
+a round (:meth:`SortedColumns.window_prefix`).
 
 :class:`ColumnsDefense` is a rule whose aggregate is computed from such columns
 (:class:`~fedml_heterofl.defense.median.Median`, :class:`~fedml_heterofl.defense.trimmed_mean.TrimmedMean`);
