@@ -48,7 +48,8 @@ _KINDS = ((bool, "true or false"), ((int, float), "a number"), ((tuple, list), "
 
 def _check_parameters(name: str, cls: Optional[type], params: Dict[str, Any]) -> None:
     """``ValueError`` naming the first key of ``params`` that ``cls`` does not take, and those it takes,
-    or that is text where the parameter's default is a number, a flag or a list."""
+    or whose value is not of the kind of the parameter's default where that is a number, a flag or a list
+    (text, a list for a number, a number for a list or a flag, a flag for a number)."""
     if cls is None:  # an unknown name: build_defense/build_attack say so with the allowed names
         return
     accepted = accepted_parameters(cls)
@@ -57,10 +58,15 @@ def _check_parameters(name: str, cls: Optional[type], params: Dict[str, Any]) ->
     for key, value in params.items():
         if key not in accepted:
             raise ValueError(f"{name} has no parameter {key!r}; allowed: {', '.join(accepted) or 'none'}")
-        kind = next((kind for types, kind in _KINDS if isinstance(defaults.get(key), types)), None)
-        if isinstance(value, str) and kind is not None:
+        types, kind = next(((types, kind) for types, kind in _KINDS if isinstance(defaults.get(key), types)),
+                           (None, None))
+        if kind is None:
+            continue
+        if isinstance(value, str):
             raise ValueError(f"{name} parameter {key!r}: expected {kind} (default {defaults[key]!r}), got the text "
                              f"{value!r}{number_hint(value)}")
+        if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):
+            raise ValueError(f"{name} parameter {key!r}: expected {kind} (default {defaults[key]!r}), got {value!r}")
 
 
 def defense_in_force(enabled: bool, name: Any) -> str:

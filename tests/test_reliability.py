@@ -132,6 +132,18 @@ def test_empty_and_non_mapping_files_are_refused(tmp_path, capsys, monkeypatch, 
     ("defense_args", "defense_params", {"steps": [1, math.inf]}, "defense_args.defense_params.steps[1]: must be a"),
     ("defense_args", "defense_params", {"betta": 0.2}, "defense_args.defense_params: heterofl has no parameter "
                                                       "'betta'; allowed: steps, beta, lam"),
+    ("defense_args", "defense_params", {"steps": 3}, "defense_args.defense_params: heterofl parameter 'steps': "
+                                                     "expected a list, e.g. [1, 2] (default (1, 2, 3, 4)), got 3"),
+    ("defense_args", "defense_params", {"steps": [1.5, 2]}, "defense_args.defense_params: steps must be a list of "
+                                                           "distinct values from [1, 2, 3, 4], got [1.5, 2]"),
+    ("defense_args", "defense_params", {"steps": [True, 2]}, "steps must be a list of distinct values from "
+                                                            "[1, 2, 3, 4], got [True, 2]"),
+    ("defense_args", "defense_params", {"steps": [2, 2]}, "steps must be a list of distinct values"),
+    ("defense_args", "defense_params", {"lam": [1.0]}, "heterofl parameter 'lam': expected a number (default "
+                                                      "-5.0), got [1.0]"),
+    ("defense_args", "defense_params", {"lam": True}, "heterofl parameter 'lam': expected a number"),
+    ("defense_args", "defense_params", {"exclude_self": 1}, "heterofl parameter 'exclude_self': expected true or "
+                                                           "false (default True), got 1"),
     ("attack_args", "attack_params", {"gamma_init": math.inf}, "attack_args.attack_params.gamma_init: must be a "
                                                                "finite number"),
     ("attack_args", "attack_params", {"bond": "max"}, "attack_args.attack_params: min_sum has no parameter 'bond'; "

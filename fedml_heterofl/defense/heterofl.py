@@ -46,7 +46,8 @@ Choices the paper leaves open (each a parameter of :class:`HeteroFL`):
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, NamedTuple, Optional, Tuple, Union
+from numbers import Integral
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -414,7 +415,7 @@ class HeteroFL(RowsDefense):
     def __init__(
         self,
         *,
-        steps: Iterable[int] = (1, 2, 3, 4),
+        steps: Sequence[int] = (1, 2, 3, 4),
         beta: float = 0.2,
         lam: float = -5.0,
         sybil_factor: float = 2.0,
@@ -424,9 +425,11 @@ class HeteroFL(RowsDefense):
         exclude_self: bool = True,
         watermark_chunk: int = 128,
     ) -> None:
+        steps = tuple(steps) if isinstance(steps, Sequence) and not isinstance(steps, str) else (steps,)
+        if not steps or len(set(steps)) != len(steps) or any(
+                isinstance(s, bool) or not isinstance(s, Integral) or s not in STEP_NAMES for s in steps):
+            raise ValueError(f"steps must be a list of distinct values from {sorted(STEP_NAMES)}, got {list(steps)}")
         steps = tuple(int(s) for s in steps)
-        if not steps or any(s not in STEP_NAMES for s in steps) or len(set(steps)) != len(steps):
-            raise ValueError(f"steps must be distinct values from {sorted(STEP_NAMES)}, got {list(steps)}")
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         if sybil_factor <= 0 or magnitude_factor <= 0:
