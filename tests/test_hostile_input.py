@@ -312,7 +312,7 @@ from fedml_heterofl.record.store import RunStore
 folder = Path(sys.argv[1])
 with RunStore(folder.parent, folder.name).lock():
     print("locked", flush=True)
-    time.sleep(60)
+    time.sleep(3600)  # until the test kills it: a loaded machine may take over a minute to reach the lock
 """
 
 
