@@ -107,12 +107,13 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
     cmd = [sys.executable, "-m", "fedml_heterofl", "--cf", str(path), "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = tmp_path / "results"
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill it once at least one round is saved
+    deadline = time.time() + 600  # a loaded machine may take minutes to import and train a round
+    while time.time() < deadline and proc.poll() is None:  # kill it once at least one round is saved
         runs = list(results.glob("*/metrics.csv"))
         if runs and len(read_metrics(runs[0].parent)) >= 1:
             break
         time.sleep(0.05)
+    assert results.is_dir(), "the run saved no round within the deadline"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run = next(results.iterdir())
