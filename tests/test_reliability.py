@@ -139,6 +139,8 @@ def test_empty_and_non_mapping_files_are_refused(tmp_path, capsys, monkeypatch, 
     ("defense_args", "defense_params", {"steps": [True, 2]}, "steps must be a list of distinct values from "
                                                             "[1, 2, 3, 4], got [True, 2]"),
     ("defense_args", "defense_params", {"steps": [2, 2]}, "steps must be a list of distinct values"),
+    ("defense_args", "defense_params", {"steps": [[1], 2]}, "steps must be a list of distinct values from "
+                                                           "[1, 2, 3, 4], got [[1], 2]"),
     ("defense_args", "defense_params", {"lam": [1.0]}, "heterofl parameter 'lam': expected a number (default "
                                                       "-5.0), got [1.0]"),
     ("defense_args", "defense_params", {"lam": True}, "heterofl parameter 'lam': expected a number"),

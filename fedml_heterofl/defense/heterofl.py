@@ -426,8 +426,8 @@ class HeteroFL(RowsDefense):
         watermark_chunk: int = 128,
     ) -> None:
         steps = tuple(steps) if isinstance(steps, Sequence) and not isinstance(steps, str) else (steps,)
-        if not steps or len(set(steps)) != len(steps) or any(
-                isinstance(s, bool) or not isinstance(s, Integral) or s not in STEP_NAMES for s in steps):
+        if not steps or any(isinstance(s, bool) or not isinstance(s, Integral) or s not in STEP_NAMES
+                            for s in steps) or len(set(steps)) != len(steps):
             raise ValueError(f"steps must be a list of distinct values from {sorted(STEP_NAMES)}, got {list(steps)}")
         steps = tuple(int(s) for s in steps)
         if not 0.0 <= beta <= 1.0:
