@@ -130,7 +130,7 @@ def dry_round(defense: Defense, attack: Any, n: int, total: int, f: int) -> None
     """Run ``attack`` (when it is a model attack) and ``defense`` on synthetic updates of the run's shape:
     ``n`` (clients per round) seeded random rows of :data:`DRY_ROUND_D` coordinates, with a stand-in for
     every context field a rule reads (a quadratic loss, one-sample trigger and validation sets, a random
-    server update), once for the fewest and once for the most attackers a round can hold (all f with
+    server update) and for the attackers' own samples, once for the fewest and once for the most attackers a round can hold (all f with
     every one of the ``total`` clients taking part; with a sampled subset, ``max(1, f - (total - n))`` to
     ``min(f, n)``). A rule or attack that cannot work with the run's n and f (Multi-Krum's n >= 2f + 3,
     Zeno's b < n, DnC's c·f < n, an oracle on the attackers' own rows under partial knowledge, ...) raises
@@ -145,6 +145,8 @@ def dry_round(defense: Defense, attack: Any, n: int, total: int, f: int) -> None
                        loss_fn=lambda params, batch: params.square().mean(dim=1), trigger_set=sample,
                        validation_batch=sample, server_update=torch.randn(d, generator=generator))
     updates = torch.randn(n, d, generator=generator)
+    if isinstance(attack, ModelAttack) and attack.own_data is None:
+        attack.own_data = sample  # the attackers' own samples (a stand-in, as the context's)
     for attackers in sorted({min(f, n), max(1, f - (total - n))} if f and n < total else {min(f, n)}):
         poisoned = updates
         if isinstance(attack, ModelAttack) and attackers > 0:

@@ -29,8 +29,8 @@ def sent_harm(defense, benign, sent, ctx):
 
 def test_registered_and_validated():
     assert "adaptive_deviation" in ATTACKS
-    for bad in ({"harm": "loss"}, {"directions": ("nope",)}, {"fractions": (0.0,)}, {"grid": (3, 1)},
-                {"refine": -1}, {"mu": 2.0}):
+    for bad in ({"harm": "nope"}, {"directions": ("nope",)}, {"fractions": (0.0,)}, {"grid": (3, 1)},
+                {"refine": -1}, {"mu": 2.0}, {"loss_samples": 0}, {"loss_samples": 2.5}):
         with pytest.raises(ValueError):
             build_attack("adaptive_deviation", **bad)
     with pytest.raises(ValueError, match="defense"):
@@ -66,6 +66,69 @@ def test_against_fedavg_the_harm_grows_with_gamma_and_the_search_picks_its_large
         assert attack.report["harm"] == pytest.approx(by_hand, rel=1e-5)
         harms.append(by_hand)
     assert all(b > a for a, b in zip(harms, harms[1:]))
+
+
+def squared_error(params, batch):
+    """Mean squared error of the linear models ``params`` ``(k, d)`` on ``batch`` (a loss_fn)."""
+    x, y = batch
+    return ((x @ params.T - y[:, None]) ** 2).mean(dim=0)
+
+
+def test_loss_harm_is_the_aggregated_models_loss_on_the_attackers_own_samples():
+    # FedAvg, IPM's line only: the rows sent are ḡ − γḡ/‖ḡ‖, A(γ) = (Σ benign + f(ḡ − γḡ/‖ḡ‖))/n, and the
+    # loss ℓ(w_t + A(γ)) on all 40 own samples is a convex quadratic in γ — its largest value over the γs
+    # tried lies at the smallest or the largest of them (u·2^−3 and u·2^3 with u = ‖σ‖, or IPM's anchor)
+    g = torch.Generator().manual_seed(1)
+    benign, own = 0.3 + 0.5 * torch.randn(16, 30, generator=g), torch.randn(4, 30, generator=g)
+    x, y, w_t = torch.randn(40, 30, generator=g), torch.randn(40, generator=g), torch.randn(30, generator=g)
+    mean, sigma = benign.mean(0).double(), benign.std(0).double()
+
+    def by_hand(gamma):
+        sent = mean - gamma * mean / mean.norm()
+        aggregate = (benign.double().sum(0) + 4 * sent) / 20
+        return float(((x.double() @ (w_t.double() + aggregate) - y.double()) ** 2).mean())
+
+    attack = build_attack("adaptive_deviation", harm="loss", loss_samples=40, directions=("ipm",),
+                          fractions=(1.0,), grid=(-3, 3), epsilon=0.01)
+    attack.own_data = (x, y)
+    ctx = RoundContext(global_params=w_t, loss_fn=squared_error)
+    sent = attack.attack(benign, own, ctx, defense=build_defense("fedavg", weighted=False))
+    anchor, u = 1.01 * float(mean.norm()), float(sigma.norm())
+    ends = (min(u / 8, anchor), max(u * 8, anchor))
+    best = max(ends, key=by_hand)
+    assert attack.report["gamma"] == pytest.approx(best, rel=1e-6) and attack.report["harm"] == pytest.approx(
+        by_hand(best), rel=1e-5)
+    aggregate = torch.cat([benign, sent]).double().mean(0)  # the rows actually sent
+    assert attack.report["harm"] == pytest.approx(
+        float(((x.double() @ (w_t.double() + aggregate) - y.double()) ** 2).mean()), rel=1e-5)
+    # fewer samples: a seeded draw of them, the same in every call of the round
+    few = build_attack("adaptive_deviation", harm="loss", loss_samples=5, directions=("ipm",), fractions=(1.0,))
+    few.own_data = (x, y)
+    twice = [few.attack(benign, own, ctx, defense=build_defense("fedavg")) for _ in range(2)]
+    assert torch.equal(*twice)
+
+
+def test_loss_harm_says_what_it_is_missing():
+    attack = build_attack("adaptive_deviation", harm="loss")
+    ctx = RoundContext(global_params=torch.zeros(3), loss_fn=squared_error)
+    with pytest.raises(ValueError, match=r"needs the attackers' own training samples \(own_data\);"):
+        attack.attack(torch.randn(8, 3), torch.randn(2, 3), ctx, defense=build_defense("fedavg"))
+    attack.own_data = (torch.randn(4, 3), torch.randn(4))
+    with pytest.raises(ValueError, match=r"needs the model's loss \(ctx.loss_fn\) and the global model"):
+        attack.attack(torch.randn(8, 3), torch.randn(2, 3), RoundContext(), defense=build_defense("fedavg"))
+
+
+def test_the_server_round_hands_the_attack_the_attackers_own_rows():
+    from fedml_heterofl.simulation.workload import attackers_data
+
+    parts = [torch.tensor([0, 1]), torch.tensor([2]), torch.tensor([3, 4])]
+    x, y = torch.arange(10.0).reshape(5, 2), torch.arange(5)
+    data = attackers_data(parts, (0, 2), lambda ix: (x[ix], y[ix]))
+    assert torch.equal(data[1], torch.tensor([0, 1, 3, 4])) and torch.equal(data[0], x[[0, 1, 3, 4]])
+    assert attackers_data(parts, (), lambda ix: (x[ix], y[ix])) is None
+    attack = build_attack("adaptive_deviation", harm="loss")
+    ServerRound(build_defense("fedavg"), attack=attack, malicious_ids=(0, 2), attackers_data=data)
+    assert attack.own_data is data
 
 
 def test_against_the_median_it_finds_the_closed_form_optimum():

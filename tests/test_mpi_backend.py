@@ -344,12 +344,16 @@ def run_cli(tmp_path, cfg, np_=None, timeout=300):
 
 
 @needs_mpirun
-@pytest.mark.parametrize("np_,per_round,attack", [(4, 5, "label_flip"), (2, 10, "min_max")],
-                         ids=["3-workers-sampled-label-flip", "1-worker-all-clients-min-max"])
-def test_mpirun_gives_the_standalone_rounds(tmp_path, mnist, np_, per_round, attack):
-    s = settings_from_dict(config(tmp_path, per_round=per_round, attack=attack))
+@pytest.mark.parametrize("np_,per_round,attack,params", [
+    (4, 5, "label_flip", {}), (2, 10, "min_max", {}),
+    # the rank-0 server reads the attackers' own rows for the loss harm, as the standalone run hands them
+    (3, 10, "adaptive_deviation", {"harm": "loss", "loss_samples": 32, "refine": 1, "directions": ["ipm", "std"]})],
+    ids=["3-workers-sampled-label-flip", "1-worker-all-clients-min-max", "2-workers-adaptive-deviation-loss"])
+def test_mpirun_gives_the_standalone_rounds(tmp_path, mnist, np_, per_round, attack, params):
+    extra = {"attack_args": {"attack_params": params}}
+    s = settings_from_dict(config(tmp_path, per_round=per_round, attack=attack, **extra))
     Simulation(s, workload=build_workload(s, mnist)).run(progress=False)
-    proc = run_cli(tmp_path, config(tmp_path, per_round=per_round, attack=attack, backend="MPI"), np_)
+    proc = run_cli(tmp_path, config(tmp_path, per_round=per_round, attack=attack, backend="MPI", **extra), np_)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     run = next((tmp_path / "MPI").iterdir())
     assert {p.name for p in run.iterdir()} >= {"config.yaml", "partition.json", "metrics.csv", "summary.json"}
@@ -358,6 +362,10 @@ def test_mpirun_gives_the_standalone_rounds(tmp_path, mnist, np_, per_round, att
     for a, b in zip(sa, mp):
         for key in ("removed", "removed_malicious", "removed_benign"):
             assert a[key] == b[key], key
+        if attack == "adaptive_deviation":
+            assert (a["attack_direction"], a["attack_poisoned"]) == (b["attack_direction"], b["attack_poisoned"])
+            assert float(b["attack_harm"]) == pytest.approx(float(a["attack_harm"]), rel=1e-4)
+            assert a["deviation_agrees"] == b["deviation_agrees"] == "1.0"
         assert float(b["test_acc"]) == pytest.approx(float(a["test_acc"]), abs=1e-4)
         assert float(b["test_loss"]) == pytest.approx(float(a["test_loss"]), rel=1e-5)
 

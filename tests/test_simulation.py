@@ -49,6 +49,24 @@ def test_standalone_end_to_end_and_deterministic(tmp_path):
     assert len(part["load"]) == 3 and sum(part["load"]) == pytest.approx(3.0) and 0 <= a["mean_label_entropy"] <= 1
 
 
+def test_the_step_4_aware_attack_on_its_own_samples_runs_end_to_end(tmp_path):
+    # adaptive_deviation with harm: loss evaluates its candidates on the attackers' own rows, which the
+    # standalone run hands it: the attacker's partition, clean; the server's aggregate is the predicted one
+    cfg = tiny(tmp_path, attack_args={"attack_type": "adaptive_deviation",
+                                      "attack_params": {"harm": "loss", "loss_samples": 64, "refine": 1}},
+               train_args={"client_num_in_total": 4, "client_num_per_round": 4, "comm_round": 2, "batch_size": 64})
+    sim = Simulation(settings_from_dict(cfg), results_dir=str(tmp_path / "r"))
+    (attacker,) = sim.work.malicious
+    rows = sim.work.parts[attacker]
+    x, y = sim.server.attack.own_data
+    assert torch.equal(x, sim.work.dataset.train_x[rows]) and torch.equal(y, sim.work.dataset.train_y[rows])
+    summary = sim.run(progress=False)
+    metrics = read_metrics(next((tmp_path / "r").iterdir()))
+    assert summary["finished"] and len(metrics) == 2
+    assert all(r["deviation_agrees"] == "1.0" and r["oracle_agrees"] == "1.0" for r in metrics)
+    assert all(float(r["attack_harm"]) > 0 for r in metrics)  # a mean cross-entropy
+
+
 def test_max_samples_per_client_caps_every_partition(tmp_path):
     from fedml_heterofl.simulation.workload import build_workload
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from fedml_heterofl.defense.base import Defense, RoundContext
-from fedml_heterofl.defense.rows import finite_rows
+from fedml_heterofl.defense.rows import Batch, finite_rows
 from fedml_heterofl.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 MALICIOUS_STREAM = 2**62 + 1
 #: SeedSequence stream of an attack's own random choices within a round
 ATTACK_STREAM = 2**62 + 3
+#: SeedSequence stream of an attack's draw of its own training samples within a round
+OWN_DATA_STREAM = 2**62 + 6
 #: knowledge settings (NDSS'21 §4): the round's benign updates (their released code's reference set),
 #: those and the attackers' own honest updates, or only the attackers' own (:func:`reference_updates`)
 KNOWLEDGE = ("full", "full_with_own", "partial")
@@ -103,10 +105,11 @@ def apply_model_attack(attack: "ModelAttack", updates: Tensor, malicious: Tensor
     return Poisoned(out, predicted)
 
 
-def attack_generator(ctx: RoundContext) -> torch.Generator:
+def attack_generator(ctx: RoundContext, stream: int = ATTACK_STREAM) -> torch.Generator:
     """A generator for an attack's own draws in this round, derived from (not drawn from) the
-    round's generator, so the defense that runs after the attack sees the same numbers."""
-    seed = np.random.SeedSequence([ctx.generator.initial_seed(), ATTACK_STREAM]).generate_state(1, np.uint64)[0]
+    round's generator, so the defense that runs after the attack sees the same numbers; ``stream``
+    separates independent draws (:data:`ATTACK_STREAM`, :data:`OWN_DATA_STREAM`)."""
+    seed = np.random.SeedSequence([ctx.generator.initial_seed(), stream]).generate_state(1, np.uint64)[0]
     return torch.Generator(device="cpu").manual_seed(int(seed) >> 1)
 
 
@@ -123,6 +126,10 @@ class ModelAttack(ABC):
         self.prediction: Optional[Tensor] = None
         #: the aggregate the last call's oracle predicted for the rows it returned, or ``None``
         self.predicted_update: Optional[Tensor] = None
+        #: the attackers' own training samples ``(x, y)`` (the union of their partitions), for an attack
+        #: that evaluates models on them; the server round hands them over (:func:`attackers_data
+        #: <fedml_heterofl.simulation.workload.attackers_data>`), ``None`` where no caller did
+        self.own_data: Optional[Batch] = None
 
     def attack(self, benign: Tensor, own: Tensor, ctx: Optional[RoundContext] = None,
                defense: Optional[Defense] = None) -> Tensor:
@@ -142,7 +149,7 @@ class ModelAttack(ABC):
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
-                           if k not in ("report", "prediction", "predicted_update"))
+                           if k not in ("report", "prediction", "predicted_update", "own_data") and not k.startswith("_"))
         return f"{type(self).__name__}({params})"
 
 

@@ -92,6 +92,8 @@ class HeteroFLServerAggregator(ServerAggregator):
             FedML's ``test`` calls measure.
         round_clients: ``round_clients(t)`` -> the clients round ``t`` must hold; workers' updates for any
             other set fail the round (a check of the workers' client assignment).
+        attackers_data: the attackers' own training samples ``(x, y)``, for a model attack that evaluates
+            models on them (``adaptive_deviation`` with ``harm: loss``).
 
     Attributes:
         history: one dict per aggregated round: ``round``, the detection metrics and timings of
@@ -104,7 +106,8 @@ class HeteroFLServerAggregator(ServerAggregator):
 
     def __init__(self, model: nn.Module, args: Any, *, trigger_set: Optional[Batch] = None,
                  validation_batch: Optional[Batch] = None, root_data: Optional[Batch] = None,
-                 test_set: Optional[Batch] = None, round_clients: Optional[Callable[[int], Tensor]] = None) -> None:
+                 test_set: Optional[Batch] = None, round_clients: Optional[Callable[[int], Tensor]] = None,
+                 attackers_data: Optional[Batch] = None) -> None:
         super().__init__(model, args)
         self.test_set = test_set
         self.round_clients = round_clients
@@ -130,6 +133,8 @@ class HeteroFLServerAggregator(ServerAggregator):
             defender.provide(codec=self.codec, **context)
         if attacker is not None:
             attacker.codec = self.codec
+            if attacker.model_attack:
+                attacker.attack.own_data = attackers_data
         fedml_attacker = FedMLAttacker.get_instance()
         if fedml_attacker.is_enabled and attacker is None and fedml_attacker.attacker is None:
             raise ValueError(f"attack_type {fedml_attacker.attack_type!r} is neither one of fedml_heterofl's attacks "
@@ -143,7 +148,8 @@ class HeteroFLServerAggregator(ServerAggregator):
             _check_context(defense, context)
             model_attack = attacker.attack if attacker is not None and attacker.model_attack else None
             self.server = ServerRound(defense, attack=model_attack, malicious_ids=self.malicious_ids,
-                                      seed=int(getattr(args, "random_seed", 0) or 0), **context)
+                                      seed=int(getattr(args, "random_seed", 0) or 0), attackers_data=attackers_data,
+                                      **context)
 
     # -- FedML's abstract methods ------------------------------------------------------------
     def get_model_params(self) -> StateDict:

@@ -59,7 +59,7 @@ from fedml_heterofl.settings import Settings
 from fedml_heterofl.simulation.clients import assign_clients, vectorised
 from fedml_heterofl.simulation.launch import check_launch
 from fedml_heterofl.simulation.rounds import participants, run_name, summarise, write_partition
-from fedml_heterofl.simulation.workload import client_plan, initial_model, server_data
+from fedml_heterofl.simulation.workload import attackers_data, client_plan, initial_model, server_data
 
 
 def run_mpi(settings: Settings, *, results_dir: Optional[str] = None, fresh: bool = False,
@@ -156,7 +156,8 @@ def _run_rank(settings: Settings, cache: DatasetCache, rank: int, workers: int, 
     on = functools.partial(_to, device=device)
     aggregator = HeteroFLServerAggregator(model, args, trigger_set=on(plan.trigger_set), validation_batch=on(validation),
                                           root_data=on(root), test_set=on((data.test_x, data.test_y)),
-                                          round_clients=functools.partial(participants, settings))
+                                          round_clients=functools.partial(participants, settings),
+                                          attackers_data=on(attackers_data(plan.parts, plan.malicious, cache.rows)))
     run_cross_silo(view, device, dataset, model, server_aggregator=aggregator, run_dir=run_dir)
     rows = [{k: v for k, v in h.items() if k != "kept"} for h in aggregator.history]
     store.write_metrics(rows)

@@ -67,7 +67,7 @@ from fedml_heterofl.simulation.rounds import (
     write_partition,
 )
 from fedml_heterofl.simulation.server_round import ServerRound
-from fedml_heterofl.simulation.workload import Workload, build_workload
+from fedml_heterofl.simulation.workload import Workload, attackers_data, build_workload
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,9 @@ class Simulation:
             loss_fn=ModelLoss(self.model, self.work.layout),
             trigger_set=_to(self.work.trigger_set, self.device),
             validation_batch=_to(self.work.validation, self.device),
-            server_update_fn=self._server_update, param_layout=self.work.layout)
+            server_update_fn=self._server_update, param_layout=self.work.layout,
+            attackers_data=_to(attackers_data(self.work.parts, self.work.malicious,
+                                              lambda ix: (self.work.x[ix], self.work.y[ix])), self.device))
 
     # -- one round -----------------------------------------------------------------------------
     def train(self, round_idx: int, clients: Tensor, w: Tensor) -> Tensor:

@@ -60,6 +60,8 @@ class ServerRound:
         server_update_fn: ``(round, w_t) -> g_0``, the server's own update on its root data (FLTrust).
         param_layout: the model's :class:`~fedml_heterofl.models.ParamLayout`, for rules that work on
             per-layer tensors (FedML's own defenses; without it they see one flat tensor).
+        attackers_data: the attackers' own training samples, handed to the attack
+            (:attr:`ModelAttack.own_data <fedml_heterofl.attack.base.ModelAttack.own_data>`).
     """
 
     def __init__(
@@ -74,9 +76,12 @@ class ServerRound:
         validation_batch: Optional[Batch] = None,
         server_update_fn: Optional[Callable[[int, Tensor], Tensor]] = None,
         param_layout: Optional[Any] = None,
+        attackers_data: Optional[Batch] = None,
     ) -> None:
         self.defense = defense
         self.attack = attack
+        if attack is not None:
+            attack.own_data = attackers_data
         self.malicious_ids = torch.tensor(sorted(int(i) for i in malicious_ids), dtype=torch.long)
         self.seed = seed
         self.loss_fn = loss_fn

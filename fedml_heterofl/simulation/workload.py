@@ -181,6 +181,14 @@ def server_data(settings: Settings, data: Dataset, read_rows: Optional[RowReader
     return read(root), read(val)
 
 
+def attackers_data(parts: Sequence[Tensor], malicious: Sequence[int], read_rows: RowReader) -> Optional[Batch]:
+    """The attackers' own training samples: the rows of their partitions (``parts``), read with
+    ``read_rows``, clean (a model attack, which uses them, runs no data attack); ``None`` without attackers."""
+    if not malicious:
+        return None
+    return read_rows(torch.cat([parts[i] for i in malicious]))
+
+
 def initial_model(settings: Settings, num_classes: int) -> nn.Module:
     """The model with seeded initial weights (the watermark output iff HeteroFL runs)."""
     with torch.random.fork_rng(devices=[]):
