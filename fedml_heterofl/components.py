@@ -130,11 +130,12 @@ def dry_round(defense: Defense, attack: Any, n: int, total: int, f: int) -> None
     """Run ``attack`` (when it is a model attack) and ``defense`` on synthetic updates of the run's shape:
     ``n`` (clients per round) seeded random rows of :data:`DRY_ROUND_D` coordinates, with a stand-in for
     every context field a rule reads (a quadratic loss, one-sample trigger and validation sets, a random
-    server update) and for the attackers' own samples, once for the fewest and once for the most attackers a round can hold (all f with
-    every one of the ``total`` clients taking part; with a sampled subset, ``max(1, f - (total - n))`` to
-    ``min(f, n)``). A rule or attack that cannot work with the run's n and f (Multi-Krum's n >= 2f + 3,
-    Zeno's b < n, DnC's c·f < n, an oracle on the attackers' own rows under partial knowledge, ...) raises
-    its own ``ValueError`` here, at start-up, instead of after the data is loaded and a round is trained."""
+    server update) and for the attackers' own samples, once for the fewest and once for the most attackers
+    a round can hold (all f with every one of the ``total`` clients taking part; with a sampled subset,
+    ``max(1, f - (total - n))`` to ``min(f, n)``). A rule or attack that cannot work with the run's n and f
+    (Multi-Krum's n >= 2f + 3, Zeno's b < n, DnC's c·f < n, an oracle on the attackers' own rows under partial
+    knowledge, ...) raises its own ``ValueError`` here, at start-up, instead of after the data is loaded and a
+    round is trained."""
     from fedml_heterofl.attack import ModelAttack
     from fedml_heterofl.attack.base import apply_model_attack
 

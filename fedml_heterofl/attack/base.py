@@ -148,8 +148,8 @@ class ModelAttack(ABC):
         """The attack proper, on validated inputs with f >= 1; records its numbers in ``self.report``."""
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
-                           if k not in ("report", "prediction", "predicted_update", "own_data") and not k.startswith("_"))
+        hidden = ("report", "prediction", "predicted_update", "own_data")
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k not in hidden and not k.startswith("_"))
         return f"{type(self).__name__}({params})"
 
 
