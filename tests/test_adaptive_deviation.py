@@ -129,6 +129,8 @@ def test_the_server_round_hands_the_attack_the_attackers_own_rows():
     attack = build_attack("adaptive_deviation", harm="loss")
     ServerRound(build_defense("fedavg"), attack=attack, malicious_ids=(0, 2), attackers_data=data)
     assert attack.own_data is data
+    ServerRound(build_defense("fedavg"), attack=attack, malicious_ids=(0, 2))  # none given: what it had stays
+    assert attack.own_data is data
 
 
 def test_against_the_median_it_finds_the_closed_form_optimum():

@@ -133,7 +133,7 @@ class HeteroFLServerAggregator(ServerAggregator):
             defender.provide(codec=self.codec, **context)
         if attacker is not None:
             attacker.codec = self.codec
-            if attacker.model_attack:
+            if attacker.model_attack:  # in FedML's hooks or in our ServerRound below: the same attack object
                 attacker.attack.own_data = attackers_data
         fedml_attacker = FedMLAttacker.get_instance()
         if fedml_attacker.is_enabled and attacker is None and fedml_attacker.attacker is None:
@@ -148,8 +148,7 @@ class HeteroFLServerAggregator(ServerAggregator):
             _check_context(defense, context)
             model_attack = attacker.attack if attacker is not None and attacker.model_attack else None
             self.server = ServerRound(defense, attack=model_attack, malicious_ids=self.malicious_ids,
-                                      seed=int(getattr(args, "random_seed", 0) or 0), attackers_data=attackers_data,
-                                      **context)
+                                      seed=int(getattr(args, "random_seed", 0) or 0), **context)
 
     # -- FedML's abstract methods ------------------------------------------------------------
     def get_model_params(self) -> StateDict:

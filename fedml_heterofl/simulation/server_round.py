@@ -61,7 +61,8 @@ class ServerRound:
         param_layout: the model's :class:`~fedml_heterofl.models.ParamLayout`, for rules that work on
             per-layer tensors (FedML's own defenses; without it they see one flat tensor).
         attackers_data: the attackers' own training samples, handed to the attack
-            (:attr:`ModelAttack.own_data <fedml_heterofl.attack.base.ModelAttack.own_data>`).
+            (:attr:`ModelAttack.own_data <fedml_heterofl.attack.base.ModelAttack.own_data>`); ``None`` leaves
+            the attack's own as it is.
     """
 
     def __init__(
@@ -80,7 +81,7 @@ class ServerRound:
     ) -> None:
         self.defense = defense
         self.attack = attack
-        if attack is not None:
+        if attack is not None and attackers_data is not None:  # else the attack keeps what it was given
             attack.own_data = attackers_data
         self.malicious_ids = torch.tensor(sorted(int(i) for i in malicious_ids), dtype=torch.long)
         self.seed = seed
