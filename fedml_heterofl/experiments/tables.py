@@ -120,9 +120,11 @@ def drops_table(runs: List[Run]) -> Optional[Tuple[str, str]]:
     and per defense with runs without attack (HeteroFL with all four steps only): the accuracy without
     attack, paper / ours, and under each attack the accuracy minus the rule's own accuracy without
     attack, in points (means over seeds), paper / ours; ``–`` where a side has no number (FedAvg, ALIE
-    and IPM are not in the paper's table). Our drop is marked ``†`` when it is inside the seed spread:
-    both cells have two or more seeds and the drop is at most the larger of their standard deviations
-    over seeds. None when no workload has both."""
+    and IPM are not in the paper's table). Our drop pairs seeds: it is taken from the runs without
+    attack of the seeds the attack's cell has (all of them when they share none), so a column run at
+    fewer seeds than the clean one is not measured against other seeds' accuracy. It is marked ``†``
+    when it is inside the seed spread: both sides have two or more seeds and the drop is at most the
+    larger of their standard deviations over seeds. None when no workload has both."""
     groups = group(runs)
     md: List[str] = []
     body: List[List[Any]] = []
@@ -143,12 +145,16 @@ def drops_table(runs: List[Run]) -> Optional[Tuple[str, str]]:
             for a in attacks:
                 rs = groups.get((wl, d, a), [])
                 acc, acc_std = mean_and_std([r.final_acc for r in rs])
+                seeds = {r.seed for r in rs}
+                base = [r for r in clean_runs if r.seed in seeds] or clean_runs
+                base_acc, base_std = mean_and_std([r.final_acc for r in base])
                 drop = 100 * (theirs[a] - theirs["none"]) if a in theirs else math.nan
-                spread = min(len(rs), len(clean_runs)) > 1 and abs(acc - clean) <= max(clean_std, acc_std)
-                cells.append(f"{number_text(drop, '+.1f')} / {number_text(100 * (acc - clean), '+.1f')}"
+                spread = min(len(rs), len(base)) > 1 and abs(acc - base_acc) <= max(base_std, acc_std)
+                cells.append(f"{number_text(drop, '+.1f')} / {number_text(100 * (acc - base_acc), '+.1f')}"
                              + ("†" if spread else "") if rs else "–")
                 if rs:
-                    body.append([wl, d, a, len(rs), theirs.get("none", ""), theirs.get(a, ""), clean, acc, int(spread)])
+                    body.append([wl, d, a, len(rs), theirs.get("none", ""), theirs.get(a, ""), base_acc, acc,
+                                 int(spread)])
             md_rows.append(cells)
         if md_rows:
             md += [f"\n**{wl}** — accuracy without attack, and under each attack minus it, in points "
