@@ -27,11 +27,12 @@ round's client training time.
 ``--quick``: a small model and n (a smoke run for CI; its numbers mean nothing).
 
 Usage: ``python benchmarks/adaptive.py [--n 100] [--f 20] [--rules ...] [--rounds] [--round-rules ...]
-[--samples 200] [--threads 2] [--skip-plain] [--quick]``
+[--samples 200] [--threads 2] [--skip-plain] [--quick] [--params RULE=JSON ...]``
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -48,9 +49,10 @@ from aggregation import _updates  # noqa: E402  (benchmarks/ is not a package)
 log = logging.getLogger("benchmarks.adaptive")
 
 
-def attack_cell(rule: str, n: int, f: int, quick: bool, skip_plain: bool = False) -> Dict[str, object]:
-    """Time the adaptive attack against ``rule`` with both oracles (``skip_plain``: the fast one only)
-    and ``adaptive_deviation`` on one round."""
+def attack_cell(rule: str, n: int, f: int, quick: bool, skip_plain: bool = False,
+                rule_params: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+    """Time the adaptive attack against ``rule`` (with ``rule_params``, else its f where it takes one)
+    with both oracles (``skip_plain``: the fast one only) and ``adaptive_deviation`` on one round."""
     from fedml_heterofl.attack import build_attack
     from fedml_heterofl.defense import RoundContext, build_defense
     from fedml_heterofl.models import ParamLayout, batched_loss, build_model
@@ -63,6 +65,8 @@ def attack_cell(rule: str, n: int, f: int, quick: bool, skip_plain: bool = False
     trigger = (torch.rand(4, *shape, generator=g), torch.full((4,), 10))
     validation = (torch.rand(32, *shape, generator=g), torch.randint(0, 10, (32,), generator=g))
     params = {"multikrum": {"f": f}, "dnc": {"f": f}, "zeno": {"b": f}, "trimmed_mean": {"f": f}, "bulyan": {"f": f}}
+    if rule_params is not None:
+        params[rule] = rule_params
     U = _updates(n, layout.d)
     ctx = RoundContext(global_params=layout.flatten(model), generator=torch.Generator().manual_seed(2),
                        client_ids=torch.arange(n), sample_counts=torch.randint(50, 500, (n,), generator=g).float(),
@@ -87,8 +91,10 @@ def attack_cell(rule: str, n: int, f: int, quick: bool, skip_plain: bool = False
     return row
 
 
-def round_cell(rule: str, attack: Optional[str], samples: int, quick: bool, workdir: str) -> Dict[str, object]:
-    """One standalone round on Fashion-MNIST/CNN (``--quick``: MNIST/LR) and its time split."""
+def round_cell(rule: str, attack: Optional[str], samples: int, quick: bool, workdir: str,
+               rule_params: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+    """One standalone round on Fashion-MNIST/CNN (``--quick``: MNIST/LR) and its time split (the rule's
+    ``defense_params``: ``rule_params``, else Zeno's b = 20 and the defaults)."""
     from fedml_heterofl.settings import load_settings, settings_from_dict
     from fedml_heterofl.simulation.runner import Simulation
 
@@ -96,8 +102,9 @@ def round_cell(rule: str, attack: Optional[str], samples: int, quick: bool, work
     base["data_args"]["max_samples_per_client"] = samples
     base["train_args"].update(comm_round=1)
     base["common_args"].update(run_name=f"{rule}_{attack or 'none'}", results_dir=workdir)
-    base["defense_args"].update(enable_defense=True, defense_type=rule,
-                                defense_params={"b": 20} if rule == "zeno" else {})
+    if rule_params is None:
+        rule_params = {"b": 20} if rule == "zeno" else {}
+    base["defense_args"].update(enable_defense=True, defense_type=rule, defense_params=rule_params)
     base["attack_args"].update(enable_attack=attack is not None, attack_type=attack or "min_max",
                                attack_params={})
     sim = Simulation(settings_from_dict(base))
@@ -127,7 +134,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--samples", type=int, default=200, help="part 2: samples per client")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="small model and n: a smoke run")
+    p.add_argument("--params", action="append", default=[], metavar="RULE=JSON",
+                   help="a rule's defense_params in both parts, e.g. 'fedml:trimmed_mean={\"beta\": 0.1}' "
+                        "(repeatable; FedML's rules with required parameters need it)")
     args = p.parse_args(argv)
+    rule_params: Dict[str, Dict[str, object]] = {}
+    for item in args.params:
+        rule, sep, text = item.partition("=")
+        try:
+            rule_params[rule] = json.loads(text) if sep else None
+        except json.JSONDecodeError as exc:
+            p.error(f"--params {item!r}: {exc}")
+        if not sep or not isinstance(rule_params[rule], dict):
+            p.error(f"--params {item!r}: expected RULE={{\"name\": value, ...}}")
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     from fedml_heterofl.defense import REGISTRY
@@ -136,7 +155,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rules = args.rules or sorted(REGISTRY)
     rows = []
     for rule in rules:
-        rows.append(attack_cell(rule, n, f, args.quick, args.skip_plain))
+        rows.append(attack_cell(rule, n, f, args.quick, args.skip_plain, rule_params.get(rule)))
         r = rows[-1]
         print(f"{rule:>10}: plain {r.get('plain_s', math.nan):8.2f} s  fast {r['fast_s']:7.2f} s  "
               f"gamma {r['fast_gamma']:.5f} ({r['calls']} calls)  adaptive_deviation {r['deviation_s']:7.2f} s "
@@ -156,15 +175,17 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"({r['deviation_calls']}) | {r['deviation_s'] / r['fast_s']:.1f}× | {r['deviation_choice']}, "
               f"{r['deviation_poisoned']} poisoned |")
     if args.rounds:
-        round_table(args.round_rules, args.samples, args.quick, args.threads)
+        round_table(args.round_rules, args.samples, args.quick, args.threads, rule_params)
     return 0
 
 
-def round_table(rules: List[str], samples: int, quick: bool, threads: int) -> None:
+def round_table(rules: List[str], samples: int, quick: bool, threads: int,
+                rule_params: Dict[str, Dict[str, object]]) -> None:
     """Part 2: whole rounds without attack, with ``adaptive`` and with ``adaptive_deviation``."""
     attacks = (None, "adaptive", "adaptive_deviation")
     with tempfile.TemporaryDirectory() as workdir:
-        cells = [round_cell(rule, attack, samples, quick, workdir) for rule in rules for attack in attacks]
+        cells = [round_cell(rule, attack, samples, quick, workdir, rule_params.get(rule))
+                 for rule in rules for attack in attacks]
     print()
     data = "MNIST/LR" if quick else "Fashion-MNIST/CNN"
     print(f"Rounds: {data}, 100 clients x {samples} samples, all taking part, {threads} threads")

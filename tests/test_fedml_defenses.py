@@ -122,6 +122,41 @@ def test_the_wrong_ones_are_wrong_as_documented():
     assert torch.allclose(res.update, fedavg(U[middle], counts[middle]), atol=1e-5)
 
 
+def test_a_permutation_of_the_rows_permutes_the_outcome():
+    """FedML's rules read their list in order (its trimmed mean breaks ties in sample counts by position,
+    its sums add in order); the wrapper presents the list by client id, so permuting the rows with their
+    ids and counts permutes the kept rows and leaves the aggregate bit for bit the same."""
+    counts = torch.tensor([5.0, 5, 5, 9, 5, 5, 2, 5, 5, 5])  # tied: the trimmed mean's ends depend on order
+    perm = torch.tensor([7, 2, 9, 0, 4, 1, 8, 3, 6, 5])
+    for kind in sorted(set(fd.FEDML_DEFENSES) - set(fd.BROKEN)):
+        U, ctx, _ = small_round(seed=4, counts=counts)
+        ref = rule(kind)(U, ctx)
+        moved = RoundContext(round_idx=0, global_params=ctx.global_params, client_ids=perm, sample_counts=counts[perm],
+                             param_layout=ctx.param_layout)
+        out = rule(kind)(U[perm], moved)
+        assert torch.equal(out.kept, ref.kept[perm]), kind
+        assert torch.equal(out.update, ref.update), kind
+    # by hand: β = 0.2 of 10 trims 2 per end of the list sorted (stably) by count, in client id order:
+    # ids 6 (2) and 0 (the first 5) at the low end, 9 (the last 5) and 3 (9) at the high end
+    out = rule("trimmed_mean")(U[perm], moved)
+    assert sorted(perm[out.kept].tolist()) == [1, 2, 4, 5, 7, 8]
+
+
+def test_the_oracle_agrees_with_a_fedml_rule_that_reads_the_list_order():
+    """The attacks' oracle calls the rule on cat(benign, own), the server on the round's order; with tied
+    sample counts FedML's trimmed mean decides by position, and both must still decide alike."""
+    U, ctx, layout = small_round(seed=6, n=12, counts=torch.full((12,), 5.0))
+    for name in ("adaptive", "adaptive_deviation"):
+        attack = build_attack(name)
+        server = ServerRound(rule("trimmed_mean"), attack=attack, malicious_ids=(1, 3, 8), seed=0,
+                             param_layout=layout)
+        out = server(0, ctx.global_params, torch.arange(12), U, ctx.sample_counts)
+        assert attack.report["oracle_calls"] > 0, name
+        assert out.metrics["oracle_agrees"] == 1.0, name
+        if name == "adaptive_deviation":
+            assert out.metrics["deviation_agrees"] == 1.0
+
+
 def test_without_a_layout_the_flat_vector_is_one_linear_layer():
     U, ctx, _ = small_round()
     ctx.param_layout = None

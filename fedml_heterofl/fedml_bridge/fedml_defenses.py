@@ -20,6 +20,12 @@ name; the ``defense`` package itself never imports FedML). One call:
 Kept rows: the entries whose ``state_dict`` object survives the before-phase (Krum's selection); when
 the before-phase returns new objects for all n entries (clipping, reweighting) every row is kept.
 
+Order: FedML's rules read the list's order (its trimmed mean breaks ties in sample counts by position,
+its sums add the entries in order), so the list is always in ascending client id, whatever the rows'
+order: a permutation of the rows then permutes the kept rows and leaves the aggregate bit for bit the
+same — the contract of our own rules, on which the adaptive attacks' oracle relies (it calls the rule
+on ``cat(benign, own)``, the server on the round's order).
+
 Randomness: FedML draws from the global ``random``, ``numpy.random`` and ``torch`` generators (CClip's
 initial guess, CRFL's and weak DP's noise); each call seeds all three from the round's generator and
 restores them afterwards. FedML's ``print`` output goes to this module's debug log.
@@ -237,11 +243,14 @@ class FedMLDefense(Defense):
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator))
         diagnostics: Dict[str, object] = {"fedml_type": self.fedml_type}
         holder = self._defender_for(ctx.round_idx, n)
+        order = torch.argsort(ctx.ids(n), stable=True)  # FedML's list in client id order (module doc)
         with timed(diagnostics, "fedml"):
             weights = w_t + updates.detach().cpu()
-            models = [(float(counts[i]), _split(weights[i], layout)) for i in range(n)]  # FedML's list format
+            models = [(float(counts[i]), _split(weights[i], layout)) for i in order.tolist()]  # FedML's format
             global_state = _split(w_t.detach().cpu().clone(), layout)
-            kept, state = self._run_fedml(holder, models, global_state, seed)
+            kept_in_order, state = self._run_fedml(holder, models, global_state, seed)
+        kept = torch.empty_like(kept_in_order)
+        kept[order] = kept_in_order
         aggregate = _flatten(state, layout, self.name) - w_t.cpu()
         if not bool(torch.isfinite(aggregate).all()):
             raise FedMLDefenseError(f"{self.name}: FedML's defense returned a non-finite aggregate")
