@@ -12,7 +12,7 @@ from fedml_heterofl.attack import build_attack
 from fedml_heterofl.defense import REGISTRY as DEFENSES, RoundContext, build_defense
 from fedml_heterofl.defense.base import RowsDefense
 from fedml_heterofl.defense.oracle import Oracle, private_generator
-from fedml_heterofl.defense.rows import AffineBasis, DenseRows, poisoned_rows
+from fedml_heterofl.defense.rows import AffineBasis, DenseRows, first_equal_rows, model_losses, poisoned_rows
 from fedml_heterofl.models import ParamLayout, batched_loss
 from fedml_heterofl.simulation.local_training import client_seed, local_sgd
 from fedml_heterofl.simulation.server_round import ServerRound
@@ -382,6 +382,43 @@ def test_partial_poisoned_losses_are_kept_only_for_a_per_model_loss(per_model):
     assert torch.allclose(everything, expected) and torch.allclose(first, expected[3:4])
     # poisoned row 0 alone, then K once (3 rows), then: kept -> the 3 other poisoned rows; not kept -> all 4
     assert calls == ([1, 3, 3] if per_model else [1, 3, 4])
+
+
+def test_first_equal_rows_by_hand():
+    rows = torch.tensor([[1.0, 2.0], [3.0, 0.0], [1.0, 2.0], [2.0, 1.0], [3.0, 0.0], [1.0, 2.0]])
+    # rows 2 and 5 copy row 0, row 4 copies row 1; row 3 has row 0's sum but other entries
+    assert first_equal_rows(rows).tolist() == [0, 1, 0, 3, 1, 0]
+    # bit for bit: -0.0 and 0.0 compare equal as numbers, not as bits
+    assert first_equal_rows(torch.tensor([[0.0, 1.0], [-0.0, 1.0]])).tolist() == [0, 1]
+    # NaN equals nothing, itself included, so a row holding one stands alone
+    assert first_equal_rows(torch.tensor([[float("nan"), 1.0], [float("nan"), 1.0]])).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("per_model", [True, False])
+def test_copies_are_evaluated_once_for_a_per_model_loss(per_model):
+    """The poisoned copies an attack sends are one model: with a per-model loss each distinct row is
+    evaluated once, and every row gets the loss of its own values."""
+    seen = []
+
+    class Loss:
+        def __call__(self, p, batch):
+            seen.append(p.clone())
+            return (p ** 2).sum(dim=1) * batch
+
+    loss = Loss()
+    loss.per_model = per_model
+    g = torch.Generator().manual_seed(0)
+    a, b, c = torch.randn(3, 6, generator=g)
+    U = torch.stack([a, b, a, a, c, b])
+    w = torch.randn(6, generator=g)
+    losses = model_losses(U, w, loss, 3.0, chunk=4)
+    expected = torch.tensor([3.0 * float(((w + u) ** 2).sum()) for u in U], dtype=torch.float64)
+    assert torch.allclose(losses, expected)
+    assert losses[0] == losses[2] == losses[3] and losses[1] == losses[5]
+    evaluated = torch.cat(seen)
+    assert evaluated.shape[0] == (3 if per_model else 6)
+    if per_model:
+        assert torch.equal(evaluated, torch.stack([w + a, w + b, w + c]))
 
 
 def test_model_loss_says_when_a_models_loss_is_per_model():

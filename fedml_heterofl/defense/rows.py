@@ -138,13 +138,45 @@ def _largest_scale(gamma: Gamma) -> float:
     return float(gamma.abs().max().double()) if isinstance(gamma, Tensor) else abs(gamma)
 
 
+def first_equal_rows(rows: Tensor) -> Tensor:
+    """For each row of ``rows`` ``(m, d)``, the index of the first row equal to it bit for bit (itself
+    when none before it is). A row is compared, as bits, only with earlier rows of the same sum — a
+    filter of one pass, so m long rows cost O(m·d) plus one comparison per likely copy."""
+    sums = rows.sum(dim=1)
+    bits = rows.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[rows.element_size()])
+    first = torch.arange(rows.shape[0])
+    for i in range(1, rows.shape[0]):
+        for j in (sums[:i] == sums[i]).nonzero().flatten().tolist():
+            if first[j] == j and torch.equal(bits[i], bits[j]):
+                first[i] = j
+                break
+    return first
+
+
 def model_losses(params: Tensor, global_params: Tensor, loss_fn: LossFn, batch: Batch, chunk: int,
                  scratch: Optional[Tensor] = None) -> Tensor:
     """``ℓ(batch, w_t + g_i)`` for the rows ``params`` ``(m, d)`` of updates, ``chunk`` models per
     ``loss_fn`` call (float64, shape ``(m,)``); ``scratch`` (at least ``chunk`` rows) holds the models
-    instead of a new tensor per call."""
+    instead of a new tensor per call. When ``loss_fn.per_model`` (a model's loss does not depend on the
+    models evaluated with it, :class:`~fedml_heterofl.models.ModelLoss`), rows equal bit for bit are
+    evaluated once (:func:`first_equal_rows`): the same losses, and the poisoned copies the attacks
+    send cost one model each."""
     if params.shape[0] == 0:
         return torch.zeros(0, dtype=torch.float64)
+    if getattr(loss_fn, "per_model", False) and params.shape[0] > 1:
+        first = first_equal_rows(params)
+        distinct = (first == torch.arange(params.shape[0])).nonzero().flatten()
+        if distinct.numel() < params.shape[0]:
+            losses = _evaluate(params[distinct], global_params, loss_fn, batch, chunk, scratch)
+            position = torch.empty(params.shape[0], dtype=torch.long)
+            position[distinct] = torch.arange(distinct.numel())
+            return losses[position[first]]
+    return _evaluate(params, global_params, loss_fn, batch, chunk, scratch)
+
+
+def _evaluate(params: Tensor, global_params: Tensor, loss_fn: LossFn, batch: Batch, chunk: int,
+              scratch: Optional[Tensor]) -> Tensor:
+    """:func:`model_losses` of every row, ``chunk`` models per ``loss_fn`` call."""
 
     def models(s: int) -> Tensor:
         block = params[s:s + chunk]
