@@ -137,7 +137,7 @@ def drops_table(runs: List[Run]) -> Optional[Tuple[str, str]]:
         md_rows = []
         for d in rows_of(wl_runs):
             clean_runs = groups.get((wl, d, "none"), [])
-            clean, clean_std = mean_and_std([r.final_acc for r in clean_runs])
+            clean = mean_and_std([r.final_acc for r in clean_runs])[0]
             if math.isnan(clean):
                 continue
             theirs = paper.get(d, {})
